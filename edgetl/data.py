@@ -1,0 +1,213 @@
+"""Class-folder datasets: scanning, the deterministic split, duplicate handling, image decoding.
+
+TensorFlow-free on purpose: `load_image` is the single preprocessing used for training features,
+calibration, benchmarks and on the device, so it must import with only numpy and Pillow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Bump when load_image changes: it is part of every bottleneck cache key.
+PREPROCESS_VERSION = 1
+# How the model input is built from a photo; stored in every exported artifact.
+PREPROCESSING = {
+    "version": PREPROCESS_VERSION,
+    "color": "RGB",
+    "resize": "bilinear, whole image squashed to resolution x resolution (no crop)",
+    "exif_transpose": True,
+    "alpha": "composited on white",
+    "pixel_range": "0..255",
+}
+MIN_IMAGES_PER_CLASS = 20
+SPLITS = ("training", "validation", "testing")
+# retrain.py's constant: percentages are taken modulo this many "buckets".
+MAX_NUM_IMAGES_PER_CLASS = 2**27 - 1
+
+
+class DatasetError(ValueError):
+    """The image folder cannot be used as a class-folder dataset."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: Path
+    label: str
+    label_index: int
+    content_hash: str  # sha256 of the file bytes: cache key and duplicate detection
+    split: str  # one of SPLITS
+
+
+@dataclass
+class Dataset:
+    root: Path
+    classes: list[str]
+    records: list[ImageRecord]
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
+
+    def split(self, name: str) -> list[ImageRecord]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return [r for r in self.records if r.split == name]
+
+    def without(self, bad: dict[Path, str]) -> "Dataset":
+        """The same dataset minus files that failed to decode (recorded as skipped)."""
+        if not bad:
+            return self
+        kept = [r for r in self.records if r.path not in bad]
+        return Dataset(self.root, self.classes, kept, list(self.warnings), self.skipped + list(bad.items()))
+
+    def summary(self) -> str:
+        counts = {s: len(self.split(s)) for s in SPLITS}
+        text = (
+            f"{len(self.records)} images in {len(self.classes)} classes "
+            f"(train {counts['training']}, validation {counts['validation']}, test {counts['testing']})"
+        )
+        if self.skipped:
+            text += f"; {len(self.skipped)} file(s) skipped"
+        return text
+
+
+def split_for(file_name: str, validation_percentage: float, testing_percentage: float) -> str:
+    """retrain.py's stable split: a hash of the file name, ignoring anything from '_nohash_' on.
+
+    Depending only on the name means an image never changes set when others are added.
+    """
+    hash_name = re.sub(r"_nohash_.*$", "", file_name)
+    digest = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
+    percentage = (int(digest, 16) % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
+    if percentage < validation_percentage:
+        return "validation"
+    if percentage < testing_percentage + validation_percentage:
+        return "testing"
+    return "training"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def scan_dataset(
+    image_dir: str | Path,
+    validation_percentage: float = 10.0,
+    testing_percentage: float = 10.0,
+) -> Dataset:
+    """Index a class-folder dataset: one sub-folder per class, images inside (searched recursively)."""
+    root = Path(image_dir).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"image directory not found: {root}")
+    if not (0 <= validation_percentage < 100 and 0 <= testing_percentage < 100) or (
+        validation_percentage + testing_percentage >= 100
+    ):
+        raise DatasetError(
+            f"validation ({validation_percentage}) and testing ({testing_percentage}) percentages "
+            "must be in [0, 100) and leave room for training"
+        )
+    notes: list[str] = []
+    skipped: list[tuple[Path, str]] = []
+    for entry in sorted(root.iterdir()):
+        if entry.is_file():
+            notes.append(f"ignoring {entry}: files at the dataset root are not classes")
+
+    class_files: dict[str, list[Path]] = {}
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = []
+        for f in sorted(class_dir.rglob("*")):
+            if not f.is_file() or f.name.startswith("."):
+                continue
+            if f.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(f)
+            else:
+                skipped.append((f, "not an image file extension"))
+        if not files:
+            notes.append(f"ignoring class folder {class_dir}: no images in it")
+            continue
+        if len(files) < MIN_IMAGES_PER_CLASS:
+            notes.append(
+                f"class {class_dir.name!r} has only {len(files)} images "
+                f"(fewer than {MIN_IMAGES_PER_CLASS}); accuracy on it will be unreliable"
+            )
+        class_files[class_dir.name] = files
+
+    if len(class_files) < 2:
+        found = ", ".join(class_files) or "none"
+        raise DatasetError(
+            f"{root} needs at least two class sub-folders with images; found {len(class_files)} ({found})"
+        )
+    classes = sorted(class_files)
+
+    hashes: dict[Path, str] = {}
+    labels_by_hash: dict[str, set[str]] = defaultdict(set)
+    for label, files in class_files.items():
+        for f in files:
+            try:
+                hashes[f] = _sha256(f)
+            except OSError as e:
+                skipped.append((f, f"unreadable: {e}"))
+                continue
+            labels_by_hash[hashes[f]].add(label)
+
+    conflicted = {h for h, labels in labels_by_hash.items() if len(labels) > 1}
+    records = []
+    for label in classes:
+        for f in class_files[label]:
+            if f not in hashes:
+                continue
+            h = hashes[f]
+            split = split_for(f.name, validation_percentage, testing_percentage)
+            if h in conflicted:
+                # The same bytes under two labels can't be scored fairly: train only.
+                split = "training"
+            records.append(ImageRecord(f, label, classes.index(label), h, split))
+    for h in sorted(conflicted):
+        same = sorted(str(r.path) for r in records if r.content_hash == h)
+        notes.append(f"identical files under different labels, kept out of validation/test: {', '.join(same)}")
+
+    dataset = Dataset(root, classes, records, notes, skipped)
+    for s in ("training", "testing"):
+        if not dataset.split(s):
+            raise DatasetError(f"{root}: the {s} split is empty; add images or change the percentages")
+    return dataset
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        im = Image.fromarray(np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return im.convert("RGB")
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """Decode a photo into the model input: uint8 RGB array of shape (size, size, 3).
+
+    Raises OSError/ValueError (from Pillow) for files that cannot be decoded.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's palette/EXIF chatter is not the user's problem
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            im = _to_rgb(im)
+            im = im.resize((size, size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
