@@ -162,6 +162,7 @@ def scan_dataset(
             labels_by_hash[hashes[f]].add(label)
 
     conflicted = {h for h, labels in labels_by_hash.items() if len(labels) > 1}
+    first_split_by_hash: dict[str, str] = {}
     records = []
     for label in classes:
         for f in class_files[label]:
@@ -172,6 +173,8 @@ def scan_dataset(
             if h in conflicted:
                 # The same bytes under two labels can't be scored fairly: train only.
                 split = "training"
+            # Copies within one class follow the first copy, so a test image is never also trained on.
+            split = first_split_by_hash.setdefault(h, split)
             records.append(ImageRecord(f, label, classes.index(label), h, split))
     for h in sorted(conflicted):
         same = sorted(str(r.path) for r in records if r.content_hash == h)
