@@ -1,0 +1,133 @@
+"""Bottleneck features: computed once per (backbone, weights, resolution, preprocessing, image), cached on disk.
+
+Each cache entry is one small file: the float32 vector followed by a 16-byte BLAKE2b digest of it, written
+atomically, so a damaged or truncated entry is detected and recomputed instead of poisoning training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from platformdirs import user_cache_dir
+from tqdm import tqdm
+
+from .data import PREPROCESS_VERSION, ImageRecord, load_image
+
+DIGEST_BYTES = 16
+
+
+@dataclass
+class FeatureSet:
+    features: np.ndarray  # (N, D) float32, row i belongs to records[i]
+    records: list[ImageRecord]  # the images that decoded
+    failed: dict[Path, str]  # images that could not be decoded -> why
+    computed: int  # how many were computed now (the rest came from the cache)
+    cached: int
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EDGETL_CACHE_DIR", user_cache_dir("edgetl"))) / "bottlenecks"
+
+
+def cache_key(backbone_id: str, weights_sha256: str, resolution: int) -> str:
+    text = f"{backbone_id}|{weights_sha256 or 'random'}|{resolution}|preprocess-v{PREPROCESS_VERSION}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _entry_path(cache_dir: Path, key: str, content_hash: str) -> Path:
+    return cache_dir / key / content_hash[:2] / f"{content_hash}.bin"
+
+
+def _read_entry(path: Path, dim: int | None) -> np.ndarray | None:
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        return None
+    data, digest = blob[:-DIGEST_BYTES], blob[-DIGEST_BYTES:]
+    if len(blob) <= DIGEST_BYTES or len(data) % 4 or hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest() != digest:
+        return None
+    vector = np.frombuffer(data, dtype="<f4")
+    if dim is not None and vector.size != dim:
+        return None
+    return vector
+
+
+def _write_entry(path: Path, vector: np.ndarray) -> None:
+    data = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data + hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest())
+    os.replace(tmp, path)
+
+
+def _decode(record: ImageRecord, size: int) -> tuple[np.ndarray | None, str]:
+    try:
+        return load_image(record.path, size), ""
+    except Exception as e:  # any decoder failure is one bad file, not a crashed run
+        return None, f"{type(e).__name__}: {e}"
+
+
+def compute_features(
+    records: Sequence[ImageRecord],
+    embed: Callable[[np.ndarray], np.ndarray],
+    key: str,
+    resolution: int,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    decode_workers: int = 4,
+    desc: str = "bottlenecks",
+) -> FeatureSet:
+    """Features for `records`, from the cache where present, else `embed(uint8 batch) -> (n, D)`.
+
+    Decoding of the next batch runs in threads while the current batch is embedded.
+    """
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    found: dict[int, np.ndarray] = {}
+    dim = None
+    for i, r in enumerate(records):
+        vector = _read_entry(_entry_path(cache_dir, key, r.content_hash), dim)
+        if vector is not None:
+            found[i] = vector
+            dim = vector.size
+    todo = [i for i in range(len(records)) if i not in found]
+    failed: dict[Path, str] = {}
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    with ThreadPoolExecutor(decode_workers) as pool, tqdm(
+        total=len(todo), desc=desc, unit="img", disable=not todo, leave=False
+    ) as bar:
+        submit = lambda batch: [pool.submit(_decode, records[i], resolution) for i in batch]  # noqa: E731
+        pending = submit(batches[0]) if batches else []
+        for n, batch in enumerate(batches):
+            decoded = [f.result() for f in pending]
+            pending = submit(batches[n + 1]) if n + 1 < len(batches) else []
+            good = []
+            for i, (pixels, error) in zip(batch, decoded):
+                if pixels is None:
+                    failed[records[i].path] = error
+                    tqdm.write(f"warning: skipping {records[i].path}: cannot decode ({error})")
+                else:
+                    good.append((i, pixels))
+            if good:
+                vectors = np.asarray(embed(np.stack([p for _, p in good]).astype(np.float32)), dtype=np.float32)
+                for (i, _), vector in zip(good, vectors):
+                    _write_entry(_entry_path(cache_dir, key, records[i].content_hash), vector)
+                    found[i] = vector
+            bar.update(len(batch))
+
+    kept = [i for i in range(len(records)) if i in found]
+    features = np.stack([found[i] for i in kept]) if kept else np.zeros((0, 0), np.float32)
+    return FeatureSet(
+        features=features,
+        records=[records[i] for i in kept],
+        failed=failed,
+        computed=len(todo) - len(failed),
+        cached=len(records) - len(todo),
+    )

@@ -1,0 +1,210 @@
+"""Train one grid point: dataset -> frozen backbone -> cached bottlenecks -> softmax head -> run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .backbones import BackboneSpec, build_feature_extractor, count_macs, resolve_weights
+from .data import PREPROCESSING, Dataset, scan_dataset
+from .features import cache_key, compute_features
+from .head import Head, HeadConfig, accuracy, train_head
+
+
+@dataclass
+class TrainConfig:
+    image_dir: Path
+    output_dir: Path
+    backbone: BackboneSpec
+    weights: str = "imagenet"  # "imagenet" | "none" | path to a weights file
+    weights_dir: Path | None = None
+    bottleneck_dir: Path | None = None
+    validation_percentage: float = 10.0
+    testing_percentage: float = 10.0
+    head: HeadConfig = field(default_factory=HeadConfig)
+    print_misclassified_test_images: bool = False
+    feature_batch_size: int = 32
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    classes: list[str]
+    metrics: dict
+    features_computed: int
+    features_cached: int
+    skipped_files: list[tuple[str, str]]
+    misclassified: list[tuple[str, str, str]]  # (path, true label, predicted label)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def build_classifier(extractor, head: Head, num_classes: int):
+    """The deployable model: raw RGB pixels in, class probabilities out."""
+    import keras
+
+    dense = keras.layers.Dense(num_classes, activation="softmax", name="head")
+    outputs = dense(extractor.output)
+    dense.set_weights([head.weights, head.bias])
+    return keras.Model(extractor.input, outputs, name="edgetl_classifier")
+
+
+def artifact_metadata(run: dict, fmt: str) -> dict:
+    """The edgetl.json every artifact carries (see docs/interfaces.md)."""
+    bb = run["backbone"]
+    return {
+        "edgetl_version": __version__,
+        "format": fmt,
+        "labels": run["classes"],
+        "backbone": {k: bb[k] for k in ("version", "alpha", "resolution", "weights")},
+        "input": {"size": bb["resolution"], "mean": 0.0, "std": 1.0, "preprocessing": PREPROCESSING},
+    }
+
+
+def featurize(
+    dataset: Dataset, config: TrainConfig, log=print
+) -> tuple[Dataset, dict[str, tuple[np.ndarray, np.ndarray, list]], object, dict, int, int]:
+    """Bottlenecks for every split, the backbone model, and what was resolved about the weights."""
+    spec = config.backbone
+    weights = resolve_weights(spec, config.weights, config.weights_dir)
+    log(f"backbone {spec.id}: {weights.note}")
+    extractor = build_feature_extractor(spec, weights)
+    key = cache_key(spec.id, weights.sha256, spec.resolution)
+    result = compute_features(
+        dataset.records,
+        lambda batch: extractor.predict_on_batch(batch),
+        key,
+        spec.resolution,
+        cache_dir=config.bottleneck_dir,
+        batch_size=config.feature_batch_size,
+        desc=f"bottlenecks {spec.id}",
+    )
+    log(f"bottlenecks: {result.computed} computed, {result.cached} from cache, {len(result.failed)} failed to decode")
+    dataset = dataset.without(result.failed)
+    splits = {}
+    for split in ("training", "validation", "testing"):
+        rows = [i for i, r in enumerate(result.records) if r.split == split]
+        splits[split] = (
+            result.features[rows] if rows else np.zeros((0, result.features.shape[1]), np.float32),
+            np.array([result.records[i].label_index for i in rows], dtype=np.int64),
+            [result.records[i] for i in rows],
+        )
+    backbone_info = {
+        "version": spec.version,
+        "alpha": spec.alpha,
+        "resolution": spec.resolution,
+        "weights": weights.description,
+        "weights_source": weights.source,
+        "weights_note": weights.note,
+        "weights_sha256": weights.sha256,
+        "macs": count_macs(extractor),
+        "params": int(extractor.count_params()),
+    }
+    return dataset, splits, extractor, backbone_info, result.computed, result.cached
+
+
+def train(config: TrainConfig, log=print) -> TrainResult:
+    """Run one grid point end to end and write the run directory (docs/interfaces.md)."""
+    started = time.time()
+    dataset = scan_dataset(config.image_dir, config.validation_percentage, config.testing_percentage)
+    for note in dataset.warnings:
+        log(f"warning: {note}")
+    for path, why in dataset.skipped:
+        log(f"warning: skipping {path}: {why}")
+    log(f"dataset: {dataset.summary()}")
+
+    dataset, splits, extractor, backbone_info, computed, cached = featurize(dataset, config, log)
+    (train_x, train_y, _), (val_x, val_y, _), (test_x, test_y, test_records) = (
+        splits["training"], splits["validation"], splits["testing"]
+    )
+    if len(np.unique(train_y)) < 2:
+        raise ValueError("after skipping undecodable files, fewer than two classes have training images")
+    head = train_head(train_x, train_y, val_x, val_y, len(dataset.classes), config.head, log=log)
+
+    test_probs = head.predict_proba(test_x)
+    metrics = {
+        "train_accuracy": accuracy(head.predict_proba(train_x), train_y),
+        "validation_accuracy": accuracy(head.predict_proba(val_x), val_y) if len(val_y) else None,
+        "test_accuracy": accuracy(test_probs, test_y),
+        "best_step": head.best_step,
+        "num_train": len(train_y),
+        "num_validation": len(val_y),
+        "num_test": len(test_y),
+    }
+    log(f"final test accuracy = {metrics['test_accuracy']:.1%} (N={len(test_y)})")
+    misclassified = [
+        (str(r.path), dataset.classes[t], dataset.classes[p])
+        for r, t, p in zip(test_records, test_y, test_probs.argmax(axis=1))
+        if t != p
+    ]
+    if config.print_misclassified_test_images:
+        log("=== misclassified test images ===")
+        for path, truth, predicted in misclassified:
+            log(f"{path}  true: {truth}  predicted: {predicted}")
+
+    run_dir = Path(config.output_dir)
+    run = {
+        "edgetl_version": __version__,
+        "image_dir": str(Path(config.image_dir).resolve()),
+        "validation_percentage": config.validation_percentage,
+        "testing_percentage": config.testing_percentage,
+        "classes": dataset.classes,
+        "backbone": backbone_info,
+        "training": asdict(config.head),
+        "metrics": metrics,
+        "history": head.history,
+        "num_skipped_files": len(dataset.skipped),
+        "skipped_files": [[str(p), why] for p, why in dataset.skipped],
+        "seconds": round(time.time() - started, 1),
+    }
+    save_run(run_dir, build_classifier(extractor, head, len(dataset.classes)), run, log)
+    return TrainResult(
+        run_dir, dataset.classes, metrics, computed, cached,
+        [(str(p), why) for p, why in dataset.skipped], misclassified,
+    )
+
+
+def save_run(run_dir: Path, model, run: dict, log=print) -> None:
+    """Write the run directory; each piece lands atomically and run.json last (it marks the run complete)."""
+    from .export import export_artifact
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").unlink(missing_ok=True)  # until rewritten, the directory is not a finished run
+    write_text_atomic(run_dir / "labels.txt", "\n".join(run["classes"]) + "\n")
+    tmp_keras = run_dir / ".model.tmp.keras"
+    model.save(tmp_keras)
+    os.replace(tmp_keras, run_dir / "model.keras")
+    tmp_saved = Path(tempfile.mkdtemp(dir=run_dir, prefix=".saved_model."))
+    model.export(str(tmp_saved), verbose=False)
+    if (run_dir / "saved_model").exists():
+        shutil.rmtree(run_dir / "saved_model")
+    os.replace(tmp_saved, run_dir / "saved_model")
+    export_artifact(
+        model, run_dir / "saved_model", "tflite-float32", run_dir / "model.tflite",
+        artifact_metadata(run, "tflite-float32"),
+    )
+    write_json_atomic(run_dir / "run.json", run)
+    log(f"wrote {run_dir}/model.tflite, model.keras, saved_model/, labels.txt, run.json")
