@@ -1,0 +1,381 @@
+"""Pick the artifact to deploy: the Pareto front over (accuracy, latency, size) and a budgeted pick.
+
+Every exported artifact trades top-1 accuracy against p50 latency and file size. Nothing off the
+Pareto front is worth shipping (some other artifact is at least as good on all three axes), so the
+front is computed first and the pick is made from it:
+
+* with a budget (any of max latency / max size / min accuracy set): the most accurate artifact that
+  fits. Budgets are monotone (a dominating artifact fits whenever the dominated one does), so that
+  artifact is always on the front.
+* without a budget: the "knee" of the front, where giving up a little accuracy stops buying much
+  latency (see :func:`knee`).
+
+Import-light on purpose (stdlib only): reports are rebuilt on machines without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from edgetl.bench import ArtifactResult
+
+#: Bytes per megabyte for every size budget and report. Decimal (SI) megabytes, 1 MB = 10**6 bytes,
+#: because that is what storage vendors, app stores and `ls --si` quote; a "4 MB" budget given by a
+#: product person almost always means 4,000,000 bytes, not 4 MiB.
+BYTES_PER_MB = 1_000_000
+
+#: How many near-misses :func:`pick` reports when nothing fits.
+NUM_CLOSEST = 3
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+
+
+def is_ok(r: ArtifactResult) -> bool:
+    """True for rows that benchmarked successfully; only those can be on the front or picked."""
+    return r.status == "ok"
+
+
+def _validate_results(results: Sequence[ArtifactResult]) -> list[ArtifactResult]:
+    """Check the rows once, up front, so a bad row fails loudly instead of silently winning.
+
+    A NaN accuracy or negative latency in an "ok" row would otherwise compare in surprising ways
+    (NaN is never dominated) and could end up as the deployment pick.
+    """
+    if isinstance(results, (str, bytes)) or not isinstance(results, Sequence):
+        raise ValueError(f"results must be a sequence of ArtifactResult, got {type(results).__name__}")
+    rows = list(results)
+    if not rows:
+        raise ValueError("results is empty: there is no artifact to compare (did the benchmark run?)")
+    for i, r in enumerate(rows):
+        if not isinstance(r, ArtifactResult):
+            raise ValueError(f"results[{i}] is a {type(r).__name__}, not an ArtifactResult")
+        if not is_ok(r):
+            continue  # failed rows may carry NaN/placeholder numbers; they are never compared
+        name = f"results[{i}] ({r.point} {r.format})"
+        if not (isinstance(r.accuracy, (int, float)) and 0.0 <= r.accuracy <= 1.0):
+            raise ValueError(f"{name}: accuracy must be a fraction in [0, 1], got {r.accuracy!r}")
+        if not (isinstance(r.latency_ms_p50, (int, float)) and math.isfinite(r.latency_ms_p50)
+                and r.latency_ms_p50 >= 0):
+            raise ValueError(f"{name}: latency_ms_p50 must be a finite number >= 0, got {r.latency_ms_p50!r}")
+        if not (isinstance(r.size_bytes, (int, float)) and math.isfinite(r.size_bytes) and r.size_bytes >= 0):
+            raise ValueError(f"{name}: size_bytes must be a finite number >= 0, got {r.size_bytes!r}")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Pareto front
+# --------------------------------------------------------------------------------------------
+
+
+def _objectives(r: ArtifactResult) -> tuple[float, float, float]:
+    """The three objectives, all turned into "higher is better" so domination is one comparison."""
+    return (r.accuracy, -r.latency_ms_p50, -float(r.size_bytes))
+
+
+def dominates(a: ArtifactResult, b: ArtifactResult) -> bool:
+    """True when `a` is at least as good as `b` on accuracy, p50 latency and size, and strictly better
+    on at least one. Identical triples do not dominate each other (both stay on the front)."""
+    oa, ob = _objectives(a), _objectives(b)
+    return all(x >= y for x, y in zip(oa, ob)) and any(x > y for x, y in zip(oa, ob))
+
+
+def pareto_front(results: Sequence[ArtifactResult]) -> list[ArtifactResult]:
+    """The successful rows no other successful row dominates, in input order.
+
+    Objectives: accuracy (higher is better), latency_ms_p50 (lower), size_bytes (lower). Rows with
+    ``status != "ok"`` are ignored. Exact ties all stay, so two formats that measure identically are
+    both offered rather than one being dropped arbitrarily.
+
+    Sorting by accuracy descending first means a row can only be dominated by rows before it (or by
+    exact-accuracy peers), which keeps the check cheap for the usual sweep sizes; O(n * front) worst
+    case is fine for the tens-to-hundreds of artifacts a sweep produces.
+    """
+    rows = _validate_results(results)
+    ok = [(i, r) for i, r in enumerate(rows) if is_ok(r)]
+    # Best-first order: a dominator always sorts no later than the row it dominates.
+    order = sorted(ok, key=lambda ir: (-ir[1].accuracy, ir[1].latency_ms_p50, ir[1].size_bytes))
+    front: list[tuple[int, ArtifactResult]] = []
+    for i, r in order:
+        if not any(dominates(f, r) for _, f in front):
+            front.append((i, r))
+    front.sort(key=lambda ir: ir[0])  # back to input order
+    return [r for _, r in front]
+
+
+# --------------------------------------------------------------------------------------------
+# Budget
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt_num(x: float) -> str:
+    """Short human number for messages: 15 -> "15", 23.14 -> "23.1", 0.5234 -> "0.523"."""
+    if not math.isfinite(x) or abs(x) < 100:
+        return f"{x:.3g}"
+    return f"{x:.0f}"
+
+
+@dataclass
+class Budget:
+    """Deployment constraints; ``None`` means "no constraint on this axis".
+
+    * ``max_latency_ms``: upper bound on p50 latency (ms), the figure the front is built on.
+    * ``max_size_mb``: upper bound on the artifact file size in decimal megabytes
+      (1 MB = 1,000,000 bytes, see :data:`BYTES_PER_MB`).
+    * ``min_accuracy``: lower bound on top-1 accuracy as a fraction in [0, 1] (0.9, not 90).
+    """
+
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
+    min_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        # Caught here rather than at pick time so a typo in a config or CLI flag fails immediately.
+        for name in ("max_latency_ms", "max_size_mb"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+                raise ValueError(f"budget {name} must be a number or None, got {v!r}")
+            if v < 0:
+                raise ValueError(f"budget {name} must not be negative, got {v!r}")
+            if v == 0:
+                raise ValueError(f"budget {name} must be positive (0 admits nothing), got {v!r}")
+        v = self.min_accuracy
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+                raise ValueError(f"budget min_accuracy must be a number or None, got {v!r}")
+            if v < 0:
+                raise ValueError(f"budget min_accuracy must not be negative, got {v!r}")
+            if v > 1:
+                hint = f" (did you mean {v / 100:g}?)" if v <= 100 else ""
+                raise ValueError(f"budget min_accuracy is a fraction in [0, 1], got {v!r}{hint}")
+
+    @property
+    def is_set(self) -> bool:
+        """True when at least one constraint is given (otherwise :func:`pick` picks the knee)."""
+        return any(v is not None for v in (self.max_latency_ms, self.max_size_mb, self.min_accuracy))
+
+    def describe(self) -> str:
+        """One line for reports, e.g. "p50 latency <= 15 ms, size <= 4 MB, top-1 >= 75%"."""
+        parts = []
+        if self.max_latency_ms is not None:
+            parts.append(f"p50 latency <= {_fmt_num(self.max_latency_ms)} ms")
+        if self.max_size_mb is not None:
+            parts.append(f"size <= {_fmt_num(self.max_size_mb)} MB")
+        if self.min_accuracy is not None:
+            parts.append(f"top-1 >= {_fmt_num(self.min_accuracy * 100)}%")
+        return ", ".join(parts) if parts else "none"
+
+    def _violations(self, r: ArtifactResult) -> list[tuple[str, float]]:
+        """(message, relative violation) for every constraint `r` breaks; empty when it fits."""
+        out: list[tuple[str, float]] = []
+        if self.max_latency_ms is not None and r.latency_ms_p50 > self.max_latency_ms:
+            out.append((
+                f"latency {_fmt_num(r.latency_ms_p50)} ms > {_fmt_num(self.max_latency_ms)} ms",
+                (r.latency_ms_p50 - self.max_latency_ms) / self.max_latency_ms,
+            ))
+        if self.max_size_mb is not None:
+            size_mb = r.size_bytes / BYTES_PER_MB
+            if size_mb > self.max_size_mb:
+                out.append((
+                    f"size {size_mb:.2f} MB > {_fmt_num(self.max_size_mb)} MB",
+                    (size_mb - self.max_size_mb) / self.max_size_mb,
+                ))
+        if self.min_accuracy is not None and r.accuracy < self.min_accuracy:
+            out.append((
+                f"accuracy {r.accuracy * 100:.1f}% < {_fmt_num(self.min_accuracy * 100)}%",
+                # min_accuracy > accuracy >= 0 here, so the division is safe.
+                (self.min_accuracy - r.accuracy) / self.min_accuracy,
+            ))
+        return out
+
+    def fits(self, r: ArtifactResult) -> bool:
+        """True when `r` benchmarked fine and meets every constraint that is set (limits inclusive)."""
+        return is_ok(r) and not self._violations(r)
+
+    def violation(self, r: ArtifactResult) -> float:
+        """Total relative violation: the sum over broken constraints of |value - limit| / limit.
+
+        Relative, so "2 ms over a 10 ms budget" and "0.4 MB over a 2 MB budget" weigh the same (20%).
+        0.0 when `r` fits; infinity for failed rows (they can never be deployed).
+        """
+        if not is_ok(r):
+            return math.inf
+        return sum(v for _, v in self._violations(r))
+
+    def describe_violation(self, r: ArtifactResult) -> str:
+        """Why `r` does not fit, e.g. "latency 23.1 ms > 15 ms; size 5.20 MB > 4 MB".
+
+        Empty string when it fits, so callers can test the result for truthiness.
+        """
+        if not is_ok(r):
+            return f"failed: {r.status}"
+        return "; ".join(msg for msg, _ in self._violations(r))
+
+
+# --------------------------------------------------------------------------------------------
+# pick
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pick:
+    """The outcome of :func:`pick`.
+
+    ``chosen`` is None when nothing can be deployed; ``reason`` says why in one sentence either way.
+    ``front`` is the Pareto front (input order); ``closest`` holds the near-misses when nothing fits
+    the budget (empty otherwise).
+    """
+
+    chosen: ArtifactResult | None
+    reason: str
+    front: list[ArtifactResult] = field(default_factory=list)
+    closest: list[ArtifactResult] = field(default_factory=list)
+
+
+def _best_key(r: ArtifactResult) -> tuple[float, float, float]:
+    """Sort key for "most accurate; ties: lower latency, then smaller file"."""
+    return (-r.accuracy, r.latency_ms_p50, float(r.size_bytes))
+
+
+def most_accurate(rows: Sequence[ArtifactResult]) -> ArtifactResult:
+    """The most accurate row (ties: lower p50 latency, then smaller size; then input order)."""
+    if not rows:
+        raise ValueError("most_accurate() of no rows")
+    return min(rows, key=_best_key)  # min() keeps the first of equal keys: stable
+
+
+def knee(front: Sequence[ArtifactResult]) -> ArtifactResult:
+    """The knee of a Pareto front in the (p50 latency, accuracy) plane.
+
+    Method ("maximum distance to the chord", as in the Kneedle / L-method family):
+
+    1. Normalise latency and accuracy over the front points to [0, 1] (min-max), so neither axis
+       wins just because of its units.
+    2. Take the two extremes: the lowest-latency point (ties: most accurate) and the most accurate
+       point (ties: lowest latency), and draw the line (chord) joining them.
+    3. The knee is the point furthest from that chord on the good side (higher accuracy / lower
+       latency than the chord promises). Only that side counts: the front is 3-D, so some of its
+       points are there only for their small size and sit below the chord; they are not knees.
+
+    Falls back to the most accurate point when the front has 1-2 points, when the two extremes
+    coincide in this plane, or when no point lies strictly above the chord (a straight or concave
+    front has no knee, and then accuracy is the safer default).
+    """
+    pts = list(front)
+    if not pts:
+        raise ValueError("knee() of an empty front")
+    if len(pts) <= 2:
+        return most_accurate(pts)
+
+    lats = [r.latency_ms_p50 for r in pts]
+    accs = [r.accuracy for r in pts]
+    lat_lo, lat_span = min(lats), max(lats) - min(lats)
+    acc_lo, acc_span = min(accs), max(accs) - min(accs)
+
+    def norm(r: ArtifactResult) -> tuple[float, float]:
+        x = (r.latency_ms_p50 - lat_lo) / lat_span if lat_span > 0 else 0.0
+        y = (r.accuracy - acc_lo) / acc_span if acc_span > 0 else 0.0
+        return x, y
+
+    fastest = min(pts, key=lambda r: (r.latency_ms_p50, -r.accuracy, r.size_bytes))
+    best = most_accurate(pts)
+    (xa, ya), (xb, yb) = norm(fastest), norm(best)
+    dx, dy = xb - xa, yb - ya
+    length = math.hypot(dx, dy)
+    if length == 0:
+        return best
+
+    def signed_distance(r: ArtifactResult) -> float:
+        # Cross product of chord x (point - fastest): > 0 above/left of the chord, i.e. better.
+        x, y = norm(r)
+        return (dx * (y - ya) - dy * (x - xa)) / length
+
+    # Ties on distance: the more accurate, then faster, then smaller; then input order.
+    scored = [(signed_distance(r), r) for r in pts]
+    d_max = max(d for d, _ in scored)
+    if d_max <= 1e-12:
+        return best
+    return most_accurate([r for d, r in scored if d >= d_max - 1e-12])
+
+
+def _summary(r: ArtifactResult) -> str:
+    """'v2-a1.0-r224 tflite-int8 (91.2% top-1, p50 4.10 ms, 3.40 MB)' for reasons and reports."""
+    return (f"{r.point} {r.format} ({r.accuracy * 100:.1f}% top-1, p50 {r.latency_ms_p50:.2f} ms, "
+            f"{r.size_bytes / BYTES_PER_MB:.2f} MB)")
+
+
+def closest_misses(results: Sequence[ArtifactResult], budget: Budget, n: int = NUM_CLOSEST
+                   ) -> list[ArtifactResult]:
+    """The `n` successful rows with the smallest total relative violation of `budget`.
+
+    Ties: more accurate first, then faster, then smaller. These are what to show someone whose
+    budget is too tight: each comes with :meth:`Budget.describe_violation`.
+    """
+    ok = [r for r in results if is_ok(r)]
+    # Rounded so float noise (2.1 - 2.0 != 0.1) does not override the accuracy/latency tie-break.
+    return sorted(ok, key=lambda r: (round(budget.violation(r), 9), *_best_key(r)))[:n]
+
+
+def pick(results: Sequence[ArtifactResult], budget: Budget | None = None) -> Pick:
+    """Choose the artifact to deploy.
+
+    * Budget with at least one limit set: the most accurate artifact that fits (ties: lower p50
+      latency, then smaller file). Any artifact dominating it would also fit and win the tie-break,
+      so it is on the Pareto front by construction (asserted).
+    * No budget (``None`` or all limits ``None``): the knee of the front, see :func:`knee`.
+    * Nothing fits: ``chosen`` is None, ``reason`` starts with "no artifact fits:", and ``closest``
+      holds the 3 artifacts with the smallest total relative violation.
+    * No row succeeded: ``chosen`` is None and ``reason`` says every benchmark failed.
+
+    Raises ValueError for an empty `results` or invalid rows (negative budgets fail in Budget).
+    """
+    rows = _validate_results(results)
+    budget = budget if budget is not None else Budget()
+    if not isinstance(budget, Budget):
+        raise ValueError(f"budget must be a Budget or None, got {type(budget).__name__}")
+    front = pareto_front(rows)
+    ok = [r for r in rows if is_ok(r)]
+    n_failed = len(rows) - len(ok)
+
+    if not ok:
+        return Pick(None, f"no artifact to pick: all {len(rows)} benchmarks failed", front, [])
+
+    if budget.is_set:
+        fitting = [r for r in ok if budget.fits(r)]
+        if not fitting:
+            closest = closest_misses(ok, budget)
+            near = "; ".join(f"{r.point} {r.format}: {budget.describe_violation(r)}" for r in closest)
+            return Pick(None, f"no artifact fits: none of {len(ok)} meets budget "
+                              f"({budget.describe()}); closest: {near}", front, closest)
+        chosen = most_accurate(fitting)
+        assert any(chosen is f for f in front), "budgeted pick must lie on the Pareto front"
+        reason = (f"most accurate artifact within budget ({budget.describe()}): {_summary(chosen)}; "
+                  f"{len(fitting)} of {len(ok)} fit")
+    else:
+        chosen = knee(front)
+        how = ("knee of the Pareto front (max distance to the fastest-to-most-accurate chord)"
+               if len(front) > 2 else f"most accurate of the {len(front)}-point Pareto front")
+        reason = f"no budget set: {how}: {_summary(chosen)}"
+    if n_failed:
+        reason += f" ({n_failed} failed artifact{'s' if n_failed != 1 else ''} excluded)"
+    return Pick(chosen, reason, front, [])
+
+
+__all__ = [
+    "BYTES_PER_MB",
+    "Budget",
+    "Pick",
+    "closest_misses",
+    "dominates",
+    "is_ok",
+    "knee",
+    "most_accurate",
+    "pareto_front",
+    "pick",
+]
