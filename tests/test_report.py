@@ -173,7 +173,7 @@ def test_rebuild_report_from_results_json_alone(tmp_path):
 
 
 def test_plot_many_points_log_axis_and_all_failed(tmp_path):
-    # > 40 artifacts (no labels) spanning > 10x latency (log axis), plus a non-.png-less path name.
+    # > 40 artifacts (no labels) spanning > 10x latency (log axis); then a sweep where all failed.
     rows = [make_result(0.5 + i * 0.01, 0.5 * 1.1 ** i, 0.2 + i * 0.1, format=f"fmt{i % 5}")
             for i in range(45)]
     p = pick(rows)
