@@ -407,7 +407,10 @@ class LoadedModel:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=self.num_threads)
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise ModelFileError(f"{path}: {self.backend} cannot load this model: {_one_line(e)}") from e
+            why = _one_line(e)
+            if "not a valid flatbuffer" in why.lower():
+                raise ModelFileError(f"{path}: not a valid TFLite model, the file is truncated or corrupt ({why})") from e
+            raise ModelFileError(f"{path}: {self.backend} cannot load this model: {why}") from e
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) < 1:
