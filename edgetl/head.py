@@ -19,6 +19,7 @@ class HeadConfig:
     train_batch_size: int = 100
     eval_step_interval: int = 50
     dropout: float = 0.0
+    l2: float = 0.0  # weight decay on the dense kernel
     early_stopping_patience: int = 10  # evaluations without a better validation loss
     seed: int = 0
 
@@ -96,7 +97,7 @@ def train_head(
             x = x * (rng.random(x.shape) < keep) / keep
         probs = _softmax(x @ w + b)
         probs[np.arange(len(y)), y] -= 1.0
-        grad_w = x.T @ probs / len(y)
+        grad_w = x.T @ probs / len(y) + config.l2 * w
         grad_b = probs.mean(axis=0)
         for param, grad, m, v in ((w, grad_w, moments[0], moments[1]), (b, grad_b, moments[2], moments[3])):
             m *= beta1
