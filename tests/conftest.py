@@ -1,0 +1,195 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# ---------------------------------------------------------------------------------------------------------
+# tiny_models: small real models (float32 TFLite, full-int8 TFLite, ONNX) with embedded metadata.
+# TensorFlow is imported inside the fixture only, so tests that don't use it don't pay for it.
+
+TINY_LABELS = ["daisy", "roses", "tulips"]
+TINY_SIZE = 96
+
+
+@dataclass
+class TinyModels:
+    dir: Path
+    labels: list[str]
+    size: int
+    keras_model: object
+    float_tflite: Path  # float32 in/out, metadata embedded
+    int8_tflite: Path  # full-int8, uint8 in/out, metadata embedded
+    onnx: Path  # float32, metadata_props "edgetl" and "labels"
+    bare_float_tflite: Path  # the float32 flatbuffer exactly as the converter wrote it (no metadata)
+    bare_onnx: Path  # the ONNX without metadata_props
+    meta: dict[str, dict]  # format -> the embedded edgetl.json dict
+    images: list[Path]  # photos written with Pillow (PNG and JPEG, assorted sizes)
+    pixels: np.ndarray  # edgetl.data.load_image of each image, uint8 (N, size, size, 3)
+    keras_probs: np.ndarray  # the Keras model's probabilities for `pixels`
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def keras_top(self) -> list[str]:
+        return [self.labels[i] for i in self.keras_probs.argmax(axis=1)]
+
+
+def synthetic_images(n: int, size: int = TINY_SIZE, seed: int = 0, height: int | None = None) -> np.ndarray:
+    """Deterministic, varied uint8 RGB images (flat colour + noise, gradients, stripes, checkers)."""
+    rng = np.random.default_rng(seed)
+    h = height or size
+    yy, xx = np.mgrid[0:h, 0:size] / max(h, size)
+    out = []
+    for i in range(n):
+        c1, c2 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        kind = i % 4
+        if kind == 0:
+            img = c1 + rng.normal(0, 12, (h, size, 3))
+        elif kind == 1:
+            t = (xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1))[..., None]
+            t = (t - t.min()) / (np.ptp(t) + 1e-9)
+            img = c1 * (1 - t) + c2 * t
+        elif kind == 2:
+            f = rng.integers(2, 16)
+            img = np.where((np.sin(2 * np.pi * f * (xx if rng.random() < 0.5 else yy)) > 0)[..., None], c1, c2)
+        else:
+            f = rng.integers(2, 12)
+            img = np.where((((xx * f).astype(int) + (yy * f).astype(int)) % 2 == 0)[..., None], c1, c2)
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def _tiny_keras_model(size: int, num_classes: int):
+    """The edgetl model shape (raw pixels -> Rescaling -> MobileNet 0.25 -> Dense softmax), made to say something.
+
+    With weights=None MobileNet's activations vanish through its 13 blocks (every output is exactly 1/C), so
+    the BatchNorm statistics are set from a batch of synthetic images and the head is scaled so predictions
+    are confident and spread over the classes: argmax comparisons then mean something, for int8 too.
+    """
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    backbone = keras.applications.MobileNet(
+        alpha=0.25, weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3)
+    )
+    x = backbone(x)
+    head = keras.layers.Dense(num_classes, activation="softmax")
+    model = keras.Model(inputs, head(x))
+
+    calibration = synthetic_images(32, size, seed=123).astype(np.float32) / 127.5 - 1
+    bns = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bns:
+        layer.momentum = 0.0  # one training-mode pass sets the moving statistics to this batch's
+        # beta 2: most ReLU6 units active, so the random net is smooth enough for int8 to track it
+        # (with beta 0 int8 features have ~0.8x the image-to-image spread as noise; with 2, ~0.15x).
+        layer.beta.assign(np.full(layer.beta.shape, 2.0, np.float32))
+    backbone(calibration, training=True)
+    for layer in bns:
+        layer.momentum = 0.99
+    features = np.asarray(backbone.predict(calibration, verbose=0))
+    rng = np.random.default_rng(7)
+    kernel = rng.normal(size=(features.shape[1], num_classes)).astype(np.float32)
+    kernel = kernel / (features @ kernel).std(axis=0) * 3.0
+    bias = -(features @ kernel).mean(axis=0)
+    head.set_weights([kernel, bias.astype(np.float32)])
+    return model
+
+
+def build_tiny_models(out_dir: Path) -> TinyModels:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+    from PIL import Image
+
+    from edgetl import __version__
+    from edgetl.data import PREPROCESSING, load_image
+    from edgetl.runtime import embed_tflite_metadata
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size, labels = TINY_SIZE, list(TINY_LABELS)
+    model = _tiny_keras_model(size, len(labels))
+
+    def meta(fmt: str) -> dict:
+        return {
+            "edgetl_version": __version__,
+            "format": fmt,
+            "labels": labels,
+            "backbone": {"version": "v1", "alpha": 0.25, "resolution": size, "weights": "none"},
+            "input": {"size": size, "mean": 0.0, "std": 1.0, "preprocessing": PREPROCESSING},
+        }
+
+    metas = {f: meta(f) for f in ("tflite-float32", "tflite-int8", "onnx")}
+
+    saved_model = out_dir / "saved_model"
+    model.export(str(saved_model), verbose=False)
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    float_bytes = converter.convert()
+    bare_float = out_dir / "bare_float.tflite"
+    bare_float.write_bytes(float_bytes)
+    float_path = out_dir / "float.tflite"
+    float_path.write_bytes(embed_tflite_metadata(float_bytes, metas["tflite-float32"]))
+
+    def representative_dataset():
+        # Random images like the photos (pure per-pixel noise gives activation ranges that fit them badly).
+        for image in synthetic_images(20, size, seed=42):
+            yield [image[None].astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    int8_path = out_dir / "int8.tflite"
+    int8_path.write_bytes(embed_tflite_metadata(converter.convert(), metas["tflite-int8"]))
+
+    spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="input"),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+    bare_onnx = out_dir / "bare.onnx"
+    onnx.save(proto, str(bare_onnx))
+    onnx.helper.set_model_props(proto, {"edgetl": json.dumps(metas["onnx"]), "labels": "\n".join(labels)})
+    onnx_path = out_dir / "model.onnx"
+    onnx.save(proto, str(onnx_path))
+
+    image_dir = out_dir / "images"
+    image_dir.mkdir(exist_ok=True)
+    images = []
+    for i, arr in enumerate(synthetic_images(6, 120, seed=5, height=90)):
+        images.append(image_dir / f"photo_{i}.png")
+        Image.fromarray(arr).save(images[-1])
+    for i, arr in enumerate(synthetic_images(6, 128, seed=6)):
+        images.append(image_dir / f"photo_{i}.jpg")
+        Image.fromarray(arr).save(images[-1], quality=95)
+    pixels = np.stack([load_image(p, size) for p in images])
+    keras_probs = np.asarray(model.predict(pixels.astype(np.float32), verbose=0))
+
+    return TinyModels(
+        dir=out_dir,
+        labels=labels,
+        size=size,
+        keras_model=model,
+        float_tflite=float_path,
+        int8_tflite=int8_path,
+        onnx=onnx_path,
+        bare_float_tflite=bare_float,
+        bare_onnx=bare_onnx,
+        meta=metas,
+        images=images,
+        pixels=pixels,
+        keras_probs=keras_probs,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> TinyModels:
+    return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
