@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -73,6 +74,84 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(cast):
+    def parse(text: str):
+        try:
+            return [cast(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return parse
+
+
+def _budget_from_args(args: argparse.Namespace):
+    from .pareto import Budget
+
+    min_accuracy = args.min_accuracy
+    if min_accuracy is not None and min_accuracy > 1:
+        min_accuracy /= 100.0  # accept "90" as well as "0.9"
+    return Budget(args.max_latency_ms, args.max_size_mb, min_accuracy)
+
+
+def _add_budget_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max_latency_ms", type=float, default=None, help="p50 latency budget at batch 1")
+    p.add_argument("--max_size_mb", type=float, default=None, help="file size budget (1 MB = 10^6 bytes)")
+    p.add_argument("--min_accuracy", type=float, default=None, help="minimum test top-1 (0..1 or percent)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .export import FORMATS
+    from .sweep import SweepConfig, grid, read_grid_file, sweep
+
+    if args.grid:
+        points, notes = read_grid_file(args.grid)
+    else:
+        points, notes = grid(args.backbones, args.alphas, args.resolutions)
+    unknown = [f for f in args.formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown format(s) {', '.join(unknown)}; valid: {', '.join(FORMATS)}")
+    for note in notes:
+        print(f"note: {note}")
+    config = SweepConfig(
+        image_dir=args.image_dir, output_dir=args.output_dir, points=points, formats=args.formats,
+        weights=args.weights, weights_dir=args.weights_dir, bottleneck_dir=args.bottleneck_dir,
+        validation_percentage=args.validation_percentage, testing_percentage=args.testing_percentage,
+        head=head_config_from_args(args), budget=_budget_from_args(args), num_threads=args.num_threads,
+        io_type=args.io_type, calibration_images=args.calibration_images, force=args.force,
+    )
+    result = sweep(config, notes)
+    print(f"report: {result.report}")
+    if result.chosen is None:
+        print("no artifact fits the budget; see the report for the closest ones")
+        return 1
+    c = result.chosen
+    print(f"pick: {c.point} {c.format}: accuracy {c.accuracy:.1%}, p50 {c.latency_ms_p50:.2f} ms, "
+          f"{c.size_bytes / 1e6:.2f} MB -> {Path(args.output_dir) / 'best'}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_model
+
+    row = bench_model(args.model, args.image_dir, args.num_threads, args.validation_percentage,
+                      args.testing_percentage)
+    print(json.dumps(row.to_dict(), indent=2))
+    return 0 if row.status == "ok" else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import rebuild_report
+
+    budget = _budget_from_args(args)
+    if not budget.is_set:
+        from .pareto import Budget
+
+        saved = json.loads((args.run_dir / "sweep.json").read_text()).get("settings", {}).get("budget", {}) \
+            if (args.run_dir / "sweep.json").is_file() else {}
+        budget = Budget(**saved) if saved else budget
+    print(f"report: {rebuild_report(args.run_dir, budget)}")
+    return 0
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from .label_image import main as label_main
 
@@ -100,6 +179,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_arguments(p)
     p.set_defaults(func=run_export_command)
 
+    p = sub.add_parser("sweep", help="train, export and benchmark a width x resolution grid; pick on the Pareto front")
+    _add_data_arguments(p)
+    p.add_argument("--backbones", type=_csv(str), default=["v1", "v2"])
+    p.add_argument("--alphas", type=_csv(float), default=[0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--resolutions", type=_csv(int), default=[128, 160, 192, 224])
+    p.add_argument("--grid", type=Path, default=None, help="YAML/TOML grid file (overrides the three lists)")
+    p.add_argument("--formats", type=_csv(str), default=["tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8"])
+    p.add_argument("--io_type", choices=["uint8", "int8", "float32"], default="uint8")
+    p.add_argument("--calibration_images", type=int, default=200)
+    p.add_argument("--num_threads", type=int, default=1)
+    _add_budget_arguments(p)
+    _add_backbone_arguments(p)
+    _add_head_arguments(p)
+    p.add_argument("--output_dir", type=Path, required=True)
+    p.add_argument("--force", action="store_true", help="redo every stage even if finished")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("bench", help="measure one .tflite/.onnx on a dataset's test split")
+    p.add_argument("model", type=Path)
+    _add_data_arguments(p)
+    p.add_argument("--num_threads", type=int, default=1)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="rebuild results.csv/json, pareto.png and report.md of a sweep")
+    p.add_argument("run_dir", type=Path)
+    _add_budget_arguments(p)
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("label", help="label images with a .tflite or .onnx model (same flags as tools/label_image.py)",
                        add_help=False)
     p.add_argument("label_args", nargs=argparse.REMAINDER)
@@ -112,7 +219,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .backbones import WeightsNotFoundError
     from .data import DatasetError
 
-    errors: list[type[BaseException]] = [DatasetError, WeightsNotFoundError, FileNotFoundError]
+    errors: list[type[BaseException]] = [DatasetError, WeightsNotFoundError, FileNotFoundError, ValueError]
+    if os.environ.get("EDGETL_DEBUG"):
+        return ()
     try:
         from .export import ExportError
 

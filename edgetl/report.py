@@ -354,7 +354,7 @@ def results_table(results: Sequence[ArtifactResult], pick: Pick) -> str:
 
 
 def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget | None,
-                 out_dir: str | os.PathLike, title: str = "edgetl sweep") -> Path:
+                 out_dir: str | os.PathLike, title: str = "edgetl sweep", notes: Sequence[str] = ()) -> Path:
     """Write ``out_dir/report.md`` (and ``out_dir/pareto.png`` via :func:`plot_pareto`).
 
     Sections: the budget, the pick and why (or why nothing fits, with the closest artifacts and
@@ -388,6 +388,8 @@ def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget |
                 md.append(f"- {_describe(r)}: {budget.describe_violation(r) or 'fits'}")
     md += ["", "## Artifacts", "", "◆ = on the Pareto front, ★ = the pick.", "",
            results_table(rows, pick), "", "## Accuracy vs latency", "", f"![pareto]({PARETO_PNG})", ""]
+    if notes:
+        md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return _atomic_write_text(out / REPORT_MD, "\n".join(md))
 
 

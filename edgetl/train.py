@@ -14,7 +14,7 @@ import numpy as np
 
 from . import __version__
 from .backbones import BackboneSpec, build_feature_extractor, count_macs, resolve_weights
-from .data import PREPROCESSING, Dataset, scan_dataset
+from .data import Dataset, scan_dataset
 from .features import cache_key, compute_features
 from .head import Head, HeadConfig, accuracy, train_head
 
@@ -70,18 +70,6 @@ def build_classifier(extractor, head: Head, num_classes: int):
     outputs = dense(extractor.output)
     dense.set_weights([head.weights, head.bias])
     return keras.Model(extractor.input, outputs, name="edgetl_classifier")
-
-
-def artifact_metadata(run: dict, fmt: str) -> dict:
-    """The edgetl.json every artifact carries (see docs/interfaces.md)."""
-    bb = run["backbone"]
-    return {
-        "edgetl_version": __version__,
-        "format": fmt,
-        "labels": run["classes"],
-        "backbone": {k: bb[k] for k in ("version", "alpha", "resolution", "weights")},
-        "input": {"size": bb["resolution"], "mean": 0.0, "std": 1.0, "preprocessing": PREPROCESSING},
-    }
 
 
 def featurize(
@@ -174,6 +162,7 @@ def train(config: TrainConfig, log=print) -> TrainResult:
         "classes": dataset.classes,
         "backbone": backbone_info,
         "training": asdict(config.head),
+        "head": {"macs": int(head.weights.size), "params": int(head.weights.size + head.bias.size)},
         "metrics": metrics,
         "history": head.history,
         "num_skipped_files": len(dataset.skipped),
@@ -189,7 +178,7 @@ def train(config: TrainConfig, log=print) -> TrainResult:
 
 def save_run(run_dir: Path, model, run: dict, log=print) -> None:
     """Write the run directory; each piece lands atomically and run.json last (it marks the run complete)."""
-    from .export import export_artifact
+    from .export import artifact_metadata, export_artifact
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").unlink(missing_ok=True)  # until rewritten, the directory is not a finished run
