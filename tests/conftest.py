@@ -193,3 +193,41 @@ def build_tiny_models(out_dir: Path) -> TinyModels:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> TinyModels:
     return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Test data and a hermetic environment: the real photos and weights live in ../shared (EDGETL_TEST_DATA);
+# tests never download and never touch the user's caches.
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_DATA = Path(os.environ.get("EDGETL_TEST_DATA", REPO_ROOT.parent / "shared")).resolve()
+FLOWERS = TEST_DATA / "datasets" / "flowers"
+CATS_DOGS = TEST_DATA / "datasets" / "cats_dogs"
+WEIGHTS_DIR = TEST_DATA / "weights"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_environment(tmp_path_factory):
+    home = tmp_path_factory.mktemp("keras_home")
+    saved = {k: os.environ.get(k) for k in ("EDGETL_NO_DOWNLOAD", "KERAS_HOME", "EDGETL_WEIGHTS_DIR", "TF_CPP_MIN_LOG_LEVEL")}
+    os.environ.update(EDGETL_NO_DOWNLOAD="1", KERAS_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2")
+    os.environ.pop("EDGETL_WEIGHTS_DIR", None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def copy_subset(src: Path, dst: Path, classes: list[str], per_class: int) -> Path:
+    """A small class-folder dataset: the first `per_class` photos (sorted) of each class, copied."""
+    import shutil
+
+    if not src.is_dir():
+        pytest.fail(f"test data not found at {src}; set EDGETL_TEST_DATA to the folder holding datasets/ and weights/")
+    for c in classes:
+        (dst / c).mkdir(parents=True, exist_ok=True)
+        for f in sorted((src / c).iterdir())[:per_class]:
+            shutil.copy2(f, dst / c / f.name)
+    return dst
