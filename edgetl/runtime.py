@@ -126,12 +126,14 @@ def embed_tflite_metadata(model_bytes: bytes, meta: dict) -> bytes:
     if labels is not None:
         members[LABELS_FILE] = "".join(f"{label}\n" for label in labels).encode("utf-8")
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in (LABELS_FILE, METADATA_FILE):  # stable order, ours first
-            if name in members:
-                zf.writestr(name, members.pop(name))
-        for name, content in members.items():
-            zf.writestr(name, content)
+    with zipfile.ZipFile(buf, "w") as zf:
+        names = [n for n in (LABELS_FILE, METADATA_FILE) if n in members]  # stable order, ours first
+        for name in names + [n for n in members if n not in names]:
+            # Fixed timestamps and attributes: equal inputs give byte-identical files.
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, members[name])
     return model_bytes + buf.getvalue()
 
 

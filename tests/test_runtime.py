@@ -44,7 +44,7 @@ def test_embedding_twice_replaces_rather_than_stacks(tiny_models):
     first = embed_tflite_metadata(bare, {"labels": ["a", "b", "c"], "format": "first"})
     second_meta = {"labels": ["x", "y", "z"], "format": "second"}
     twice = embed_tflite_metadata(first, second_meta)
-    assert twice == embed_tflite_metadata(bare, second_meta)
+    assert twice == embed_tflite_metadata(bare, second_meta)  # byte-identical: no timestamps inside
     assert twice.startswith(bare)
     with zipfile.ZipFile(io.BytesIO(twice[len(bare) :])) as zf:
         assert sorted(zf.namelist()) == ["edgetl.json", "labels.txt"]
