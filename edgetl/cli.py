@@ -117,6 +117,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         validation_percentage=args.validation_percentage, testing_percentage=args.testing_percentage,
         head=head_config_from_args(args), budget=_budget_from_args(args), num_threads=args.num_threads,
         io_type=args.io_type, calibration_images=args.calibration_images, force=args.force,
+        min_timed_runs=args.min_timed_runs, min_timed_seconds=args.min_timed_seconds,
     )
     result = sweep(config, notes)
     print(f"report: {result.report}")
@@ -188,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", type=_csv(str), default=["tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8"])
     p.add_argument("--io_type", choices=["uint8", "int8", "float32"], default="uint8")
     p.add_argument("--calibration_images", type=int, default=200)
-    p.add_argument("--num_threads", type=int, default=1)
+    p.add_argument("--num_threads", type=int, default=1, help="threads for the runtime when measuring latency")
+    p.add_argument("--min_timed_runs", type=int, default=50, help="latency: at least this many timed invokes")
+    p.add_argument("--min_timed_seconds", type=float, default=2.0, help="latency: and at least this long")
     _add_budget_arguments(p)
     _add_backbone_arguments(p)
     _add_head_arguments(p)

@@ -1,0 +1,139 @@
+"""`edgetl sweep` on a tiny grid (random weights, a small real photo subset): the front, the pick, resuming."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import FLOWERS, copy_subset
+from edgetl.bench import ArtifactResult
+from edgetl.cli import main
+from edgetl.pareto import Budget
+from edgetl.report import read_results
+
+FORMATS = "tflite-float32,tflite-int8,onnx-float32"
+
+
+def sweep_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["sweep", "--image_dir", str(data), "--weights", "none", "--backbones", "v1", "--alphas", "0.25",
+            "--resolutions", "96,128", "--formats", FORMATS, "--how_many_training_steps", "200",
+            "--calibration_images", "20", "--min_timed_runs", "20", "--min_timed_seconds", "0.2",
+            "--bottleneck_dir", str(out.parent / "bottlenecks"), "--output_dir", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return copy_subset(FLOWERS, tmp_path_factory.mktemp("tiny") / "flowers", ["daisy", "roses", "tulips"], 20)
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tiny_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sweep") / "run"
+    assert main(sweep_args(tiny_data, out)) in (0, 1)
+    return out
+
+
+def brute_force_front(rows: list[ArtifactResult]) -> set[tuple[str, str]]:
+    ok = [r for r in rows if r.status == "ok"]
+
+    def dominated(b):
+        return any(a.accuracy >= b.accuracy and a.latency_ms_p50 <= b.latency_ms_p50 and a.size_bytes <= b.size_bytes
+                   and (a.accuracy, a.latency_ms_p50, a.size_bytes) != (b.accuracy, b.latency_ms_p50, b.size_bytes)
+                   for a in ok)
+
+    return {(r.point, r.format) for r in ok if not dominated(r)}
+
+
+def test_every_artifact_is_measured(finished_sweep):
+    rows = read_results(finished_sweep)
+    assert {(r.point, r.format) for r in rows} == {
+        (p, f) for p in ("v1-a0.25-r96", "v1-a0.25-r128") for f in FORMATS.split(",")
+    }
+    for r in rows:
+        assert r.size_bytes > 0 and (finished_sweep / r.path).is_file()
+        assert 0 < r.latency_ms_p50 <= r.latency_ms_p90 <= r.latency_ms_p99
+        assert r.peak_rss_mb > 0 and r.macs > 0 and r.params > 0
+        assert r.num_test_images > 0 and 0.0 <= r.accuracy <= 1.0
+        assert sum(map(sum, r.confusion_matrix)) == r.num_test_images
+    for name in ("results.csv", "results.json", "report.md", "pareto.png", "sweep.json"):
+        assert (finished_sweep / name).is_file(), name
+    assert (finished_sweep / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_front_and_pick_against_brute_force(finished_sweep):
+    from edgetl.pareto import pareto_front, pick
+
+    rows = read_results(finished_sweep)
+    assert {(r.point, r.format) for r in pareto_front(rows)} == brute_force_front(rows)
+    ok = [r for r in rows if r.status == "ok"]
+    median_latency = sorted(r.latency_ms_p50 for r in ok)[len(ok) // 2]
+    budget = Budget(max_latency_ms=median_latency)
+    chosen = pick(rows, budget).chosen
+    fitting = [r for r in ok if r.latency_ms_p50 <= median_latency]
+    assert chosen is not None and chosen.latency_ms_p50 <= median_latency
+    assert chosen.accuracy == max(r.accuracy for r in fitting)
+    assert pick(rows, Budget(max_size_mb=1e-6)).chosen is None
+
+
+def test_best_dir_and_report(finished_sweep):
+    report = (finished_sweep / "report.md").read_text()
+    assert "v1-a0.25-r96" in report and "v1-a0.25-r128" in report
+    best = finished_sweep / "best"
+    if best.is_dir():  # a pick exists unless every artifact failed its check
+        names = {p.name for p in best.iterdir()}
+        assert {"labels.txt", "model_card.md"} <= names and any(n.endswith((".tflite", ".onnx")) for n in names)
+
+
+def test_report_command_rebuilds(finished_sweep):
+    (finished_sweep / "report.md").unlink()
+    assert main(["report", str(finished_sweep)]) == 0
+    assert "v1-a0.25-r128" in (finished_sweep / "report.md").read_text()
+
+
+def _bench_mtimes(out: Path) -> dict[str, float]:
+    done = {}
+    for state_path in out.glob("points/*/sweep_state.json"):
+        state = json.loads(state_path.read_text())
+        for fmt in state.get("bench", {}):
+            done[f"{state_path.parent.name}/{fmt}"] = (state_path.parent / "bench" / f"{fmt}.json").stat().st_mtime_ns
+    return done
+
+
+def test_killed_sweep_resumes_without_redoing_finished_artifacts(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "edgetl.cli", *sweep_args(tiny_data, out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and len(_bench_mtimes(out)) < 2:
+            assert proc.poll() is None, "the sweep finished before it could be killed"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = _bench_mtimes(out)
+    assert len(before) >= 2
+    run_json = out / "points" / "v1-a0.25-r96" / "run.json"
+    trained_at = run_json.stat().st_mtime_ns
+
+    assert main(sweep_args(tiny_data, out)) in (0, 1)
+    after = _bench_mtimes(out)
+    assert len(after) == 2 * len(FORMATS.split(","))
+    assert {k: after[k] for k in before} == before, "finished artifacts were measured again"
+    assert run_json.stat().st_mtime_ns == trained_at, "a finished grid point was retrained"
+
+    # A changed measurement setting redoes the measurements only, not training or export.
+    exported_at = (out / "points" / "v1-a0.25-r96" / "artifacts" / "export.json").stat().st_mtime_ns
+    assert main(sweep_args(tiny_data, out, "--num_threads", "2")) in (0, 1)
+    assert run_json.stat().st_mtime_ns == trained_at
+    assert (out / "points" / "v1-a0.25-r96" / "artifacts" / "export.json").stat().st_mtime_ns == exported_at
+    assert all(v != before.get(k) for k, v in _bench_mtimes(out).items())
+    assert {r.num_threads for r in read_results(out)} == {2}
