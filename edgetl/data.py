@@ -124,6 +124,7 @@ def scan_dataset(
             notes.append(f"ignoring {entry}: files at the dataset root are not classes")
 
     class_files: dict[str, list[Path]] = {}
+    empty_dirs: list[str] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = []
         for f in sorted(class_dir.rglob("*")):
@@ -135,6 +136,7 @@ def scan_dataset(
                 skipped.append((f, "not an image file extension"))
         if not files:
             notes.append(f"ignoring class folder {class_dir}: no images in it")
+            empty_dirs.append(class_dir.name)
             continue
         if len(files) < MIN_IMAGES_PER_CLASS:
             notes.append(
@@ -145,8 +147,11 @@ def scan_dataset(
 
     if len(class_files) < 2:
         found = ", ".join(class_files) or "none"
+        empty = ""
+        if empty_dirs:
+            empty = f"; folders with no images ({'/'.join(IMAGE_EXTENSIONS)}): {', '.join(empty_dirs)}"
         raise DatasetError(
-            f"{root} needs at least two class sub-folders with images; found {len(class_files)} ({found})"
+            f"{root} needs at least two class sub-folders with images; found {len(class_files)} ({found}){empty}"
         )
     classes = sorted(class_files)
 
