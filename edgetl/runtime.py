@@ -341,9 +341,7 @@ def _check_tflite_file(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
-            raise ModelFileError(
-                f"{path}: not a TFLite model ({_sniff(path)}no 'TFL3' flatbuffer identifier at byte 4)"
-            )
+            raise ModelFileError(f"{path}: not a TFLite model ({_sniff(path)}no 'TFL3' flatbuffer identifier at byte 4)")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             try:
                 _check_tflite_structure(buf, len(buf))
@@ -387,6 +385,10 @@ def _embedded(path: Path) -> tuple[dict | None, list[str] | None]:
     kind = _kind(path)
     meta = labels = None
     if kind == "tflite":
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
+            raise ModelFileError(f"{path}: not a TFLite model ({_sniff(path)}no 'TFL3' flatbuffer identifier at byte 4)")
         members = _read_appended_zip(path) or {}
         if METADATA_FILE in members:
             meta = _parse_json(path, members[METADATA_FILE], METADATA_FILE)

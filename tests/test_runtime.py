@@ -232,3 +232,17 @@ def test_every_truncation_point_is_caught(tiny_models, tmp_path):
         with pytest.raises(_FlatbufferError):
             _check_tflite_structure(data[:cut], cut)
     _check_tflite_structure(data, len(data))  # the intact model passes
+
+
+def test_read_metadata_rejects_non_models(tiny_models, tmp_path):
+    jpeg = tiny_models.images[-1].read_bytes()
+    for name in ("photo.tflite", "photo.onnx"):
+        (tmp_path / name).write_bytes(jpeg)
+        with pytest.raises(ModelFileError, match="JPEG"):
+            read_metadata(tmp_path / name)
+    onnx_bytes = tiny_models.onnx.read_bytes()
+    (tmp_path / "half.onnx").write_bytes(onnx_bytes[: len(onnx_bytes) // 2])
+    with pytest.raises(ModelFileError, match="half.onnx"):
+        read_metadata(tmp_path / "half.onnx")
+    with pytest.raises(ModelFileError, match="not found"):
+        read_metadata(tmp_path / "missing.tflite")
