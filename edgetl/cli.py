@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 # TensorFlow's C++ start-up chatter buries the messages users need; set before any TF import.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
