@@ -203,3 +203,73 @@ def _leaf_layers(model):
             yield from _leaf_layers(layer)
         else:
             yield layer
+
+
+def hub_fingerprint(handle: str) -> str:
+    """Cache identity of a TF Hub handle: the handle, plus the SavedModel's bytes for a local directory."""
+    h = hashlib.sha256(handle.encode())
+    local = Path(handle).expanduser()
+    if local.is_dir():
+        for f in sorted(local.rglob("*")):
+            if f.is_file():
+                h.update(f.relative_to(local).as_posix().encode())
+                h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def build_hub_feature_extractor(handle: str, resolution: int):
+    """Image (raw RGB 0..255) -> feature vector from a TF Hub image feature-vector module.
+
+    Loaded with `hub.load` (hub.KerasLayer needs tf_keras, not Keras 3). Hub image modules take RGB in
+    [0, 1], so the scaling sits in front of the module, inside the model.
+    """
+    import keras
+
+    layer = _hub_layer_class()(handle, name="tfhub_module")
+    inputs = keras.Input((resolution, resolution, 3), dtype="float32", name="image")
+    features = layer(inputs)
+    return keras.Model(inputs, features, name="tfhub_feature_extractor")
+
+
+_HUB_LAYER = None
+
+
+def _hub_layer_class():
+    """The Keras layer wrapping a hub module, defined on first use so importing this module stays TF-free."""
+    global _HUB_LAYER
+    if _HUB_LAYER is not None:
+        return _HUB_LAYER
+    import keras
+
+    @keras.saving.register_keras_serializable(package="edgetl")
+    class HubFeatureVector(keras.layers.Layer):
+        def __init__(self, handle: str, **kwargs):
+            kwargs["trainable"] = False  # a frozen backbone, also when reloaded from its config
+            super().__init__(**kwargs)
+            import tensorflow_hub as hub
+
+            self.handle = handle
+            try:
+                self.module = hub.load(handle)
+            except Exception as e:
+                raise WeightsNotFoundError(f"cannot load TF Hub module {handle!r}: {type(e).__name__}: {e}") from e
+
+        def call(self, images):
+            return self.module(images / 255.0)
+
+        def compute_output_spec(self, images):
+            import tensorflow as tf
+
+            probe = self.module(tf.zeros((1, *images.shape[1:]), tf.float32))
+            return keras.KerasTensor((images.shape[0], probe.shape[-1]), dtype="float32")
+
+        def get_config(self):
+            return {**super().get_config(), "handle": self.handle}
+
+    _HUB_LAYER = HubFeatureVector
+    return _HUB_LAYER
+
+
+def register_custom_layers() -> None:
+    """Make saved edgetl models that wrap a TF Hub module loadable with keras.saving.load_model."""
+    _hub_layer_class()

@@ -69,6 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         testing_percentage=args.testing_percentage,
         head=head_config_from_args(args),
         print_misclassified_test_images=args.print_misclassified_test_images,
+        tfhub_module=args.tfhub_module,
     )
     train(config)
     return 0
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=224)
     _add_backbone_arguments(p)
     _add_head_arguments(p)
+    p.add_argument("--tfhub_module", default=None,
+                   help="TF Hub image feature-vector module (URL or local SavedModel dir) instead of MobileNet; "
+                        "--resolution must match what the module expects")
     p.add_argument("--print_misclassified_test_images", action="store_true")
     p.add_argument("--output_dir", type=Path, required=True)
     p.set_defaults(func=cmd_train)

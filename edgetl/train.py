@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .backbones import BackboneSpec, build_feature_extractor, count_macs, resolve_weights
+from .backbones import (
+    BackboneSpec,
+    build_feature_extractor,
+    build_hub_feature_extractor,
+    count_macs,
+    hub_fingerprint,
+    resolve_weights,
+)
 from .data import Dataset, scan_dataset
 from .features import cache_key, compute_features
 from .head import Head, HeadConfig, accuracy, train_head
@@ -30,6 +37,7 @@ class TrainConfig:
     validation_percentage: float = 10.0
     testing_percentage: float = 10.0
     head: HeadConfig = field(default_factory=HeadConfig)
+    tfhub_module: str | None = None  # handle (URL or local SavedModel dir); replaces the MobileNet backbone
     print_misclassified_test_images: bool = False
     feature_batch_size: int = 32
 
@@ -77,10 +85,20 @@ def featurize(
 ) -> tuple[Dataset, dict[str, tuple[np.ndarray, np.ndarray, list]], object, dict, int, int]:
     """Bottlenecks for every split, the backbone model, and what was resolved about the weights."""
     spec = config.backbone
-    weights = resolve_weights(spec, config.weights, config.weights_dir)
-    log(f"backbone {spec.id}: {weights.note}")
-    extractor = build_feature_extractor(spec, weights)
-    key = cache_key(spec.id, weights.sha256, spec.resolution)
+    if config.tfhub_module:
+        fingerprint = hub_fingerprint(config.tfhub_module)
+        extractor = build_hub_feature_extractor(config.tfhub_module, spec.resolution)
+        backbone_id, weights_note = f"hub-{fingerprint[:12]}", f"TF Hub module {config.tfhub_module}"
+        weights_desc, weights_source = f"hub:{config.tfhub_module}", "tfhub"
+        version, alpha = "hub", 0.0
+    else:
+        weights = resolve_weights(spec, config.weights, config.weights_dir)
+        extractor = build_feature_extractor(spec, weights)
+        fingerprint, backbone_id, weights_note = weights.sha256, spec.id, weights.note
+        weights_desc, weights_source = weights.description, weights.source
+        version, alpha = spec.version, spec.alpha
+    log(f"backbone {backbone_id} at {spec.resolution}px: {weights_note}")
+    key = cache_key(backbone_id, fingerprint, spec.resolution)
     result = compute_features(
         dataset.records,
         lambda batch: extractor.predict_on_batch(batch),
@@ -88,7 +106,7 @@ def featurize(
         spec.resolution,
         cache_dir=config.bottleneck_dir,
         batch_size=config.feature_batch_size,
-        desc=f"bottlenecks {spec.id}",
+        desc=f"bottlenecks {backbone_id}",
     )
     log(f"bottlenecks: {result.computed} computed, {result.cached} from cache, {len(result.failed)} failed to decode")
     dataset = dataset.without(result.failed)
@@ -101,13 +119,13 @@ def featurize(
             [result.records[i] for i in rows],
         )
     backbone_info = {
-        "version": spec.version,
-        "alpha": spec.alpha,
+        "version": version,
+        "alpha": alpha,
         "resolution": spec.resolution,
-        "weights": weights.description,
-        "weights_source": weights.source,
-        "weights_note": weights.note,
-        "weights_sha256": weights.sha256,
+        "weights": weights_desc,
+        "weights_source": weights_source,
+        "weights_note": weights_note,
+        "weights_sha256": fingerprint,
         "macs": count_macs(extractor),
         "params": int(extractor.count_params()),
     }
