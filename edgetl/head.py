@@ -7,6 +7,7 @@ repeatable for a given seed. The learned weights are then placed into a Keras De
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,12 +25,16 @@ class HeadConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.how_many_training_steps < 1 or self.train_batch_size < 1 or self.eval_step_interval < 1:
-            raise ValueError("steps, batch size and eval interval must be positive")
+        for name in ("how_many_training_steps", "train_batch_size", "eval_step_interval", "early_stopping_patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
+        # `not x > 0` also catches NaN, which would otherwise train to NaN weights without a word.
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
+        if not (self.l2 >= 0 and math.isfinite(self.l2)):
+            raise ValueError(f"l2 must be a number >= 0, got {self.l2}")
 
 
 @dataclass
