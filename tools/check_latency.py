@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Cross-check a sweep's latency figures against a plain, independent timing loop.
+
+For every artifact in SWEEP_DIR/results.json this loads the file straight into the runtime (no edgetl
+code: `ai_edge_litert.interpreter.Interpreter` or an `onnxruntime.InferenceSession`), feeds one zero
+image, and times `invoke()` / `run()` calls in a bare loop. It prints both medians and their ratio,
+measured now, in one run, so the two figures share the machine's current load.
+
+    python tools/check_latency.py runs/flowers [--runs 200] [--tolerance 0.15]
+
+Exit code 1 when any artifact's ratio is off by more than the tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def plain_tflite_median(path: Path, num_threads: int, runs: int) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    for _ in range(10):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def plain_onnx_median(path: Path, num_threads: int, runs: int) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    shape = [1 if not isinstance(d, int) else d for d in inp.shape]
+    feed = {inp.name: np.zeros(shape, np.float32)}
+    for _ in range(10):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep_dir", type=Path)
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--tolerance", type=float, default=0.15)
+    args = p.parse_args(argv)
+    rows = json.loads((args.sweep_dir / "results.json").read_text())
+    worst = 0.0
+    print(f"{'point':16} {'format':15} {'edgetl p50':>10} {'plain p50':>10} {'ratio':>6}")
+    for r in rows:
+        if not r["path"] or r["latency_ms_p50"] != r["latency_ms_p50"]:  # failed rows carry NaN
+            continue
+        path = args.sweep_dir / r["path"]
+        timer = plain_onnx_median if path.suffix == ".onnx" else plain_tflite_median
+        plain = timer(path, r["num_threads"], args.runs)
+        ratio = r["latency_ms_p50"] / plain
+        worst = max(worst, abs(ratio - 1))
+        print(f"{r['point']:16} {r['format']:15} {r['latency_ms_p50']:10.3f} {plain:10.3f} {ratio:6.3f}")
+    print(f"largest deviation: {worst:.1%} (tolerance {args.tolerance:.0%})")
+    return 0 if worst <= args.tolerance else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
