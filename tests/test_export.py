@@ -1,0 +1,321 @@
+"""edgetl export: every format converts, loads, carries metadata and is checked against the float model.
+
+Real TensorFlow / LiteRT / onnxruntime on a small real run (tests/export_fixtures.py). The expensive
+part, one export of all six formats, is done once per module and shared by the tests that only read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgetl.export import (
+    FORMATS,
+    ExportError,
+    ExportResult,
+    check_status,
+    export_run,
+    formats_from_flags,
+)
+from export_fixtures import ExportRun, build_export_run, copy_run
+
+ALL = list(FORMATS)
+CALIBRATION_IMAGES = 24
+
+
+# ---------------------------------------------------------------------------------------------
+# flags and checks: no TensorFlow
+
+
+def test_format_table_is_consistent():
+    for name, spec in FORMATS.items():
+        assert spec.name == name and name.startswith(spec.runtime + "-")
+        assert spec.suffix == (".tflite" if spec.runtime == "tflite" else ".onnx")
+        assert spec.needs_calibration == name.endswith("-int8")
+    assert {n for n, s in FORMATS.items() if s.quantized} == {"tflite-dynamic", "tflite-int8", "onnx-int8"}
+
+
+def test_formats_from_flags():
+    assert formats_from_flags("tflite", "int8") == (["tflite-int8"], [])
+    names, notes = formats_from_flags("tflite,onnx", "all")
+    assert names == ALL and notes == []
+    names, notes = formats_from_flags("onnx, tflite", "float16,int8")
+    assert names == ["onnx-int8", "tflite-float16", "tflite-int8"]
+    assert len(notes) == 1 and "onnx + float16" in notes[0]
+    names, notes = formats_from_flags("onnx", "float32,dynamic")
+    assert names == ["onnx-float32"] and "onnx + dynamic" in notes[0]
+    assert formats_from_flags("tflite-int8,onnx-float32", "all")[0] == ["tflite-int8", "onnx-float32"]
+
+
+@pytest.mark.parametrize(
+    "fmt,quant,needle",
+    [
+        ("tflite", "int9", "unknown --quantize 'int9'; valid: float32, float16, dynamic, int8 or all"),
+        ("coreml", "int8", "unknown --format 'coreml'; valid: tflite, onnx"),
+        ("onnx", "float16", "nothing to export"),
+        ("", "int8", "--format is empty"),
+    ],
+)
+def test_formats_from_flags_errors(fmt, quant, needle):
+    with pytest.raises(ExportError, match=None) as e:
+        formats_from_flags(fmt, quant)
+    assert needle in str(e.value)
+
+
+def test_check_status_thresholds():
+    assert check_status("tflite-float32", 1.0, 5e-4) == "ok"
+    assert check_status("tflite-float32", 0.99, 5e-4) == "check failed: agreement 99.0% < 99.5%"
+    assert "max |probability diff| 0.002 > 0.001" in check_status("onnx-float32", 1.0, 2e-3)
+    assert check_status("tflite-float16", 1.0, 0.02) == "ok"  # float16 weights alone move probabilities ~0.01
+    assert check_status("tflite-float16", 1.0, 0.2).startswith("check failed")
+    assert check_status("tflite-int8", 0.95, None) == "ok"
+    assert check_status("onnx-int8", 0.931, None) == "check failed: agreement 93.1% < 95%"
+    assert check_status("tflite-dynamic", 0.94, None).startswith("check failed")
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration: no TensorFlow
+
+
+def test_calibration_selection_is_balanced_deterministic_and_training_only(tmp_path):
+    from edgetl.data import scan_dataset
+    from edgetl.export import calibration as calib
+    from export_fixtures import copy_photos
+
+    image_dir = copy_photos(tmp_path / "photos", per_class=12)
+    dataset = scan_dataset(image_dir, 10, 30)
+    a = calib.build_calibration_set(dataset, 32, 9)
+    b = calib.build_calibration_set(dataset, 32, 9)
+    assert a.manifest == b.manifest and np.array_equal(a.images, b.images)
+    assert a.images.shape == (9, 32, 32, 3) and a.images.dtype == np.float32
+    labels = [e["label"] for e in a.manifest["images"]]
+    assert sorted(labels.count(c) for c in dataset.classes) == [3, 3, 3]
+    training = {str(r.path.relative_to(image_dir)) for r in dataset.split("training")}
+    assert {e["path"] for e in a.manifest["images"]} <= training
+    first = a.manifest["images"][0]
+    assert first["sha256"] == calib.file_sha256(image_dir / first["path"])
+    assert a.manifest["resolution"] == 32 and a.manifest["preprocessing"]["version"] >= 1
+    # asking for more than there is: every training image once, with a note
+    many = calib.build_calibration_set(dataset, 32, 1000)
+    assert many.manifest["num_images"] == len(training) and any("only" in n for n in many.notes)
+
+
+def test_manifest_round_trip_and_relocated_dataset(tmp_path):
+    from edgetl.data import scan_dataset
+    from edgetl.export import calibration as calib
+    from export_fixtures import copy_photos
+
+    image_dir = copy_photos(tmp_path / "photos", per_class=10)
+    built = calib.build_calibration_set(scan_dataset(image_dir, 10, 30), 32, 6)
+    path = calib.write_manifest(tmp_path / "m.json", built.manifest)
+    again = calib.calibration_set_from_manifest(calib.load_manifest(path), 32)
+    assert np.array_equal(again.images, built.images) and again.manifest == built.manifest
+    # the dataset moved: relative paths + hashes still find it under the run's image_dir
+    moved = tmp_path / "moved"
+    image_dir.rename(moved)
+    relocated = calib.calibration_set_from_manifest(calib.load_manifest(path), 32, fallback_root=moved)
+    assert np.array_equal(relocated.images, built.images) and any("not found" in n for n in relocated.notes)
+
+
+def test_bad_manifest_files(tmp_path):
+    from edgetl.export import calibration as calib
+
+    with pytest.raises(ExportError, match="not found"):
+        calib.load_manifest(tmp_path / "missing.json")
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(ExportError, match="not readable JSON"):
+        calib.load_manifest(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text(json.dumps({"images": []}))
+    with pytest.raises(ExportError, match="not an edgetl calibration manifest"):
+        calib.load_manifest(tmp_path / "y.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# the real thing
+
+
+@pytest.fixture(scope="module")
+def export_run_dir(tmp_path_factory) -> ExportRun:
+    return build_export_run(tmp_path_factory.mktemp("export_run"))
+
+
+@pytest.fixture(scope="module")
+def exported(export_run_dir, tmp_path_factory) -> tuple[Path, list[ExportResult]]:
+    """One export of every format into a private copy of the run."""
+    run_dir = copy_run(export_run_dir, tmp_path_factory.mktemp("exported") / "run")
+    results = export_run(run_dir, ALL, calibration_images=CALIBRATION_IMAGES, progress=False)
+    print("\nformat          size_bytes  test_acc  agreement  max_abs_diff  seconds  status")
+    for r in results:
+        print(f"{r.format:<15} {r.size_bytes:>10}  {r.test_accuracy:>8.3f}  {r.agreement:>9.3f}  "
+              f"{r.max_abs_diff if r.max_abs_diff is not None else '-':>12}  {r.seconds:>7.1f}  {r.status}")
+    return run_dir, results
+
+
+def test_every_format_exports_loads_and_passes_its_check(exported, export_run_dir):
+    from edgetl.runtime import load_model, read_metadata
+
+    run_dir, results = exported
+    assert [r.format for r in results] == ALL
+    for r in results:
+        spec = FORMATS[r.format]
+        assert r.status == "ok", (r.format, r.status)
+        assert r.path == run_dir / "artifacts" / f"{r.format}{spec.suffix}" and r.path.is_file()
+        assert r.size_bytes == r.path.stat().st_size > 0
+        assert r.num_test_images > 5 and r.agreement >= (0.95 if spec.quantized else 0.995)
+        assert r.keras_test_accuracy > 0.9  # the fixture's head is fitted to these photos
+        if spec.quantized:
+            assert r.max_abs_diff is None
+        else:
+            assert r.max_abs_diff is not None and r.max_abs_diff < 0.05
+        if spec.needs_calibration:
+            assert r.calibration_manifest == run_dir / "artifacts" / f"{r.format}.calibration.json"
+            manifest = json.loads(r.calibration_manifest.read_text())
+            assert manifest["num_images"] == CALIBRATION_IMAGES
+            assert manifest["dataset_root"] == str(export_run_dir.image_dir.resolve())
+        else:
+            assert r.calibration_manifest is None
+
+        meta = read_metadata(r.path)
+        assert meta["format"] == r.format
+        assert meta["labels"] == export_run_dir.classes
+        assert meta["backbone"] == {"version": "v1", "alpha": 0.25, "resolution": 96, "weights": "none (random)"}
+        assert meta["input"]["size"] == 96 and (meta["input"]["mean"], meta["input"]["std"]) == (0.0, 1.0)
+        assert meta["input"]["preprocessing"]["pixel_range"] == "0..255"
+        assert meta["edgetl_version"]
+        model = load_model(r.path)
+        assert model.labels == export_run_dir.classes
+        if r.format == "tflite-int8":
+            assert model.input_dtype == np.uint8 and meta["input"]["dtype"] == "uint8"
+        else:
+            assert model.input_dtype == np.float32
+    sizes = {r.format: r.size_bytes for r in results}
+    assert sizes["tflite-float16"] < 0.6 * sizes["tflite-float32"]
+    assert sizes["tflite-int8"] < 0.45 * sizes["tflite-float32"]
+    assert sizes["onnx-int8"] < 0.5 * sizes["onnx-float32"]
+
+
+def test_export_json_summarizes_every_format(exported):
+    run_dir, results = exported
+    summary = json.loads((run_dir / "artifacts" / "export.json").read_text())
+    assert set(summary["formats"]) == set(ALL)
+    entry = summary["formats"]["tflite-int8"]
+    assert entry["status"] == "ok" and entry["path"] == "artifacts/tflite-int8.tflite"
+    assert entry["calibration_manifest"] == "artifacts/tflite-int8.calibration.json"
+    assert entry["io_type"] == "uint8" and entry["num_calibration_images"] == CALIBRATION_IMAGES
+    assert summary["formats"]["onnx-float32"]["max_abs_diff"] is not None
+    assert not [p for p in (run_dir / "artifacts").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_int8_exports_from_one_manifest_are_byte_identical_and_merge_export_json(exported, tmp_path):
+    run_dir, results = exported
+    first = {r.format: r for r in results}
+    # another run directory, same model, reusing the first export's tflite-int8 manifest
+    other = shutil.copytree(run_dir, tmp_path / "other", ignore=shutil.ignore_patterns("artifacts"))
+    manifest = first["tflite-int8"].calibration_manifest
+    again = export_run(other, ["tflite-int8", "onnx-int8"], calibration_manifest=manifest, progress=False)
+    for r in again:
+        assert r.status == "ok"
+        assert r.path.read_bytes() == first[r.format].path.read_bytes(), f"{r.format} is not reproducible"
+        assert json.loads(r.calibration_manifest.read_text()) == json.loads(manifest.read_text())
+    # exporting one format into a run keeps the others' entries in export.json
+    export_run(other, ["tflite-float32"], progress=False)
+    summary = json.loads((other / "artifacts" / "export.json").read_text())
+    assert set(summary["formats"]) == {"tflite-int8", "onnx-int8", "tflite-float32"}
+
+
+@pytest.mark.parametrize("io_type,dtype", [("int8", np.int8), ("float32", np.float32)])
+def test_tflite_int8_io_types(export_run_dir, tmp_path, io_type, dtype):
+    from edgetl.runtime import load_model, read_metadata
+
+    run_dir = copy_run(export_run_dir, tmp_path / "run")
+    (result,) = export_run(run_dir, ["tflite-int8"], io_type=io_type, calibration_images=CALIBRATION_IMAGES,
+                           progress=False)
+    assert result.status == "ok" and result.io_type == io_type
+    model = load_model(result.path)
+    assert model.input_dtype == dtype and model.output_dtype == dtype
+    assert read_metadata(result.path)["input"]["dtype"] == io_type
+
+
+def test_a_bad_conversion_fails_its_check_but_keeps_the_artifact(export_run_dir, tmp_path, capsys):
+    """model.keras and saved_model/ disagree (a damaged run): the float check must catch it."""
+    import keras
+
+    from edgetl.cli import main
+
+    run_dir = copy_run(export_run_dir, tmp_path / "run")
+    model = keras.saving.load_model(run_dir / "model.keras")
+    head = model.get_layer("head")
+    kernel, bias = head.get_weights()
+    head.set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)])  # every answer moves to the next class
+    model.save(run_dir / "model.keras")
+
+    code = main(["export", "--run", str(run_dir), "--format", "tflite", "--quantize", "float32"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "tflite-float32: check failed: agreement" in err and "Traceback" not in err
+    artifact = run_dir / "artifacts" / "tflite-float32.tflite"
+    assert artifact.is_file()
+    entry = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]["tflite-float32"]
+    assert entry["status"].startswith("check failed: agreement") and entry["agreement"] < 0.5
+
+
+def _run_with_own_photos(export_run_dir: ExportRun, tmp_path: Path) -> tuple[Path, Path]:
+    """A run whose dataset is a private copy (so a test may damage it)."""
+    photos = shutil.copytree(export_run_dir.image_dir, tmp_path / "photos")
+    run_dir = copy_run(export_run_dir, tmp_path / "run")
+    run = json.loads((run_dir / "run.json").read_text())
+    run["image_dir"] = str(photos)
+    (run_dir / "run.json").write_text(json.dumps(run))
+    return run_dir, photos
+
+
+def test_reused_manifest_with_changed_or_vanished_images_is_refused(export_run_dir, tmp_path):
+    from edgetl.data import scan_dataset
+    from edgetl.export import calibration as calib
+
+    run_dir, photos = _run_with_own_photos(export_run_dir, tmp_path)
+    built = calib.build_calibration_set(scan_dataset(photos, 10, 30), 96, 12)
+    manifest = calib.write_manifest(tmp_path / "calibration.json", built.manifest)
+    changed = photos / built.manifest["images"][0]["path"]
+    vanished = photos / built.manifest["images"][1]["path"]
+    with open(changed, "ab") as f:
+        f.write(b"\0")
+    vanished.unlink()
+    with pytest.raises(ExportError) as e:
+        export_run(run_dir, ["tflite-int8"], calibration_manifest=manifest, progress=False)
+    message = str(e.value)
+    assert str(changed) in message and "changed" in message
+    assert str(vanished) in message and "missing" in message
+    assert not (run_dir / "artifacts").exists()  # refused before anything was written
+
+
+def test_cli_errors_are_clean(export_run_dir, tmp_path, capsys):
+    from edgetl.cli import main
+
+    code = main(["export", "--run", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a directory" in err and "Traceback" not in err
+
+    (tmp_path / "empty").mkdir()
+    code = main(["export", "--run", str(tmp_path / "empty"), "--format", "tflite", "--quantize", "int8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a finished edgetl run (no run.json)" in err
+
+    code = main(["export", "--run", str(export_run_dir.run_dir), "--quantize", "int9"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown --quantize 'int9'" in err and "float16" in err and "Traceback" not in err
+
+    code = main(["export", "--run", str(export_run_dir.run_dir), "--calibration_manifest", str(tmp_path / "no.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "calibration manifest not found" in err
+
+    with pytest.raises(ExportError, match="not a directory"):
+        export_run(tmp_path / "nowhere", ["tflite-float32"])
+    with pytest.raises(ExportError, match="unknown format"):
+        export_run(export_run_dir.run_dir, ["tflite-int4"])
+    assert not (export_run_dir.run_dir / "artifacts").exists()
