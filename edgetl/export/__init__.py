@@ -368,7 +368,16 @@ def _prepare(run_dir: Path, log: Callable[[str], None]) -> _RunContext:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    try:  # runs on a TF Hub backbone save a custom layer; it must be registered before loading
+        from edgetl.backbones import register_custom_layers
+
+        register_custom_layers()
+    except ImportError:
+        pass
+    try:
+        model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    except Exception as e:
+        raise ExportError(f"cannot load {run_dir / 'model.keras'}: {type(e).__name__}: {_one_line(e)}") from e
     saved_model_dir = run_dir / "saved_model"
     if not (saved_model_dir / "saved_model.pb").is_file():
         # Older or hand-made run: re-create the SavedModel from the Keras model (outside the run dir,
