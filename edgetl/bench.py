@@ -211,12 +211,12 @@ def prepare_test_images(dataset, resolution: int, path: Path) -> "tuple[Path, np
 
     Returns the file and the labels; images that fail to decode are left out (with a warning).
     """
-    import os
-    import tempfile
+    import io
 
     import numpy as np
 
     from .data import load_image
+    from .files import atomic_write_bytes
 
     path = Path(path)
     records = dataset.split("testing")
@@ -233,12 +233,10 @@ def prepare_test_images(dataset, resolution: int, path: Path) -> "tuple[Path, np
             continue
         labels.append(r.label_index)
         paths.append(str(r.path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, images=np.stack(images), labels=np.array(labels, np.int64), paths=np.array(paths),
-                 requested=np.array([str(r.path) for r in records]))
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, images=np.stack(images), labels=np.array(labels, np.int64), paths=np.array(paths),
+             requested=np.array([str(r.path) for r in records]))
+    atomic_write_bytes(path, buffer.getvalue())
     return path, np.array(labels, np.int64)
 
 

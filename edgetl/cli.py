@@ -36,6 +36,7 @@ def _add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train_batch_size", type=int, default=d.train_batch_size)
     p.add_argument("--eval_step_interval", type=int, default=d.eval_step_interval)
     p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--l2", type=float, default=d.l2, help="weight decay on the head's kernel")
     p.add_argument("--early_stopping_patience", type=int, default=d.early_stopping_patience)
     p.add_argument("--seed", type=int, default=d.seed)
 
@@ -49,6 +50,7 @@ def head_config_from_args(args: argparse.Namespace):
         train_batch_size=args.train_batch_size,
         eval_step_interval=args.eval_step_interval,
         dropout=args.dropout,
+        l2=args.l2,
         early_stopping_patience=args.early_stopping_patience,
         seed=args.seed,
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from platformdirs import user_cache_dir
 from tqdm import tqdm
 
 from .data import PREPROCESS_VERSION, ImageRecord, load_image
+from .files import atomic_write_bytes
 
 DIGEST_BYTES = 16
 
@@ -61,11 +61,7 @@ def _read_entry(path: Path, dim: int | None) -> np.ndarray | None:
 
 def _write_entry(path: Path, vector: np.ndarray) -> None:
     data = np.ascontiguousarray(vector, dtype="<f4").tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data + hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data + hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest())
 
 
 def _decode(record: ImageRecord, size: int) -> tuple[np.ndarray | None, str]:

@@ -24,7 +24,8 @@ from .data import scan_dataset
 from .head import HeadConfig
 from .pareto import Budget, pick
 from .report import write_model_card, write_report, write_results
-from .train import TrainConfig, train, write_json_atomic
+from .files import atomic_write_json
+from .train import TrainConfig, train
 
 DEFAULT_FORMATS = ("tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8")
 
@@ -153,7 +154,7 @@ def run_point(config: SweepConfig, spec: BackboneSpec, stage: tqdm, log) -> list
             head=config.head,
         ), log=lambda msg: None if msg.startswith("step ") else log(msg))  # per-step lines: train's job
         state = {"train": train_key, "export": {}, "bench": {}}
-        write_json_atomic(state_path, state)
+        atomic_write_json(state_path, state)
     run = json.loads((point_dir / "run.json").read_text())
 
     export_keys = {f: _key(train_key, f, config.io_type, config.calibration_images) for f in config.formats}
@@ -167,7 +168,7 @@ def run_point(config: SweepConfig, spec: BackboneSpec, stage: tqdm, log) -> list
                             num_threads=config.num_threads, log=log, progress=False):
             state["export"][r.format] = export_keys[r.format]
             state["bench"].pop(r.format, None)
-        write_json_atomic(state_path, state)
+        atomic_write_json(state_path, state)
         exported = _read_json(point_dir / "artifacts" / "export.json").get("formats", {})
 
     results = []
@@ -202,10 +203,10 @@ def run_point(config: SweepConfig, spec: BackboneSpec, stage: tqdm, log) -> list
             latency_ms_mean=lat["mean"], num_threads=config.num_threads, peak_rss_mb=m.peak_rss_mb,
             num_test_images=len(labels), status=status,
         )
-        write_json_atomic(bench_path, {"key": bench_key, "backend": m.backend, "input_dtype": m.input_dtype,
+        atomic_write_json(bench_path, {"key": bench_key, "backend": m.backend, "input_dtype": m.input_dtype,
                                        "result": row.to_dict()})
         state["bench"][fmt] = bench_key
-        write_json_atomic(state_path, state)
+        atomic_write_json(state_path, state)
         results.append(row)
     return results
 
@@ -214,7 +215,7 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     notes = list(notes or [])
-    write_json_atomic(out / "sweep.json", {"edgetl_version": __version__, "settings": asdict(config)})
+    atomic_write_json(out / "sweep.json", {"edgetl_version": __version__, "settings": asdict(config)})
     scan_dataset(config.image_dir, config.validation_percentage, config.testing_percentage)  # fail fast
     results: list[ArtifactResult] = []
     with tqdm(total=len(config.points), desc="grid", unit="point", position=0) as overall, \

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from .backbones import (
 )
 from .data import Dataset, scan_dataset
 from .features import cache_key, compute_features
+from .files import atomic_write_json, atomic_write_text
 from .head import Head, HeadConfig, accuracy, train_head
 
 
@@ -51,23 +51,6 @@ class TrainResult:
     features_cached: int
     skipped_files: list[tuple[str, str]]
     misclassified: list[tuple[str, str, str]]  # (path, true label, predicted label)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def build_classifier(extractor, head: Head, num_classes: int):
@@ -200,11 +183,12 @@ def save_run(run_dir: Path, model, run: dict, log=print) -> None:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").unlink(missing_ok=True)  # until rewritten, the directory is not a finished run
-    write_text_atomic(run_dir / "labels.txt", "\n".join(run["classes"]) + "\n")
+    atomic_write_text(run_dir / "labels.txt", "\n".join(run["classes"]) + "\n")
     tmp_keras = run_dir / ".model.tmp.keras"
     model.save(tmp_keras)
     os.replace(tmp_keras, run_dir / "model.keras")
-    tmp_saved = Path(tempfile.mkdtemp(dir=run_dir, prefix=".saved_model."))
+    tmp_saved = run_dir / ".saved_model.tmp"
+    shutil.rmtree(tmp_saved, ignore_errors=True)
     model.export(str(tmp_saved), verbose=False)
     if (run_dir / "saved_model").exists():
         shutil.rmtree(run_dir / "saved_model")
@@ -213,5 +197,5 @@ def save_run(run_dir: Path, model, run: dict, log=print) -> None:
         model, run_dir / "saved_model", "tflite-float32", run_dir / "model.tflite",
         artifact_metadata(run, "tflite-float32"),
     )
-    write_json_atomic(run_dir / "run.json", run)
+    atomic_write_json(run_dir / "run.json", run)
     log(f"wrote {run_dir}/model.tflite, model.keras, saved_model/, labels.txt, run.json")

@@ -209,8 +209,10 @@ WEIGHTS_DIR = TEST_DATA / "weights"
 @pytest.fixture(scope="session", autouse=True)
 def _hermetic_environment(tmp_path_factory):
     home = tmp_path_factory.mktemp("keras_home")
-    saved = {k: os.environ.get(k) for k in ("EDGETL_NO_DOWNLOAD", "KERAS_HOME", "EDGETL_WEIGHTS_DIR", "TF_CPP_MIN_LOG_LEVEL")}
-    os.environ.update(EDGETL_NO_DOWNLOAD="1", KERAS_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2")
+    names = ("EDGETL_NO_DOWNLOAD", "KERAS_HOME", "EDGETL_WEIGHTS_DIR", "EDGETL_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(EDGETL_NO_DOWNLOAD="1", KERAS_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2",
+                      EDGETL_CACHE_DIR=str(tmp_path_factory.mktemp("edgetl_cache")))
     os.environ.pop("EDGETL_WEIGHTS_DIR", None)
     yield
     for k, v in saved.items():
