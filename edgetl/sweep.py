@@ -137,7 +137,7 @@ def failed_result(spec: BackboneSpec, fmt: str, status: str, config: SweepConfig
 
 def run_point(config: SweepConfig, spec: BackboneSpec, stage: tqdm, log) -> list[ArtifactResult]:
     """Train, export and benchmark one grid point, reusing whatever an earlier run finished."""
-    from .export import export_run
+    from .export import RECIPE_VERSION, export_run
 
     point_dir = Path(config.output_dir) / "points" / spec.id
     state_path = point_dir / "sweep_state.json"
@@ -157,7 +157,8 @@ def run_point(config: SweepConfig, spec: BackboneSpec, stage: tqdm, log) -> list
         atomic_write_json(state_path, state)
     run = json.loads((point_dir / "run.json").read_text())
 
-    export_keys = {f: _key(train_key, f, config.io_type, config.calibration_images) for f in config.formats}
+    export_keys = {f: _key(train_key, f, config.io_type, config.calibration_images, RECIPE_VERSION)
+                   for f in config.formats}
     exported = _read_json(point_dir / "artifacts" / "export.json").get("formats", {})
     todo = [f for f in config.formats
             if state["export"].get(f) != export_keys[f] or f not in exported

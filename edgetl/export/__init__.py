@@ -65,6 +65,8 @@ RUNTIMES = ("tflite", "onnx")
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = ("uint8", "int8", "float32")
 ONNX_OPSET = 17
+# Bump when a converter recipe changes what an artifact contains: the sweep re-exports on a change.
+RECIPE_VERSION = 1
 
 # Check thresholds. Float conversions should be numerically the same model: a flipped top-1 or a
 # visible probability change means the converter did something wrong. Quantized ones may move
