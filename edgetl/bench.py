@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 
 @dataclass
 class ArtifactResult:
@@ -64,7 +66,6 @@ class Measurement:
 
 
 def latency_percentiles(latencies_ms: "list[float]") -> dict[str, float]:
-    import numpy as np
 
     a = np.asarray(latencies_ms, dtype=np.float64)
     return {
@@ -121,7 +122,6 @@ def measure_in_process(model_path: str, images_path: str, num_threads: int, min_
     """
     import os
 
-    import numpy as np
 
     from .runtime import load_model
 
@@ -160,7 +160,6 @@ def measure(model_path, images_path, num_threads: int = 1, min_runs: int = MIN_T
 
 def score(probabilities, labels, classes: "list[str]") -> dict:
     """Top-1 (and top-5 with more than five classes), per-class accuracy and the confusion matrix."""
-    import numpy as np
 
     probs = np.asarray(probabilities)
     labels = np.asarray(labels)
@@ -206,14 +205,13 @@ if __name__ == "__main__":
     sys.exit(_child_main())
 
 
-def prepare_test_images(dataset, resolution: int, path: Path) -> "tuple[Path, np.ndarray]":
+def prepare_test_images(dataset, resolution: int, path: Path) -> tuple[Path, np.ndarray]:
     """Decode the test split once per resolution into an .npz the benchmark children read.
 
     Returns the file and the labels; images that fail to decode are left out (with a warning).
     """
     import io
 
-    import numpy as np
 
     from .data import load_image
     from .files import atomic_write_bytes
@@ -245,7 +243,6 @@ def bench_model(model_path, image_dir, num_threads: int = 1, validation_percenta
     """`edgetl bench`: any .tflite/.onnx with edgetl metadata, measured on a dataset's test split."""
     import tempfile
 
-    import numpy as np
 
     from .data import scan_dataset
     from .runtime import read_metadata

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
-import tempfile
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from edgetl.bench import ArtifactResult
+from edgetl.files import atomic_write_bytes, atomic_write_text
 from edgetl.pareto import BYTES_PER_MB, Budget, Pick, is_ok, pick as pick_artifact
 
 RESULTS_CSV = "results.csv"
@@ -43,36 +44,8 @@ _JSON_COLUMNS = ("per_class_accuracy", "confusion_matrix")
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, binary: bool = False
-                  ) -> Path:
-    """Call ``write(f)`` on a temp file next to `path`, fsync it, then ``os.replace`` it into place.
-
-    Same directory so the rename never crosses file systems (and so stays atomic); the temp file is
-    removed if `write` raises, leaving any previous version of `path` untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        mode = "wb" if binary else "w"
-        kwargs = {} if binary else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(fd, mode, **kwargs) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
 def _atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return _atomic_write(path, lambda f: f.write(text))
+    return atomic_write_text(path, text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,13 +76,12 @@ def write_results(results: Sequence[ArtifactResult], out_dir: str | os.PathLike)
         if not isinstance(r, ArtifactResult):
             raise ValueError(f"results[{i}] is a {type(r).__name__}, not an ArtifactResult")
 
-    def write_csv(f: IO[str]) -> None:
-        w = csv.DictWriter(f, fieldnames=_FIELDS, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow(_csv_row(r))
-
-    csv_path = _atomic_write(out / RESULTS_CSV, write_csv)
+    table = io.StringIO()
+    w = csv.DictWriter(table, fieldnames=_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(_csv_row(r))
+    csv_path = atomic_write_text(out / RESULTS_CSV, table.getvalue())
     # json's default repr of floats round-trips exactly; NaN (failed rows) is written as NaN,
     # which Python's json reads back, at the cost of strict-JSON tools.
     text = json.dumps([r.to_dict() for r in rows], indent=2) + "\n"
@@ -296,7 +268,9 @@ def plot_pareto(results: Sequence[ArtifactResult], pick: Pick, path: str | os.Pa
 
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
-    _atomic_write(path, lambda f: fig.savefig(f, format=fmt), binary=True)
+    image = io.BytesIO()
+    fig.savefig(image, format=fmt)
+    atomic_write_bytes(path, image.getvalue())
     return path
 
 

@@ -7,7 +7,6 @@ part, one export of all six formats, is done once per module and shared by the t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -10,7 +10,6 @@ import contextlib
 import io
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 

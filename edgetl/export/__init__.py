@@ -24,6 +24,8 @@ from typing import Callable
 
 import numpy as np
 
+from edgetl.files import atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported for calibration)
+
 
 class ExportError(ValueError):
     """A problem the user can fix: not a run directory, bad flags, a stale calibration manifest.
@@ -125,34 +127,6 @@ def _relative(path: Path, base: Path | None) -> str:
         return str(Path(path).resolve().relative_to(Path(base).resolve()))
     except ValueError:
         return str(path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write via a temp file in the same directory + os.replace, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: str | Path, obj) -> Path:
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------

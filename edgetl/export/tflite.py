@@ -100,30 +100,8 @@ def convert(
     return bytes(data)
 
 
-def _normalize_zip(archive: bytes) -> bytes:
-    """The same ZIP with every member dated 1980-01-01, so equal inputs give equal bytes.
-
-    zipfile stamps members with the current time; without this two exports of the same model
-    would differ in a few bytes and "bit-identical int8 from one calibration manifest" would fail.
-    """
-    import io
-    import zipfile
-
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(archive)) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
-            fixed.compress_type = info.compress_type
-            fixed.external_attr = info.external_attr
-            dst.writestr(fixed, src.read(info.filename))
-    return out.getvalue()
-
-
 def with_metadata(flatbuffer: bytes, metadata: dict) -> bytes:
-    """Flatbuffer + the appended metadata archive (edgetl.runtime's format), byte-for-byte reproducible."""
+    """Flatbuffer + the appended metadata archive (edgetl.runtime's format, byte-for-byte reproducible)."""
     from edgetl.runtime import embed_tflite_metadata
 
-    embedded = embed_tflite_metadata(flatbuffer, metadata)
-    if not embedded.startswith(flatbuffer):  # runtime changed how it embeds: trust it as is
-        return embedded
-    return flatbuffer + _normalize_zip(embedded[len(flatbuffer) :])
+    return embed_tflite_metadata(flatbuffer, metadata)
