@@ -137,3 +137,40 @@ def test_killed_sweep_resumes_without_redoing_finished_artifacts(tiny_data, tmp_
     assert (out / "points" / "v1-a0.25-r96" / "artifacts" / "export.json").stat().st_mtime_ns == exported_at
     assert all(v != before.get(k) for k, v in _bench_mtimes(out).items())
     assert {r.num_threads for r in read_results(out)} == {2}
+
+
+def test_bench_command_measures_one_artifact_like_the_sweep(finished_sweep, tiny_data, capsys):
+    row = next(r for r in read_results(finished_sweep) if r.format == "tflite-float32")
+    capsys.readouterr()
+    assert main(["bench", str(finished_sweep / row.path), "--image_dir", str(tiny_data)]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["accuracy"] == row.accuracy and measured["num_test_images"] == row.num_test_images
+    assert measured["size_bytes"] == row.size_bytes and measured["latency_ms_p50"] > 0
+
+
+def test_grid_skips_missing_combinations_and_weights(tmp_path, tiny_data, capsys):
+    from edgetl.sweep import grid
+
+    points, notes = grid(["v1", "v2"], [0.25, 0.35], [96])
+    assert [p.id for p in points] == ["v1-a0.25-r96", "v2-a0.35-r96"]
+    assert any("v1 has no alpha 0.35" in n for n in notes) and any("v2 has no alpha 0.25" in n for n in notes)
+    # No weights offline for V2 0.35 (and none in this empty weights dir for V1): every point is skipped.
+    code = main(["sweep", "--image_dir", str(tiny_data), "--weights_dir", str(tmp_path), "--backbones", "v2",
+                 "--alphas", "0.35", "--resolutions", "96", "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "v2-a0.35-r96 skipped" in err and "Traceback" not in err
+
+
+def test_grid_files_yaml_and_toml(tmp_path):
+    from edgetl.sweep import read_grid_file
+
+    (tmp_path / "g.yaml").write_text("points:\n  - {backbone: v2, alpha: 1.0, resolution: 224}\n"
+                                     "  - {backbone: v1, alpha: 0.3, resolution: 128}\n")
+    points, notes = read_grid_file(tmp_path / "g.yaml")
+    assert [p.id for p in points] == ["v2-a1-r224"] and "0.3" in notes[0]
+    (tmp_path / "g.toml").write_text('backbones = ["v1"]\nalphas = [0.25, 0.5]\nresolutions = [96]\n')
+    points, _ = read_grid_file(tmp_path / "g.toml")
+    assert [p.id for p in points] == ["v1-a0.25-r96", "v1-a0.5-r96"]
+    (tmp_path / "bad.yaml").write_text("backbones: [v1]\n")
+    with pytest.raises(ValueError, match="missing alphas, resolutions"):
+        read_grid_file(tmp_path / "bad.yaml")
