@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TEST_DATA = Path(os.environ.get("EDGETL_TEST_DATA", REPO_ROOT.parent / "shared")).resolve()
-FLOWERS = TEST_DATA / "datasets" / "flowers"
+from conftest import FLOWERS, copy_subset
+
 CLASSES = ["daisy", "roses", "tulips"]
 PER_CLASS = 20
 RESOLUTION = 96
@@ -42,15 +41,7 @@ class ExportRun:
 
 def copy_photos(dst: Path, per_class: int = PER_CLASS) -> Path:
     """The first `per_class` photos (sorted) of each class, copied (../shared is never written)."""
-    import pytest
-
-    if not FLOWERS.is_dir():
-        pytest.skip(f"test photos not found at {FLOWERS}; set EDGETL_TEST_DATA to the folder holding datasets/")
-    for c in CLASSES:
-        (dst / c).mkdir(parents=True, exist_ok=True)
-        for f in sorted((FLOWERS / c).iterdir())[:per_class]:
-            shutil.copy2(f, dst / c / f.name)
-    return dst
+    return copy_subset(FLOWERS, dst, CLASSES, per_class)
 
 
 def _fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
