@@ -126,7 +126,8 @@ def resolve_weights(
             path = _download(spec.version, name)
             return ResolvedWeights(path, "download", f"downloaded {name} into {path.parent}", _file_sha256(path))
         except Exception as e:  # offline: say what was tried instead of a urllib traceback
-            reason = f"download of {name} failed ({type(e).__name__}: {e})"
+            why = str(e).split(" -- ")[-1].strip() or type(e).__name__  # Keras wraps the OS error after " -- "
+            reason = f"download of {name} failed ({why[:120]})"
     else:
         reason = f"downloads disabled ({NO_DOWNLOAD_ENV}=1)"
     looked = "\n  ".join(str(d / weights_file_name(spec.version, spec.alpha, r)) for d in searched
