@@ -212,8 +212,7 @@ def prepare_test_images(dataset, resolution: int, path: Path) -> tuple[Path, np.
     """
     import io
 
-
-    from .data import load_image
+    from .data import decode_images
     from .files import atomic_write_bytes
 
     path = Path(path)
@@ -222,27 +221,21 @@ def prepare_test_images(dataset, resolution: int, path: Path) -> tuple[Path, np.
         with np.load(path) as data:
             if data["requested"].tolist() == [str(r.path) for r in records]:
                 return path, data["labels"]
-    images, labels, paths = [], [], []
-    for r in records:
-        try:
-            images.append(load_image(r.path, resolution))
-        except Exception as e:
-            print(f"warning: skipping test image {r.path}: {type(e).__name__}: {e}")
-            continue
-        labels.append(r.label_index)
-        paths.append(str(r.path))
+    images, kept, failed = decode_images(records, resolution)
+    for line in failed:
+        print(f"warning: skipping test image {line}")
+    labels = np.array([r.label_index for r in kept], np.int64)
     buffer = io.BytesIO()
-    np.savez(buffer, images=np.stack(images), labels=np.array(labels, np.int64), paths=np.array(paths),
+    np.savez(buffer, images=images, labels=labels, paths=np.array([str(r.path) for r in kept]),
              requested=np.array([str(r.path) for r in records]))
     atomic_write_bytes(path, buffer.getvalue())
-    return path, np.array(labels, np.int64)
+    return path, labels
 
 
 def bench_model(model_path, image_dir, num_threads: int = 1, validation_percentage: float = 10.0,
                 testing_percentage: float = 10.0) -> ArtifactResult:
     """`edgetl bench`: any .tflite/.onnx with edgetl metadata, measured on a dataset's test split."""
     import tempfile
-
 
     from .data import scan_dataset
     from .runtime import read_metadata

@@ -219,3 +219,19 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
             im = _to_rgb(im)
             im = im.resize((size, size), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
+
+
+def decode_images(records: list[ImageRecord], size: int) -> tuple[np.ndarray, list[ImageRecord], list[str]]:
+    """`load_image` for each record: (uint8 array (N, size, size, 3), the records that decoded, failures).
+
+    A file that cannot be decoded is one failure line naming it, never an exception.
+    """
+    images, kept, failed = [], [], []
+    for r in records:
+        try:
+            images.append(load_image(r.path, size))
+            kept.append(r)
+        except Exception as e:  # any decoder failure is one bad file
+            failed.append(f"{r.path}: {type(e).__name__}: {e}")
+    array = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return array, kept, failed

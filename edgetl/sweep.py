@@ -255,7 +255,10 @@ def copy_best(best: ArtifactResult, config: SweepConfig, out: Path) -> Path:
     point_dir = out / "points" / best.point
     shutil.copy2(point_dir / "labels.txt", tmp / "labels.txt")
     run = json.loads((point_dir / "run.json").read_text())
+    dtype = _read_json(point_dir / "bench" / f"{best.format}.json").get("input_dtype", "float32")
     write_model_card(best, {
+        "input_type": f"raw RGB pixels 0..255 as {dtype}, shape [1, {best.resolution}, {best.resolution}, 3] "
+                      "(the [-1, 1] scaling is inside the model)",
         "dataset": str(Path(config.image_dir).resolve()),
         "classes": ", ".join(run["classes"]),
         "split (train/validation/test images)":

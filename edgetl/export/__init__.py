@@ -295,20 +295,6 @@ def artifact_metadata(run: dict, fmt: str) -> dict:
     }
 
 
-def _load_images(records, resolution: int) -> tuple[np.ndarray, list, list[str]]:
-    from edgetl.data import load_image
-
-    images, kept, failed = [], [], []
-    for r in records:
-        try:
-            images.append(load_image(r.path, resolution))
-            kept.append(r)
-        except (OSError, ValueError) as e:
-            failed.append(f"{r.path}: {e}")
-    array = np.stack(images) if images else np.zeros((0, resolution, resolution, 3), np.uint8)
-    return array, kept, failed
-
-
 def _keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
     out = []
     for i in range(0, len(images_uint8), PREDICT_BATCH):
@@ -318,7 +304,7 @@ def _keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
 
 
 def _prepare(run_dir: Path, log: Callable[[str], None]) -> _RunContext:
-    from edgetl.data import DatasetError, scan_dataset
+    from edgetl.data import DatasetError, decode_images, scan_dataset
 
     run = _read_run(run_dir)
     resolution = int(run["backbone"]["resolution"])
@@ -336,7 +322,7 @@ def _prepare(run_dir: Path, log: Callable[[str], None]) -> _RunContext:
             f"trained on ({', '.join(run['classes'])}); re-train, or restore the dataset"
         )
     notes: list[str] = []
-    test_images, test_records, failed = _load_images(dataset.split("testing"), resolution)
+    test_images, test_records, failed = decode_images(dataset.split("testing"), resolution)
     notes += [f"test image skipped: {f}" for f in failed]
     if not len(test_images):
         raise ExportError(f"no decodable test images in {run['image_dir']}; cannot check any artifact")
