@@ -71,3 +71,14 @@ def test_missing_hub_module_is_a_clear_error(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "nope" in err and "Traceback" not in err
+
+
+def test_hub_run_exports_to_tflite_and_onnx(hub_module, tmp_path):
+    data = copy_subset(FLOWERS, tmp_path / "flowers", ["daisy", "sunflowers"], 20)
+    run = tmp_path / "run"
+    assert main(["train", "--image_dir", str(data), "--tfhub_module", str(hub_module), "--resolution", "96",
+                 "--output_dir", str(run)]) == 0
+    assert main(["export", "--run", str(run), "--format", "tflite,onnx", "--quantize", "float32"]) == 0
+    summary = json.loads((run / "artifacts" / "export.json").read_text())["formats"]
+    for fmt in ("tflite-float32", "onnx-float32"):
+        assert summary[fmt]["status"] == "ok" and summary[fmt]["agreement"] == 1.0
