@@ -231,12 +231,17 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
                 notes.append(f"{spec.id} skipped: {first_line}")
                 say(f"skipping {spec.id}: {first_line}")
                 rows = []
+            except Exception as e:  # one broken grid point must not cost the others (finished work is saved)
+                first_line = (str(e).splitlines() or [""])[0]
+                notes.append(f"{spec.id} failed: {type(e).__name__}: {first_line}")
+                say(f"grid point {spec.id} failed: {type(e).__name__}: {first_line}")
+                rows = []
             results.extend(rows)
             if results:
                 write_results(results, out)  # after every point, so a kill keeps what is finished
             overall.update(1)
     if not results:
-        raise WeightsNotFoundError("no grid point could be trained:\n  " + "\n  ".join(notes))
+        raise ValueError("no grid point produced an artifact:\n  " + "\n  ".join(notes))
     chosen = pick(results, config.budget)
     report = write_report(results, chosen, config.budget, out, notes=notes)
     if chosen.chosen is not None:
