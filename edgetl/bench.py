@@ -60,12 +60,22 @@ class Measurement:
     peak_rss_mb: float
     predictions: list[list[float]]  # probabilities per test image
 
-    @property
-    def latency_summary(self) -> dict[str, float]:
-        return latency_percentiles(self.latencies_ms)
+    def result_fields(self, labels, classes: list[str]) -> dict:
+        """The ArtifactResult fields this measurement supplies: size, accuracy figures, latency, memory."""
+        lat = latency_percentiles(self.latencies_ms)
+        return {
+            "size_bytes": self.size_bytes,
+            **score(self.predictions, labels, classes),
+            "latency_ms_p50": lat["p50"],
+            "latency_ms_p90": lat["p90"],
+            "latency_ms_p99": lat["p99"],
+            "latency_ms_mean": lat["mean"],
+            "peak_rss_mb": self.peak_rss_mb,
+            "num_test_images": len(labels),
+        }
 
 
-def latency_percentiles(latencies_ms: "list[float]") -> dict[str, float]:
+def latency_percentiles(latencies_ms: list[float]) -> dict[str, float]:
 
     a = np.asarray(latencies_ms, dtype=np.float64)
     return {
@@ -158,7 +168,7 @@ def measure(model_path, images_path, num_threads: int = 1, min_runs: int = MIN_T
     return Measurement(**json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def score(probabilities, labels, classes: "list[str]") -> dict:
+def score(probabilities, labels, classes: list[str]) -> dict:
     """Top-1 (and top-5 with more than five classes), per-class accuracy and the confusion matrix."""
 
     probs = np.asarray(probabilities)
@@ -183,7 +193,7 @@ def score(probabilities, labels, classes: "list[str]") -> dict:
     }
 
 
-def _child_main(argv: "list[str] | None" = None) -> int:
+def _child_main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
@@ -255,12 +265,10 @@ def bench_model(model_path, image_dir, num_threads: int = 1, validation_percenta
         m = measure(model_path, images_path, num_threads)
     # Dataset class indices -> the model's label order.
     model_labels = np.array([labels.index(dataset.classes[i]) for i in ds_labels])
-    lat = m.latency_summary
     bb = meta.get("backbone") or {}
     return ArtifactResult(
         point=f"{bb.get('version', '?')}-a{bb.get('alpha', 0):g}-r{size}", backbone=bb.get("version", "?"),
         alpha=float(bb.get("alpha", 0)), resolution=int(size), format=meta.get("format", model_path.suffix[1:]),
-        path=str(model_path), size_bytes=m.size_bytes, **score(m.predictions, model_labels, labels),
-        latency_ms_p50=lat["p50"], latency_ms_p90=lat["p90"], latency_ms_p99=lat["p99"], latency_ms_mean=lat["mean"],
-        num_threads=num_threads, peak_rss_mb=m.peak_rss_mb, macs=0, params=0, num_test_images=len(model_labels),
+        path=str(model_path), num_threads=num_threads, macs=0, params=0,
+        **m.result_fields(model_labels, labels),
     )

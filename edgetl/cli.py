@@ -186,18 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_arguments(p)
     p.set_defaults(func=run_export_command)
 
+    from .bench import MIN_TIMED_RUNS, MIN_TIMED_SECONDS
+    from .export import IO_TYPES
+    from .sweep import DEFAULT_FORMATS
+
     p = sub.add_parser("sweep", help="train, export and benchmark a width x resolution grid; pick on the Pareto front")
     _add_data_arguments(p)
     p.add_argument("--backbones", type=_csv(str), default=["v1", "v2"])
     p.add_argument("--alphas", type=_csv(float), default=[0.25, 0.5, 0.75, 1.0])
     p.add_argument("--resolutions", type=_csv(int), default=[128, 160, 192, 224])
     p.add_argument("--grid", type=Path, default=None, help="YAML/TOML grid file (overrides the three lists)")
-    p.add_argument("--formats", type=_csv(str), default=["tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8"])
-    p.add_argument("--io_type", choices=["uint8", "int8", "float32"], default="uint8")
+    p.add_argument("--formats", type=_csv(str), default=list(DEFAULT_FORMATS))
+    p.add_argument("--io_type", choices=IO_TYPES, default=IO_TYPES[0])
     p.add_argument("--calibration_images", type=int, default=200)
     p.add_argument("--num_threads", type=int, default=1, help="threads for the runtime when measuring latency")
-    p.add_argument("--min_timed_runs", type=int, default=50, help="latency: at least this many timed invokes")
-    p.add_argument("--min_timed_seconds", type=float, default=2.0, help="latency: and at least this long")
+    p.add_argument("--min_timed_runs", type=int, default=MIN_TIMED_RUNS, help="latency: at least this many timed invokes")
+    p.add_argument("--min_timed_seconds", type=float, default=MIN_TIMED_SECONDS, help="latency: and at least this long")
     _add_budget_arguments(p)
     _add_backbone_arguments(p)
     _add_head_arguments(p)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .backbones import ALPHAS, BackboneSpec, WeightsNotFoundError, resolve_weights
-from .bench import ArtifactResult, measure, prepare_test_images, score
+from .bench import MIN_TIMED_RUNS, MIN_TIMED_SECONDS, ArtifactResult, measure, prepare_test_images
 from .data import scan_dataset
 from .head import HeadConfig
 from .pareto import Budget, pick
@@ -46,8 +46,8 @@ class SweepConfig:
     num_threads: int = 1
     io_type: str = "uint8"
     calibration_images: int = 200
-    min_timed_runs: int = 50
-    min_timed_seconds: float = 2.0
+    min_timed_runs: int = MIN_TIMED_RUNS
+    min_timed_seconds: float = MIN_TIMED_SECONDS
     force: bool = False
 
 
@@ -195,14 +195,10 @@ def run_point(config: SweepConfig, spec: BackboneSpec, stage: tqdm, log) -> list
         except Exception as e:  # one artifact that won't run is a row, not a dead sweep
             results.append(failed_result(spec, fmt, f"benchmark failed: {e}", config))
             continue
-        lat = m.latency_summary
-        status = entry.get("status", "ok")
         row = ArtifactResult(
             **_point_row(spec, fmt, str(artifact.relative_to(config.output_dir)), run),
-            size_bytes=m.size_bytes, **score(m.predictions, labels, run["classes"]),
-            latency_ms_p50=lat["p50"], latency_ms_p90=lat["p90"], latency_ms_p99=lat["p99"],
-            latency_ms_mean=lat["mean"], num_threads=config.num_threads, peak_rss_mb=m.peak_rss_mb,
-            num_test_images=len(labels), status=status,
+            num_threads=config.num_threads, status=entry.get("status", "ok"),
+            **m.result_fields(labels, run["classes"]),
         )
         atomic_write_json(bench_path, {"key": bench_key, "backend": m.backend, "input_dtype": m.input_dtype,
                                        "result": row.to_dict()})
