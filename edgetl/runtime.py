@@ -73,7 +73,7 @@ def _find_eocd(tail: bytes, tail_start: int, total_len: int) -> tuple[int, int, 
         return start, cd_size, cd_offset
 
 
-def _zip_start(data: bytes) -> int | None:
+def appended_zip_start(data: bytes) -> int | None:
     """Offset where a ZIP appended to ``data`` begins (None when there is none)."""
     tail_start = max(0, len(data) - _EOCD_SIZE - _MAX_ZIP_COMMENT)
     found = _find_eocd(data[tail_start:], tail_start, len(data))
@@ -116,7 +116,7 @@ def embed_tflite_metadata(model_bytes: bytes, meta: dict) -> bytes:
     if len(model_bytes) < 8 or model_bytes[4:8] != TFLITE_IDENTIFIER:
         raise ModelFileError("embed_tflite_metadata: the bytes are not a TFLite flatbuffer (no 'TFL3' identifier)")
     members: dict[str, bytes] = {}
-    start = _zip_start(model_bytes)
+    start = appended_zip_start(model_bytes)
     if start is not None:
         with zipfile.ZipFile(io.BytesIO(model_bytes[start:])) as zf:
             members = {name: zf.read(name) for name in zf.namelist()}

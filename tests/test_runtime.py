@@ -221,10 +221,10 @@ def test_bad_model_files_raise_model_file_error(tiny_models, tmp_path):
 
 def test_every_truncation_point_is_caught(tiny_models, tmp_path):
     """tflite_runtime 2.14 does not verify flatbuffers (it segfaults): the runtime's own check must catch these."""
-    from edgetl.runtime import _check_tflite_structure, _FlatbufferError, _zip_start
+    from edgetl.runtime import _check_tflite_structure, _FlatbufferError, appended_zip_start
 
     data = tiny_models.int8_tflite.read_bytes()
-    bare_len = _zip_start(data)
+    bare_len = appended_zip_start(data)
     assert bare_len is not None and bare_len < len(data)
     rng = np.random.default_rng(0)
     cuts = sorted(set(rng.integers(8, bare_len, 200).tolist()) | set(range(bare_len - 40, bare_len)))

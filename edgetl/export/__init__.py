@@ -68,7 +68,9 @@ QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = ("uint8", "int8", "float32")
 ONNX_OPSET = 17
 # Bump when a converter recipe changes what an artifact contains: the sweep re-exports on a change.
-RECIPE_VERSION = 1
+# 2: int8 formats are converted from the bias-corrected model (edgetl.export.bias_correction), and
+#    TFLite files store each distinct quantization vector once (tflite.share_quantization_vectors).
+RECIPE_VERSION = 2
 
 # Check thresholds. Float conversions should be numerically the same model: a flipped top-1 or a
 # visible probability change means the converter did something wrong. Quantized ones may move
@@ -255,6 +257,10 @@ class _RunContext:
     keras_probs: np.ndarray
     keras_accuracy: float
     notes: list[str]
+    # The model the int8 formats are converted from: bias-corrected for the calibration images
+    # (built on first use), or the run's own model when the correction is off.
+    int8_model: object = None
+    int8_saved_model_dir: Path | None = None
 
 
 def _read_run(run_dir: Path) -> dict:
@@ -417,12 +423,16 @@ def export_run(
     num_threads: int = 1,
     log: Callable[[str], None] | None = None,
     progress: bool = True,
+    bias_correction: bool = True,
 ) -> list[ExportResult]:
     """Export and check each format of one run; the loop `edgetl export` and the sweep share.
 
     The Keras model, the test images and the float predictions are loaded once for all formats.
     Artifacts land in RUN/artifacts/<format><suffix>; int8 ones get <format>.calibration.json beside
     them; RUN/artifacts/export.json gets one entry per format, merged with earlier exports.
+    With `bias_correction`, int8 formats are converted from a copy of the model whose biases
+    compensate the mean shift of int8-rounded weights (edgetl.export.bias_correction); the checks
+    still compare every artifact with the run's own model.
     A failed check or conversion does not stop the loop: it is recorded in the result's status (and
     export.json) and the caller decides (the CLI exits non-zero). Problems with the inputs themselves
     (run dir, flags, manifest) raise ExportError before anything is written.
@@ -456,16 +466,37 @@ def export_run(
 
     ctx = _prepare(run_dir, log)
     try:
-        return _export_formats(ctx, formats, io_type, calib_set, calibration_images, num_threads, log, progress)
+        return _export_formats(ctx, formats, io_type, calib_set, calibration_images, num_threads, log, progress,
+                               bias_correction)
     finally:
-        if ctx.saved_model_dir != run_dir / "saved_model":
-            import shutil
+        import shutil
 
-            shutil.rmtree(ctx.saved_model_dir, ignore_errors=True)
+        for temp in (ctx.saved_model_dir, ctx.int8_saved_model_dir):
+            if temp is not None and temp != run_dir / "saved_model":
+                shutil.rmtree(temp, ignore_errors=True)
+
+
+def _int8_source(ctx: _RunContext, calibration_images: np.ndarray, bias_correction: bool, log) -> tuple:
+    """(Keras model, SavedModel dir) the int8 formats are converted from; corrected once per run."""
+    if not bias_correction:
+        return ctx.model, ctx.saved_model_dir
+    if ctx.int8_model is None:
+        import keras
+
+        from .bias_correction import correct_biases
+
+        model = keras.saving.load_model(ctx.run_dir / "model.keras", compile=False)  # a copy to change
+        report = correct_biases(model, calibration_images)
+        log(f"note: int8 bias correction: {report.layers} layer(s) shifted by up to {report.max_shift:.3g}, "
+            f"from {report.images} calibration images")
+        saved_model_dir = Path(tempfile.mkdtemp(prefix="edgetl-int8-saved-model-"))
+        model.export(str(saved_model_dir), verbose=False)
+        ctx.int8_model, ctx.int8_saved_model_dir = model, saved_model_dir
+    return ctx.int8_model, ctx.int8_saved_model_dir
 
 
 def _export_formats(ctx: _RunContext, formats, io_type, calib_set, calibration_images, num_threads, log,
-                    progress) -> list[ExportResult]:
+                    progress, bias_correction: bool = True) -> list[ExportResult]:
     from tqdm import tqdm
 
     from . import calibration as calib
@@ -490,9 +521,16 @@ def _export_formats(ctx: _RunContext, formats, io_type, calib_set, calibration_i
         manifest_path = None
         fmt_io = io_type if fmt == "tflite-int8" else None
         bar.set_description(f"{fmt}: converting")
+        metadata = artifact_metadata(ctx.run, fmt)
         try:
+            model, saved_model_dir = ctx.model, ctx.saved_model_dir
+            if spec.needs_calibration:
+                bar.set_description(f"{fmt}: bias correction")
+                model, saved_model_dir = _int8_source(ctx, calib_set.images, bias_correction, log)
+                metadata["bias_correction"] = bool(bias_correction)
+                bar.set_description(f"{fmt}: converting")
             export_artifact(
-                ctx.model, ctx.saved_model_dir, fmt, out_path, artifact_metadata(ctx.run, fmt),
+                model, saved_model_dir, fmt, out_path, metadata,
                 calibration_images=calib_set.images if spec.needs_calibration else None,
                 io_type=io_type,
             )
@@ -532,6 +570,7 @@ def _export_formats(ctx: _RunContext, formats, io_type, calib_set, calibration_i
         extra = {"description": spec.description}
         if calib_set is not None and spec.needs_calibration:
             extra["num_calibration_images"] = len(calib_set.images)
+            extra["bias_correction"] = bool(bias_correction)
         _merge_summary(artifacts_dir, run_dir, result, extra)
         results.append(result)
         if not result.ok:
@@ -566,6 +605,10 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reuse the calibration images listed in this manifest (bit-for-bit reproducible int8)")
     parser.add_argument("--num_threads", "--num-threads", dest="num_threads", type=int, default=1,
                         help="threads for running the artifacts during the checks")
+    parser.add_argument("--no_bias_correction", "--no-bias-correction", dest="bias_correction",
+                        action="store_false",
+                        help="convert int8 formats from the model as trained, without correcting the mean "
+                        "shift that int8 weight rounding causes (on by default)")
 
 
 def _format_row(r: ExportResult) -> str:
@@ -587,6 +630,7 @@ def run_export_command(args: argparse.Namespace) -> int:
         results = export_run(
             args.run, formats, io_type=args.io_type, calibration_images=args.calibration_images,
             calibration_manifest=args.calibration_manifest, num_threads=args.num_threads,
+            bias_correction=args.bias_correction,
         )
     except ExportError as e:
         print(f"edgetl export: error: {e}", file=sys.stderr)
