@@ -206,6 +206,7 @@ def test_export_json_summarizes_every_format(exported):
     assert entry["status"] == "ok" and entry["path"] == "artifacts/tflite-int8.tflite"
     assert entry["calibration_manifest"] == "artifacts/tflite-int8.calibration.json"
     assert entry["io_type"] == "uint8" and entry["num_calibration_images"] == CALIBRATION_IMAGES
+    assert entry["bias_correction"] is True and summary["formats"]["onnx-int8"]["bias_correction"] is True
     assert summary["formats"]["onnx-float32"]["max_abs_diff"] is not None
     assert not [p for p in (run_dir / "artifacts").iterdir() if p.name.startswith(".")]  # no temp files left
 
@@ -225,6 +226,33 @@ def test_int8_exports_from_one_manifest_are_byte_identical_and_merge_export_json
     export_run(other, ["tflite-float32"], progress=False)
     summary = json.loads((other / "artifacts" / "export.json").read_text())
     assert set(summary["formats"]) == {"tflite-int8", "onnx-int8", "tflite-float32"}
+
+
+def test_no_bias_correction_converts_the_model_as_trained(exported, tmp_path):
+    from edgetl.runtime import read_metadata
+
+    run_dir, results = exported
+    corrected = {r.format: r for r in results}
+    other = shutil.copytree(run_dir, tmp_path / "other", ignore=shutil.ignore_patterns("artifacts"))
+    manifest = corrected["tflite-int8"].calibration_manifest
+    plain = export_run(other, ["tflite-int8", "onnx-int8"], calibration_manifest=manifest,
+                       bias_correction=False, progress=False)
+    for r in plain:
+        assert r.status == "ok"
+        assert read_metadata(r.path)["bias_correction"] is False
+        assert read_metadata(corrected[r.format].path)["bias_correction"] is True
+        # same images, same converter: only the corrected biases differ
+        assert r.path.read_bytes() != corrected[r.format].path.read_bytes()
+    summary = json.loads((other / "artifacts" / "export.json").read_text())
+    assert summary["formats"]["tflite-int8"]["bias_correction"] is False
+
+
+def test_bias_correction_flag():
+    from edgetl.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["export", "--run", "r"]).bias_correction is True
+    assert parse(["export", "--run", "r", "--no_bias_correction"]).bias_correction is False
 
 
 @pytest.mark.parametrize("io_type,dtype", [("int8", np.int8), ("float32", np.float32)])

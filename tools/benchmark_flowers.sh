@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The numbers behind the first two issues, on the real flowers photos and shipped ImageNet weights:
 # train MobileNet V2 1.0 @224 and V1 0.25 @128, export every format of the V2 run (int8 calibrated with
-# the manifest in calibration/, so its int8 files are reproducible), prove the int8 export is bit-identical
-# when repeated, and label test images in the TensorFlow-free device environments.
+# the manifest in calibration/, so its int8 files are reproducible), compare int8 with and without bias
+# correction on both held-out splits, prove the int8 export is bit-identical when repeated, and label
+# test images in the TensorFlow-free device environments.
 #   bash tools/benchmark_flowers.sh [OUT_DIR]        (default runs/benchmark; ~10 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,6 +30,12 @@ $EDGETL export --run "$RUN" --format tflite,onnx --quantize int8 --calibration_m
 for f in tflite-int8.tflite onnx-int8.onnx; do
   cmp -s "$RUN/artifacts/$f" "$OUT/repeat/$f" && echo "$f: byte-identical" || echo "$f: DIFFERS"
 done
+echo "== the same int8 exports without bias correction (a copy of the run, same manifest)"
+rm -rf "$RUN-plain" && cp -r "$RUN" "$RUN-plain" && rm -rf "$RUN-plain/artifacts"
+$EDGETL export --run "$RUN-plain" --format tflite,onnx --quantize int8 --no_bias_correction \
+    --calibration_manifest "$MANIFEST" || true
+echo "== every artifact on both held-out splits (validation + test)"
+.venv/bin/python tools/heldout_accuracy.py "$RUN" "$RUN-plain"
 echo "== size of int8 vs float32"
 python3 - "$RUN/artifacts" <<'PY'
 import os, sys
