@@ -85,7 +85,11 @@ def _targets(model) -> list[tuple[object, object]]:
         if _reduce_axes(layer) is None or not _is_linear(layer):
             continue
         after = layers[i + 1] if i + 1 < len(layers) else None
-        if isinstance(after, keras.layers.BatchNormalization) and after.center and after.input is layer.output:
+        try:
+            feeds_after = after is not None and after.input is layer.output
+        except (AttributeError, ValueError):  # a layer called more than once has no single input/output
+            continue
+        if isinstance(after, keras.layers.BatchNormalization) and after.center and feeds_after:
             out.append((layer, after))
         elif getattr(layer, "use_bias", False):
             out.append((layer, layer))
