@@ -496,7 +496,7 @@ def _int8_source(ctx: _RunContext, calibration_images: np.ndarray, bias_correcti
 
 
 def _export_formats(ctx: _RunContext, formats, io_type, calib_set, calibration_images, num_threads, log,
-                    progress, bias_correction: bool = True) -> list[ExportResult]:
+                    progress, bias_correction: bool) -> list[ExportResult]:
     from tqdm import tqdm
 
     from . import calibration as calib
@@ -525,7 +525,8 @@ def _export_formats(ctx: _RunContext, formats, io_type, calib_set, calibration_i
         try:
             model, saved_model_dir = ctx.model, ctx.saved_model_dir
             if spec.needs_calibration:
-                bar.set_description(f"{fmt}: bias correction")
+                if bias_correction and ctx.int8_model is None:
+                    bar.set_description(f"{fmt}: bias correction")
                 model, saved_model_dir = _int8_source(ctx, calib_set.images, bias_correction, log)
                 metadata["bias_correction"] = bool(bias_correction)
                 bar.set_description(f"{fmt}: converting")
