@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetl.export.bias_correction import correct_biases, quantize_like_int8
+from edgetl.export.bias_correction import _reduce_axes, correct_biases, quantize_like_int8
 from export_fixtures import ExportRun, build_export_run
 
 
@@ -49,19 +49,13 @@ def _weights(model) -> dict[str, list[np.ndarray]]:
 
 def _with_int8_kernels(model):
     """The model with every conv and dense kernel rounded as the converters round it (in place)."""
-    import keras
-
     for layer in model.layers:
         for sub in getattr(layer, "layers", [layer]):
-            if isinstance(sub, keras.layers.DepthwiseConv2D):
-                axes = (0, 1)
-            elif isinstance(sub, (keras.layers.Conv2D, keras.layers.Dense)):
-                axes = tuple(range(sub.kernel.ndim - 1))
-            else:
-                continue
-            weights = sub.get_weights()
-            weights[0] = quantize_like_int8(weights[0], axes)
-            sub.set_weights(weights)
+            axes = _reduce_axes(sub)
+            if axes is not None:
+                weights = sub.get_weights()
+                weights[0] = quantize_like_int8(weights[0], axes)
+                sub.set_weights(weights)
     return model
 
 

@@ -188,7 +188,7 @@ def correct_biases(model, images: np.ndarray) -> CorrectionReport:
                 else:  # a layer of the chain itself (the head): its input is the batch
                     inputs_of = lambda batch: [batch]  # noqa: E731
                 for _ in range(PASSES):
-                    sums = [np.zeros(1)] * len(targets)
+                    sums = [0.0] * len(targets)
                     counts = [0] * len(targets)
                     for start in range(0, len(x), BATCH):
                         layer_inputs = inputs_of(x[start : start + BATCH])
