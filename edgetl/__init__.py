@@ -4,4 +4,11 @@ Kept import-light on purpose: `edgetl.runtime` and `edgetl.label_image` must run
 with only numpy, Pillow and a TFLite runtime, so nothing here may import TensorFlow.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# TensorFlow's C++ start-up chatter (CUDA factories on CPU-only machines, oneDNN notes) buries the
+# messages users need. Set here, before any module of the package can import TensorFlow; an explicit
+# setting in the environment wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import sha256_file
+
 ALPHAS = {"v1": (0.25, 0.5, 0.75, 1.0), "v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)}
 # Resolutions Keras publishes weights for; the builders accept any size in MIN..MAX_RESOLUTION.
 KERAS_RESOLUTIONS = {"v1": (128, 160, 192, 224), "v2": (96, 128, 160, 192, 224)}
@@ -45,7 +47,12 @@ class BackboneSpec:
 
     @property
     def id(self) -> str:
-        return f"{self.version}-a{self.alpha:g}-r{self.resolution}"
+        return point_id(self.version, self.alpha, self.resolution)
+
+
+def point_id(version: str, alpha: float, resolution: int) -> str:
+    """A grid point's name in file names, tables and plots, e.g. "v2-a1-r224"."""
+    return f"{version}-a{float(alpha):g}-r{int(resolution)}"
 
 
 @dataclass(frozen=True)
@@ -73,10 +80,6 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _find_in(directory: Path, spec: BackboneSpec) -> tuple[Path | None, str]:
     exact = directory / weights_file_name(spec.version, spec.alpha, spec.resolution)
     if exact.is_file():
@@ -94,7 +97,7 @@ def _find_in(directory: Path, spec: BackboneSpec) -> tuple[Path | None, str]:
 
 def resolve_weights(
     spec: BackboneSpec,
-    weights: str = "imagenet",
+    weights: str,
     weights_dir: str | Path | None = None,
     allow_download: bool | None = None,
 ) -> ResolvedWeights:
@@ -105,7 +108,7 @@ def resolve_weights(
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsNotFoundError(f"weights file not found: {path}")
-        return ResolvedWeights(path, "file", f"weights from {path}", _file_sha256(path))
+        return ResolvedWeights(path, "file", f"weights from {path}", sha256_file(path))
 
     weights_dir = weights_dir or os.environ.get("EDGETL_WEIGHTS_DIR")
     searched: list[Path] = []
@@ -116,7 +119,7 @@ def resolve_weights(
         searched.append(directory)
         path, note = _find_in(directory, spec)
         if path is not None:
-            return ResolvedWeights(path, source, note or f"weights from {path}", _file_sha256(path))
+            return ResolvedWeights(path, source, note or f"weights from {path}", sha256_file(path))
 
     if allow_download is None:
         allow_download = os.environ.get(NO_DOWNLOAD_ENV, "") not in ("1", "true", "yes")
@@ -124,7 +127,7 @@ def resolve_weights(
     if allow_download:
         try:
             path = _download(spec.version, name)
-            return ResolvedWeights(path, "download", f"downloaded {name} into {path.parent}", _file_sha256(path))
+            return ResolvedWeights(path, "download", f"downloaded {name} into {path.parent}", sha256_file(path))
         except Exception as e:  # offline: say what was tried instead of a urllib traceback
             why = str(e).split(" -- ")[-1].strip() or type(e).__name__  # Keras wraps the OS error after " -- "
             reason = f"download of {name} failed ({why[:120]})"
@@ -164,13 +167,16 @@ def build_feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
         input_shape=shape,
         alpha=spec.alpha,
         include_top=False,
-        pooling="avg",
         weights=str(weights.path) if weights.path is not None else None,
     )
     backbone.trainable = False
     inputs = keras.Input(shape, dtype="float32", name="image")
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_pm1")(inputs)
-    features = backbone(x, training=False)
+    x = backbone(x, training=False)
+    # Named here rather than by `pooling="avg"`: Keras numbers unnamed layers per process
+    # (global_average_pooling2d_1, _2, ...) and the name ends up in the exported files, so the same
+    # point would give different bytes depending on what the process built before it.
+    features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, features, name=f"mobilenet_{spec.version}_{spec.alpha:g}_{spec.resolution}")
 
 
@@ -214,7 +220,7 @@ def hub_fingerprint(handle: str) -> str:
         for f in sorted(local.rglob("*")):
             if f.is_file():
                 h.update(f.relative_to(local).as_posix().encode())
-                h.update(hashlib.sha256(f.read_bytes()).digest())
+                h.update(bytes.fromhex(sha256_file(f)))
     return h.hexdigest()
 
 

@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-
-@dataclass
-class ArtifactResult:
-    """One row of results.csv / results.json: every figure measured for one exported artifact."""
-
-    point: str  # grid point id, e.g. "v2-a1.0-r224"
-    backbone: str  # "v1" | "v2" | "hub"
-    alpha: float
-    resolution: int
-    format: str  # e.g. "tflite-int8", see edgetl.export.FORMATS
-    path: str  # artifact path, relative to the sweep output dir
-    size_bytes: int
-    accuracy: float  # top-1 on the test split, 0..1
-    top5_accuracy: float | None  # only when there are more than five classes
-    latency_ms_p50: float
-    latency_ms_p90: float
-    latency_ms_p99: float
-    latency_ms_mean: float
-    num_threads: int
-    peak_rss_mb: float  # peak resident memory of the process running the artifact
-    macs: int  # multiply-accumulates of the backbone (+ head) for one image
-    params: int
-    num_test_images: int
-    per_class_accuracy: dict[str, float] = field(default_factory=dict)
-    confusion_matrix: list[list[int]] = field(default_factory=list)
-    status: str = "ok"  # "ok", or what went wrong / which check failed
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .backbones import point_id
+from .results import ArtifactResult
+from .runtime import DEFAULT_NUM_THREADS, check_num_threads
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -43,10 +18,27 @@ class ArtifactResult:
 # the sweep's own process holds TensorFlow, its thread pools and its memory, which would distort both the
 # latency and the peak resident memory of what a device would actually run.
 
-WARMUP_RUNS = 10
-MIN_TIMED_RUNS = 50
-MIN_TIMED_SECONDS = 2.0
-MAX_TIMED_RUNS = 2000
+@dataclass(frozen=True)
+class BenchConfig:
+    """How latency is measured: batch-1 invokes at `num_threads`, after `warmup_runs` untimed ones, until
+    at least `min_timed_runs` and `min_timed_seconds` are both reached (at most `max_timed_runs`)."""
+
+    num_threads: int = DEFAULT_NUM_THREADS
+    warmup_runs: int = 10
+    min_timed_runs: int = 50
+    min_timed_seconds: float = 2.0
+    max_timed_runs: int = 2000
+
+    def __post_init__(self) -> None:
+        check_num_threads(self.num_threads)
+        for name in ("warmup_runs", "min_timed_runs", "max_timed_runs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup_runs" else 1):
+                raise ValueError(f"{name} must be a whole number >= {0 if name == 'warmup_runs' else 1}, got {value!r}")
+        if not self.min_timed_seconds >= 0:
+            raise ValueError(f"min_timed_seconds must be a number >= 0, got {self.min_timed_seconds!r}")
+        if self.max_timed_runs < self.min_timed_runs:
+            raise ValueError(f"max_timed_runs ({self.max_timed_runs}) must be >= min_timed_runs ({self.min_timed_runs})")
 
 
 @dataclass
@@ -86,17 +78,18 @@ def latency_percentiles(latencies_ms: list[float]) -> dict[str, float]:
     }
 
 
-def time_invocations(model, image, warmup: int = WARMUP_RUNS, min_runs: int = MIN_TIMED_RUNS,
-                     min_seconds: float = MIN_TIMED_SECONDS, max_runs: int = MAX_TIMED_RUNS) -> list[float]:
+def time_invocations(model, image, config: BenchConfig = BenchConfig()) -> list[float]:
     """Batch-1 latencies in ms: warm-up, then timed invoke() calls until both minimums are met."""
     import time
 
     model.set_input(image)
-    for _ in range(warmup):
+    for _ in range(config.warmup_runs):
         model.invoke()
     latencies: list[float] = []
     started = time.perf_counter()
-    while len(latencies) < max_runs and (len(latencies) < min_runs or time.perf_counter() - started < min_seconds):
+    while len(latencies) < config.max_timed_runs and (
+        len(latencies) < config.min_timed_runs or time.perf_counter() - started < config.min_timed_seconds
+    ):
         t0 = time.perf_counter()
         model.invoke()
         latencies.append((time.perf_counter() - t0) * 1000.0)
@@ -123,8 +116,7 @@ def peak_rss_mib() -> float:
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
-def measure_in_process(model_path: str, images_path: str, num_threads: int, min_runs: int = MIN_TIMED_RUNS,
-                       min_seconds: float = MIN_TIMED_SECONDS) -> Measurement:
+def measure_in_process(model_path: str, images_path: str, config: BenchConfig = BenchConfig()) -> Measurement:
     """Load the artifact, time batch-1 invokes, record peak RSS, then predict the test images.
 
     Peak RSS is read after loading and timing but before the test images are read, so it is the footprint
@@ -132,13 +124,12 @@ def measure_in_process(model_path: str, images_path: str, num_threads: int, min_
     """
     import os
 
-
     from .runtime import load_model
 
-    model = load_model(model_path, num_threads=num_threads)
+    model = load_model(model_path, num_threads=config.num_threads)
     with np.load(images_path) as data:
         first = np.array(data["images"][:1])
-    latencies = time_invocations(model, first[0], min_runs=min_runs, min_seconds=min_seconds)
+    latencies = time_invocations(model, first[0], config)
     peak_rss_mb = peak_rss_mib()
     with np.load(images_path) as data:
         probabilities = model.predict(data["images"])
@@ -152,15 +143,12 @@ def measure_in_process(model_path: str, images_path: str, num_threads: int, min_
     )
 
 
-def measure(model_path, images_path, num_threads: int = 1, min_runs: int = MIN_TIMED_RUNS,
-            min_seconds: float = MIN_TIMED_SECONDS, timeout: float = 1800) -> Measurement:
+def measure(model_path, images_path, config: BenchConfig = BenchConfig(), timeout: float = 1800) -> Measurement:
     """Run :func:`measure_in_process` in a fresh Python process and return its measurement."""
-    import json
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "edgetl.bench", str(model_path), str(images_path),
-           "--num_threads", str(num_threads), "--min_runs", str(min_runs), "--min_seconds", str(min_seconds)]
+    cmd = [sys.executable, "-m", "edgetl.bench", str(model_path), str(images_path), json.dumps(asdict(config))]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
@@ -195,24 +183,17 @@ def score(probabilities, labels, classes: list[str]) -> dict:
 
 def _child_main(argv: list[str] | None = None) -> int:
     import argparse
-    import json
 
     p = argparse.ArgumentParser(prog="python -m edgetl.bench", description="measure one artifact (internal)")
     p.add_argument("model")
     p.add_argument("images", help=".npz with a uint8 'images' array (N, R, R, 3)")
-    p.add_argument("--num_threads", type=int, default=1)
-    p.add_argument("--min_runs", type=int, default=MIN_TIMED_RUNS)
-    p.add_argument("--min_seconds", type=float, default=MIN_TIMED_SECONDS)
+    p.add_argument("config", help="BenchConfig as JSON")
     args = p.parse_args(argv)
-    m = measure_in_process(args.model, args.images, args.num_threads, args.min_runs, args.min_seconds)
+    m = measure_in_process(args.model, args.images, BenchConfig(**json.loads(args.config)))
     print(json.dumps(asdict(m)))
     return 0
 
 
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(_child_main())
 
 
 def prepare_test_images(dataset, resolution: int, path: Path) -> tuple[Path, np.ndarray]:
@@ -242,12 +223,11 @@ def prepare_test_images(dataset, resolution: int, path: Path) -> tuple[Path, np.
     return path, labels
 
 
-def bench_model(model_path, image_dir, num_threads: int = 1, validation_percentage: float = 10.0,
-                testing_percentage: float = 10.0) -> ArtifactResult:
+def bench_model(model_path, image_dir, config: BenchConfig = BenchConfig(), split=None) -> ArtifactResult:
     """`edgetl bench`: any .tflite/.onnx with edgetl metadata, measured on a dataset's test split."""
     import tempfile
 
-    from .data import scan_dataset
+    from .data import SplitConfig, scan_dataset
     from .runtime import read_metadata
 
     model_path = Path(model_path)
@@ -256,19 +236,25 @@ def bench_model(model_path, image_dir, num_threads: int = 1, validation_percenta
     size = (meta.get("input") or {}).get("size")
     if not labels or not size:
         raise ValueError(f"{model_path}: no edgetl metadata (labels, input size); export it with edgetl")
-    dataset = scan_dataset(image_dir, validation_percentage, testing_percentage)
+    dataset = scan_dataset(image_dir, split or SplitConfig())
     unknown = [c for c in dataset.classes if c not in labels]
     if unknown:
         raise ValueError(f"{image_dir} has classes the model does not know: {', '.join(unknown)}")
     with tempfile.TemporaryDirectory() as tmp:
         images_path, ds_labels = prepare_test_images(dataset, int(size), Path(tmp) / "test.npz")
-        m = measure(model_path, images_path, num_threads)
+        m = measure(model_path, images_path, config)
     # Dataset class indices -> the model's label order.
     model_labels = np.array([labels.index(dataset.classes[i]) for i in ds_labels])
     bb = meta.get("backbone") or {}
     return ArtifactResult(
-        point=f"{bb.get('version', '?')}-a{bb.get('alpha', 0):g}-r{size}", backbone=bb.get("version", "?"),
+        point=point_id(bb.get("version", "?"), bb.get("alpha", 0), size), backbone=bb.get("version", "?"),
         alpha=float(bb.get("alpha", 0)), resolution=int(size), format=meta.get("format", model_path.suffix[1:]),
-        path=str(model_path), num_threads=num_threads, macs=0, params=0,
+        path=str(model_path), num_threads=config.num_threads, macs=0, params=0,
         **m.result_fields(model_labels, labels),
     )
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_child_main())

@@ -8,23 +8,39 @@ import os
 import sys
 from pathlib import Path
 
-# TensorFlow's C++ start-up chatter buries the messages users need; set before any TF import.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    from .data import SplitConfig
+
+    d = SplitConfig()
     p.add_argument("--image_dir", required=True, type=Path, help="folder with one sub-folder of images per class")
-    p.add_argument("--validation_percentage", type=float, default=10.0)
-    p.add_argument("--testing_percentage", type=float, default=10.0)
+    p.add_argument("--validation_percentage", type=float, default=d.validation_percentage)
+    p.add_argument("--testing_percentage", type=float, default=d.testing_percentage)
+
+
+def _split_from_args(args: argparse.Namespace):
+    from .data import SplitConfig
+
+    return SplitConfig(args.validation_percentage, args.testing_percentage)
 
 
 def _add_backbone_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (default), 'none' for random weights (pipeline tests only), or a weights file")
-    p.add_argument("--weights_dir", type=Path, default=None,
+    from .features import FeatureConfig
+
+    d = FeatureConfig()
+    p.add_argument("--weights", default=d.weights,
+                   help=f"'imagenet' (default: {d.weights}), 'none' for random weights (pipeline tests only), "
+                        "or a weights file")
+    p.add_argument("--weights_dir", type=Path, default=d.weights_dir,
                    help="folder holding Keras' ImageNet weight files (default: $EDGETL_WEIGHTS_DIR, then Keras' cache)")
-    p.add_argument("--bottleneck_dir", type=Path, default=None,
+    p.add_argument("--bottleneck_dir", type=Path, default=d.bottleneck_dir,
                    help="bottleneck feature cache (default: $EDGETL_CACHE_DIR or the user cache dir)")
+
+
+def _features_from_args(args: argparse.Namespace):
+    from .features import FeatureConfig
+
+    return FeatureConfig(weights=args.weights, weights_dir=args.weights_dir, bottleneck_dir=args.bottleneck_dir)
 
 
 def _add_head_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,11 +80,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         image_dir=args.image_dir,
         output_dir=args.output_dir,
         backbone=BackboneSpec(args.backbone, args.alpha, args.resolution),
-        weights=args.weights,
-        weights_dir=args.weights_dir,
-        bottleneck_dir=args.bottleneck_dir,
-        validation_percentage=args.validation_percentage,
-        testing_percentage=args.testing_percentage,
+        split=_split_from_args(args),
+        features=_features_from_args(args),
         head=head_config_from_args(args),
         print_misclassified_test_images=args.print_misclassified_test_images,
         tfhub_module=args.tfhub_module,
@@ -101,33 +114,47 @@ def _add_budget_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min_accuracy", type=float, default=None, help="minimum test top-1 (0..1 or percent)")
 
 
+def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    from .bench import BenchConfig
+
+    d = BenchConfig()
+    p.add_argument("--num_threads", type=int, default=d.num_threads,
+                   help=f"threads for the runtime when measuring latency (default {d.num_threads})")
+    p.add_argument("--min_timed_runs", type=int, default=d.min_timed_runs,
+                   help=f"latency: at least this many timed invokes (default {d.min_timed_runs})")
+    p.add_argument("--min_timed_seconds", type=float, default=d.min_timed_seconds,
+                   help=f"latency: and at least this long (default {d.min_timed_seconds:g} s)")
+
+
+def _bench_from_args(args: argparse.Namespace):
+    from .bench import BenchConfig
+
+    return BenchConfig(num_threads=args.num_threads, min_timed_runs=args.min_timed_runs,
+                       min_timed_seconds=args.min_timed_seconds)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .export import FORMATS
+    from .export.cli import export_config_from_args
     from .sweep import SweepConfig, grid, read_grid_file, sweep
 
     if args.grid:
         points, notes = read_grid_file(args.grid)
     else:
         points, notes = grid(args.backbones, args.alphas, args.resolutions)
-    unknown = [f for f in args.formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown format(s) {', '.join(unknown)}; valid: {', '.join(FORMATS)}")
     for note in notes:
         print(f"note: {note}")
     config = SweepConfig(
-        image_dir=args.image_dir, output_dir=args.output_dir, points=points, formats=args.formats,
-        weights=args.weights, weights_dir=args.weights_dir, bottleneck_dir=args.bottleneck_dir,
-        validation_percentage=args.validation_percentage, testing_percentage=args.testing_percentage,
-        head=head_config_from_args(args), budget=_budget_from_args(args), num_threads=args.num_threads,
-        io_type=args.io_type, calibration_images=args.calibration_images, force=args.force,
-        min_timed_runs=args.min_timed_runs, min_timed_seconds=args.min_timed_seconds,
+        image_dir=args.image_dir, output_dir=args.output_dir, points=tuple(points), split=_split_from_args(args),
+        features=_features_from_args(args), head=head_config_from_args(args),
+        export=export_config_from_args(args, args.formats), bench=_bench_from_args(args),
+        budget=_budget_from_args(args), force=args.force,
     )
     result = sweep(config, notes)
     print(f"report: {result.report}")
-    if result.chosen is None:
+    if result.pick is None:
         print("no artifact fits the budget; see the report for the closest ones")
         return 1
-    c = result.chosen
+    c = result.pick
     print(f"pick: {c.point} {c.format}: accuracy {c.accuracy:.1%}, p50 {c.latency_ms_p50:.2f} ms, "
           f"{c.size_bytes / 1e6:.2f} MB -> {Path(args.output_dir) / 'best'}")
     return 0
@@ -136,8 +163,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_model
 
-    row = bench_model(args.model, args.image_dir, args.num_threads, args.validation_percentage,
-                      args.testing_percentage)
+    row = bench_model(args.model, args.image_dir, _bench_from_args(args), _split_from_args(args))
     print(json.dumps(row.to_dict(), indent=2))
     return 0 if row.status == "ok" else 1
 
@@ -186,9 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_arguments(p)
     p.set_defaults(func=run_export_command)
 
-    from .bench import MIN_TIMED_RUNS, MIN_TIMED_SECONDS
-    from .export import IO_TYPES
-    from .sweep import DEFAULT_FORMATS
+    from .export import add_int8_arguments
+    from .sweep import SWEEP_FORMATS
 
     p = sub.add_parser("sweep", help="train, export and benchmark a width x resolution grid; pick on the Pareto front")
     _add_data_arguments(p)
@@ -196,12 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alphas", type=_csv(float), default=[0.25, 0.5, 0.75, 1.0])
     p.add_argument("--resolutions", type=_csv(int), default=[128, 160, 192, 224])
     p.add_argument("--grid", type=Path, default=None, help="YAML/TOML grid file (overrides the three lists)")
-    p.add_argument("--formats", type=_csv(str), default=list(DEFAULT_FORMATS))
-    p.add_argument("--io_type", choices=IO_TYPES, default=IO_TYPES[0])
-    p.add_argument("--calibration_images", type=int, default=200)
-    p.add_argument("--num_threads", type=int, default=1, help="threads for the runtime when measuring latency")
-    p.add_argument("--min_timed_runs", type=int, default=MIN_TIMED_RUNS, help="latency: at least this many timed invokes")
-    p.add_argument("--min_timed_seconds", type=float, default=MIN_TIMED_SECONDS, help="latency: and at least this long")
+    p.add_argument("--formats", type=_csv(str), default=list(SWEEP_FORMATS),
+                   help=f"comma list of format names (default {','.join(SWEEP_FORMATS)})")
+    add_int8_arguments(p)
+    _add_bench_arguments(p)
     _add_budget_arguments(p)
     _add_backbone_arguments(p)
     _add_head_arguments(p)
@@ -212,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure one .tflite/.onnx on a dataset's test split")
     p.add_argument("model", type=Path)
     _add_data_arguments(p)
-    p.add_argument("--num_threads", type=int, default=1)
+    _add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="rebuild results.csv/json, pareto.png and report.md of a sweep")

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .files import sha256_file
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # Bump when load_image changes: it is part of every bottleneck cache key.
 PREPROCESS_VERSION = 1
@@ -93,30 +95,27 @@ def split_for(file_name: str, validation_percentage: float, testing_percentage: 
     return "training"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+@dataclass(frozen=True)
+class SplitConfig:
+    """Which share of each class goes to validation and test (retrain.py's stable, name-hashed split)."""
+
+    validation_percentage: float = 10.0
+    testing_percentage: float = 10.0
+
+    def __post_init__(self) -> None:
+        v, t = self.validation_percentage, self.testing_percentage
+        if not (0 <= v < 100 and 0 <= t < 100) or v + t >= 100:
+            raise DatasetError(
+                f"validation ({v}) and testing ({t}) percentages must be in [0, 100) and leave room for training"
+            )
 
 
-def scan_dataset(
-    image_dir: str | Path,
-    validation_percentage: float = 10.0,
-    testing_percentage: float = 10.0,
-) -> Dataset:
+def scan_dataset(image_dir: str | Path, split: SplitConfig = SplitConfig()) -> Dataset:
     """Index a class-folder dataset: one sub-folder per class, images inside (searched recursively)."""
     root = Path(image_dir).expanduser()
     if not root.is_dir():
         raise DatasetError(f"image directory not found: {root}")
-    if not (0 <= validation_percentage < 100 and 0 <= testing_percentage < 100) or (
-        validation_percentage + testing_percentage >= 100
-    ):
-        raise DatasetError(
-            f"validation ({validation_percentage}) and testing ({testing_percentage}) percentages "
-            "must be in [0, 100) and leave room for training"
-        )
+    validation_percentage, testing_percentage = split.validation_percentage, split.testing_percentage
     notes: list[str] = []
     skipped: list[tuple[Path, str]] = []
     for entry in sorted(root.iterdir()):
@@ -160,7 +159,7 @@ def scan_dataset(
     for label, files in class_files.items():
         for f in files:
             try:
-                hashes[f] = _sha256(f)
+                hashes[f] = sha256_file(f)
             except OSError as e:
                 skipped.append((f, f"unreadable: {e}"))
                 continue

@@ -23,6 +23,27 @@ from .files import atomic_write_bytes
 DIGEST_BYTES = 16
 
 
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Where the backbone's weights and the bottleneck cache come from, and the forward-pass batch.
+
+    `weights`: "imagenet" (Keras' file names, looked up in `weights_dir`, then Keras' cache), "none"
+    (random weights: pipeline tests only) or the path of a weights file. `bottleneck_dir`: the cache
+    (default: $EDGETL_CACHE_DIR or the user cache dir).
+    """
+
+    weights: str = "imagenet"
+    weights_dir: Path | None = None
+    bottleneck_dir: Path | None = None
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.weights, str) or not self.weights:
+            raise ValueError(f"weights must be 'imagenet', 'none' or a weights file path, got {self.weights!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+
+
 @dataclass
 class FeatureSet:
     features: np.ndarray  # (N, D) float32, row i belongs to records[i]
@@ -77,7 +98,7 @@ def compute_features(
     key: str,
     resolution: int,
     cache_dir: str | Path | None = None,
-    batch_size: int = 32,
+    batch_size: int = FeatureConfig.batch_size,
     decode_workers: int = 4,
     desc: str = "bottlenecks",
 ) -> FeatureSet:

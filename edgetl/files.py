@@ -1,5 +1,8 @@
-"""Atomic file writes: a temp file in the target's folder, then os.replace, so a reader (or a re-run after
-a crash) sees either the old file or the new one, never half of one."""
+"""Small file helpers every stage shares: atomic writes, a file's SHA-256, an error as one line.
+
+Atomic writes go to a temp file in the target's folder, then os.replace, so a reader (or a re-run after
+a crash) sees either the old file or the new one, never half of one. Stdlib only: the device imports it.
+"""
 
 from __future__ import annotations
 
@@ -38,3 +41,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks (weights files are tens of MB)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def one_line(e: BaseException, limit: int = 500) -> str:
+    """An exception as one line for a status or an error message: whitespace folded, at most `limit` chars.
+
+    Falls back to the exception's type name when it has no message (e.g. a bare KeyError()).
+    """
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from edgetl.runtime import DEFAULT_NUM_THREADS, check_num_threads
+
 PROG = "label_image"
 
 
@@ -50,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the float input is (pixel - mean) / std; default: the model's metadata, else 0",
     )
     p.add_argument("--input_std", type=float, default=None, help="default: the model's metadata, else 1")
-    p.add_argument("--num_threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--num_threads", type=int, default=DEFAULT_NUM_THREADS,
+                   help=f"interpreter threads (default {DEFAULT_NUM_THREADS})")
     p.add_argument("-k", "--top_k", type=int, default=5, help="how many top classes to print (default 5)")
     p.add_argument(
         "-v", "--verbose", action="store_true", help="describe the model and the backend running it on stderr"
@@ -64,8 +67,10 @@ def _error(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.num_threads < 1:
-        _error(f"--num_threads must be at least 1, got {args.num_threads}")
+    try:
+        check_num_threads(args.num_threads)
+    except ValueError as e:
+        _error(f"--{e}")
         return 2
     if args.top_k < 1:
         _error(f"--top_k must be at least 1, got {args.top_k}")

@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from edgetl.bench import ArtifactResult
+from edgetl.results import ArtifactResult
 
 #: Bytes per megabyte for every size budget and report. Decimal (SI) megabytes, 1 MB = 10**6 bytes,
 #: because that is what storage vendors, app stores and `ls --si` quote; a "4 MB" budget given by a
@@ -119,7 +119,7 @@ def _fmt_num(x: float) -> str:
     return f"{x:.0f}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Budget:
     """Deployment constraints; ``None`` means "no constraint on this axis".
 

@@ -1,9 +1,16 @@
 """`edgetl sweep`: train every grid point, export every format, measure every artifact, pick one.
 
-Resumable by construction: each stage's output carries a key of the settings that produced it
-(train -> export -> bench, each key folding in the one before), written atomically when the stage
-finishes. A re-run redoes only the stages whose key changed; an interrupted run loses at most the
-artifact that was in flight.
+The work comes in three kinds of unit, each a plain function of explicit inputs:
+
+- `train_point`: bottlenecks and the head of one grid point, written as its run directory;
+- `edgetl.export.export_format`: one format of one point, converted and checked;
+- `bench_artifact`: one artifact measured on the test split.
+
+Each unit's output carries a key of the settings that produced it (train -> export -> bench, each key
+folding in the one before; `train_key`, `export_key`, `bench_key`), written atomically when the unit
+finishes. `run_point` is the in-process runner of one point: it redoes only the units whose key
+changed, so an interrupted sweep loses at most the unit in flight. The dataset is scanned and each
+point's weights are resolved once, and passed down.
 """
 
 from __future__ import annotations
@@ -11,63 +18,82 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from itertools import product
 from pathlib import Path
 
 from tqdm import tqdm
 
 from . import __version__
-from .backbones import ALPHAS, BackboneSpec, WeightsNotFoundError, resolve_weights
-from .bench import MIN_TIMED_RUNS, MIN_TIMED_SECONDS, ArtifactResult, measure, prepare_test_images
-from .data import scan_dataset
+from .backbones import ALPHAS, BackboneSpec, ResolvedWeights, WeightsNotFoundError, resolve_weights
+from .bench import BenchConfig, measure, prepare_test_images
+from .data import Dataset, SplitConfig, scan_dataset
+from .export import ExportConfig
+from .features import FeatureConfig
+from .files import atomic_write_json, one_line
 from .head import HeadConfig
 from .pareto import Budget, pick
-from .report import write_model_card, write_report, write_results
-from .files import atomic_write_json
+from .report import write_model_card, write_report
+from .results import ArtifactResult, failed_result, write_results
 from .train import TrainConfig, train
 
-DEFAULT_FORMATS = ("tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8")
+#: What a sweep exports unless told otherwise: the float and int8 file of each runtime.
+SWEEP_FORMATS = ("tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepConfig:
+    """A whole sweep: the grid, and the config of every stage it runs (each owns its defaults)."""
+
     image_dir: Path
     output_dir: Path
-    points: list[BackboneSpec]
-    formats: list[str] = field(default_factory=lambda: list(DEFAULT_FORMATS))
-    weights: str = "imagenet"
-    weights_dir: Path | None = None
-    bottleneck_dir: Path | None = None
-    validation_percentage: float = 10.0
-    testing_percentage: float = 10.0
-    head: HeadConfig = field(default_factory=HeadConfig)
-    budget: Budget = field(default_factory=Budget)
-    num_threads: int = 1
-    io_type: str = "uint8"
-    calibration_images: int = 200
-    min_timed_runs: int = MIN_TIMED_RUNS
-    min_timed_seconds: float = MIN_TIMED_SECONDS
-    force: bool = False
+    points: tuple[BackboneSpec, ...]
+    split: SplitConfig = SplitConfig()
+    features: FeatureConfig = FeatureConfig()
+    head: HeadConfig = HeadConfig()
+    export: ExportConfig = ExportConfig(formats=SWEEP_FORMATS)
+    bench: BenchConfig = BenchConfig()
+    budget: Budget = Budget()
+    force: bool = False  # redo every unit, finished or not
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "points", tuple(dict.fromkeys(self.points)))
+        if not self.points:
+            raise ValueError("the grid has no points; give --backbones, --alphas and --resolutions (or --grid)")
+        if self.export.calibration_manifest is not None:
+            raise ValueError("a sweep draws calibration images per point; a calibration manifest is for `edgetl export`")
 
 
 @dataclass
 class SweepResult:
     results: list[ArtifactResult]
-    chosen: ArtifactResult | None
+    pick: ArtifactResult | None
     report: Path
     notes: list[str]
 
 
-def _key(*parts) -> str:
+def settings_key(*parts) -> str:
+    """A short hash of the settings that produced a unit's output: equal key, reusable output."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+def train_key(config: SweepConfig, spec: BackboneSpec, weights: ResolvedWeights) -> str:
+    return settings_key(
+        __version__, str(Path(config.image_dir).resolve()), config.split.validation_percentage,
+        config.split.testing_percentage, asdict(spec), config.features.weights, weights.sha256, asdict(config.head),
+    )
+
+
+def export_key(config: SweepConfig, train_key: str, fmt: str) -> str:
+    from .export import RECIPE_VERSION
+
+    e = config.export
+    return settings_key(train_key, fmt, e.io_type, e.num_calibration_images, RECIPE_VERSION, e.bias_correction)
+
+
+def bench_key(config: SweepConfig, export_key: str) -> str:
+    b = config.bench
+    return settings_key(export_key, b.num_threads, b.min_timed_runs, b.min_timed_seconds)
 
 
 def grid(backbones: list[str], alphas: list[float], resolutions: list[int]) -> tuple[list[BackboneSpec], list[str]]:
@@ -112,100 +138,133 @@ def read_grid_file(path: Path) -> tuple[list[BackboneSpec], list[str]]:
     return list(dict.fromkeys(points)), notes
 
 
-def _train_key(config: SweepConfig, spec: BackboneSpec, weights_sha: str) -> str:
-    return _key(
-        __version__, str(Path(config.image_dir).resolve()), config.validation_percentage,
-        config.testing_percentage, asdict(spec), config.weights, weights_sha, asdict(config.head),
+def point_dir(config: SweepConfig, spec: BackboneSpec) -> Path:
+    return Path(config.output_dir) / "points" / spec.id
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the units
+
+
+def train_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, weights: ResolvedWeights, log) -> dict:
+    """Unit 1: bottlenecks and head of one point, written to its run directory; returns its run.json."""
+    out = point_dir(config, spec)
+    train(TrainConfig(image_dir=config.image_dir, output_dir=out, backbone=spec, split=config.split,
+                      features=config.features, head=config.head),
+          log=lambda msg: None if msg.startswith("step ") else log(msg),  # per-step lines: train's own job
+          dataset=dataset, weights=weights)
+    return json.loads((out / "run.json").read_text())
+
+
+def bench_artifact(config: SweepConfig, spec: BackboneSpec, fmt: str, artifact: Path, test_set: tuple,
+                   run: dict, status: str) -> tuple[ArtifactResult, dict]:
+    """Unit 3: one artifact measured on the test split. Returns its row and what the benchmark ran on.
+
+    `test_set` is (the .npz of decoded test images, their labels); `status` is the export check's verdict,
+    carried into the row. A benchmark that fails is a failed row, not an exception.
+    """
+    images_path, labels = test_set
+    try:
+        m = measure(artifact, images_path, config.bench)
+    except Exception as e:  # one artifact that won't run is a row, not a dead sweep
+        failed = failed_result(spec.id, spec.version, spec.alpha, spec.resolution, fmt,
+                               f"benchmark failed: {one_line(e)}", config.bench.num_threads)
+        return failed, {}
+    row = ArtifactResult(
+        point=spec.id, backbone=spec.version, alpha=spec.alpha, resolution=spec.resolution, format=fmt,
+        path=str(artifact.relative_to(config.output_dir)), macs=run["backbone"]["macs"] + run["head"]["macs"],
+        params=run["backbone"]["params"] + run["head"]["params"], num_threads=config.bench.num_threads,
+        status=status, **m.result_fields(labels, run["classes"]),
     )
+    return row, {"backend": m.backend, "input_dtype": m.input_dtype}
 
 
-def _point_row(spec: BackboneSpec, fmt: str, path: str, run: dict) -> dict:
-    return {"point": spec.id, "backbone": spec.version, "alpha": spec.alpha, "resolution": spec.resolution,
-            "format": fmt, "path": path, "macs": run["backbone"]["macs"] + run["head"]["macs"],
-            "params": run["backbone"]["params"] + run["head"]["params"]}
+# ---------------------------------------------------------------------------------------------------------
+# the in-process runner
 
 
-def failed_result(spec: BackboneSpec, fmt: str, status: str, config: SweepConfig) -> ArtifactResult:
-    nan = float("nan")
-    return ArtifactResult(
-        point=spec.id, backbone=spec.version, alpha=spec.alpha, resolution=spec.resolution, format=fmt, path="",
-        size_bytes=0, accuracy=nan, top5_accuracy=None, latency_ms_p50=nan, latency_ms_p90=nan,
-        latency_ms_p99=nan, latency_ms_mean=nan, num_threads=config.num_threads, peak_rss_mb=nan, macs=0,
-        params=0, num_test_images=0, status=status,
-    )
+def _export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], state: dict, dataset, log) -> None:
+    """Unit 2 for each format whose export key changed (or whose artifact is gone); state updated."""
+    from .export import export_format, load_run_inputs, read_export_summary
+
+    out = point_dir(config, spec)
+    exported = read_export_summary(out)
+    todo = [f for f in config.export.formats
+            if state["export"].get(f) != keys[f] or f not in exported
+            or not (out / exported[f].get("path", "-")).is_file()]
+    if not todo:
+        return
+    inputs = load_run_inputs(out, dataset)
+    try:
+        for fmt in todo:
+            export_format(inputs, fmt, config.export, log)
+            state["export"][fmt] = keys[fmt]
+            state["bench"].pop(fmt, None)
+            atomic_write_json(out / "sweep_state.json", state)
+    finally:
+        inputs.cleanup()
 
 
-def run_point(config: SweepConfig, spec: BackboneSpec, stage: tqdm, log) -> list[ArtifactResult]:
+def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: tqdm, log) -> list[ArtifactResult]:
     """Train, export and benchmark one grid point, reusing whatever an earlier run finished."""
-    from .export import RECIPE_VERSION, export_run
+    from .export import read_export_summary
 
-    point_dir = Path(config.output_dir) / "points" / spec.id
-    state_path = point_dir / "sweep_state.json"
+    out = point_dir(config, spec)
+    state_path = out / "sweep_state.json"
     state = {} if config.force else _read_json(state_path)
-    weights = resolve_weights(spec, config.weights, config.weights_dir)
-    train_key = _train_key(config, spec, weights.sha256)
-
-    if state.get("train") != train_key or not (point_dir / "run.json").is_file():
+    weights = resolve_weights(spec, config.features.weights, config.features.weights_dir)
+    trained = train_key(config, spec, weights)
+    if state.get("train") != trained or not (out / "run.json").is_file():
         stage.set_description_str(f"{spec.id}: training")
-        train(TrainConfig(
-            image_dir=config.image_dir, output_dir=point_dir, backbone=spec, weights=config.weights,
-            weights_dir=config.weights_dir, bottleneck_dir=config.bottleneck_dir,
-            validation_percentage=config.validation_percentage, testing_percentage=config.testing_percentage,
-            head=config.head,
-        ), log=lambda msg: None if msg.startswith("step ") else log(msg))  # per-step lines: train's job
-        state = {"train": train_key, "export": {}, "bench": {}}
+        train_point(config, spec, dataset, weights, log)
+        state = {"train": trained, "export": {}, "bench": {}}
         atomic_write_json(state_path, state)
-    run = json.loads((point_dir / "run.json").read_text())
+    run = json.loads((out / "run.json").read_text())
 
-    export_keys = {f: _key(train_key, f, config.io_type, config.calibration_images, RECIPE_VERSION)
-                   for f in config.formats}
-    exported = _read_json(point_dir / "artifacts" / "export.json").get("formats", {})
-    todo = [f for f in config.formats
-            if state["export"].get(f) != export_keys[f] or f not in exported
-            or not (point_dir / exported[f].get("path", "-")).is_file()]
-    if todo:
-        stage.set_description_str(f"{spec.id}: exporting {', '.join(todo)}")
-        for r in export_run(point_dir, todo, io_type=config.io_type, calibration_images=config.calibration_images,
-                            num_threads=config.num_threads, log=log, progress=False):
-            state["export"][r.format] = export_keys[r.format]
-            state["bench"].pop(r.format, None)
-        atomic_write_json(state_path, state)
-        exported = _read_json(point_dir / "artifacts" / "export.json").get("formats", {})
+    keys = {f: export_key(config, trained, f) for f in config.export.formats}
+    stage.set_description_str(f"{spec.id}: exporting")
+    _export_todo(config, spec, keys, state, dataset, log)
+    exported = read_export_summary(out)
 
-    results = []
-    dataset = None
-    for fmt in config.formats:
-        entry = exported.get(fmt, {})
-        bench_key = _key(export_keys[fmt], config.num_threads, config.min_timed_runs, config.min_timed_seconds)
-        bench_path = point_dir / "bench" / f"{fmt}.json"
-        saved = _read_json(bench_path)
-        if saved.get("key") == bench_key and state["bench"].get(fmt) == bench_key:
-            results.append(ArtifactResult(**saved["result"]))
+    rows, test_set = [], None
+    for fmt in config.export.formats:
+        entry, key = exported.get(fmt, {}), bench_key(config, keys[fmt])
+        saved = _read_json(out / "bench" / f"{fmt}.json")
+        if saved.get("key") == key and state["bench"].get(fmt) == key:
+            rows.append(ArtifactResult(**saved["result"]))
             continue
-        artifact = point_dir / entry.get("path", "-")
+        artifact = out / entry.get("path", "-")
         if not artifact.is_file():
-            results.append(failed_result(spec, fmt, entry.get("status", "export failed: no artifact"), config))
+            rows.append(failed_result(spec.id, spec.version, spec.alpha, spec.resolution, fmt,
+                                      entry.get("status", "export failed: no artifact"), config.bench.num_threads))
             continue
         stage.set_description_str(f"{spec.id}: benchmarking {fmt}")
-        if dataset is None:
-            dataset = scan_dataset(config.image_dir, config.validation_percentage, config.testing_percentage)
-            images_path, labels = prepare_test_images(dataset, spec.resolution, point_dir / "test_images.npz")
-        try:
-            m = measure(artifact, images_path, config.num_threads, config.min_timed_runs, config.min_timed_seconds)
-        except Exception as e:  # one artifact that won't run is a row, not a dead sweep
-            results.append(failed_result(spec, fmt, f"benchmark failed: {e}", config))
+        test_set = test_set or prepare_test_images(dataset, spec.resolution, out / "test_images.npz")
+        row, ran_on = bench_artifact(config, spec, fmt, artifact, test_set, run, entry.get("status", "ok"))
+        rows.append(row)
+        if row.status.startswith("benchmark failed"):
             continue
-        row = ArtifactResult(
-            **_point_row(spec, fmt, str(artifact.relative_to(config.output_dir)), run),
-            num_threads=config.num_threads, status=entry.get("status", "ok"),
-            **m.result_fields(labels, run["classes"]),
-        )
-        atomic_write_json(bench_path, {"key": bench_key, "backend": m.backend, "input_dtype": m.input_dtype,
-                                       "result": row.to_dict()})
-        state["bench"][fmt] = bench_key
+        atomic_write_json(out / "bench" / f"{fmt}.json", {"key": key, **ran_on, "result": row.to_dict()})
+        state["bench"][fmt] = key
         atomic_write_json(state_path, state)
-        results.append(row)
-    return results
+    return rows
+
+
+def _scan(config: SweepConfig, say) -> Dataset:
+    dataset = scan_dataset(config.image_dir, config.split)  # once for the whole sweep; fails fast
+    for note in dataset.warnings:
+        say(f"warning: {note}")
+    for path, why in dataset.skipped:
+        say(f"warning: skipping {path}: {why}")
+    return dataset
 
 
 def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> SweepResult:
@@ -213,15 +272,15 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
     out.mkdir(parents=True, exist_ok=True)
     notes = list(notes or [])
     atomic_write_json(out / "sweep.json", {"edgetl_version": __version__, "settings": asdict(config)})
-    scan_dataset(config.image_dir, config.validation_percentage, config.testing_percentage)  # fail fast
+    say = log or (lambda msg: tqdm.write(msg))
+    dataset = _scan(config, say)
     results: list[ArtifactResult] = []
     with tqdm(total=len(config.points), desc="grid", unit="point", position=0) as overall, \
             tqdm(bar_format="{desc}", position=1, leave=False) as stage:
-        say = log or (lambda msg: tqdm.write(msg))
         for spec in config.points:
             overall.set_postfix_str(spec.id)
             try:
-                rows = run_point(config, spec, stage, say)
+                rows = run_point(config, spec, dataset, stage, say)
             except WeightsNotFoundError as e:
                 first_line = str(e).splitlines()[0]
                 notes.append(f"{spec.id} skipped: {first_line}")
@@ -234,10 +293,11 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
                 rows = []
             results.extend(rows)
             if results:
-                write_results(results, out)  # after every point, so a kill keeps what is finished
+                write_results(results, out, notes)  # after every point, so a kill keeps what is finished
             overall.update(1)
     if not results:
         raise ValueError("no grid point produced an artifact:\n  " + "\n  ".join(notes))
+    write_results(results, out, notes)
     chosen = pick(results, config.budget)
     report = write_report(results, chosen, config.budget, out, notes=notes)
     if chosen.chosen is not None:
@@ -253,20 +313,20 @@ def copy_best(best: ArtifactResult, config: SweepConfig, out: Path) -> Path:
     tmp.mkdir()
     artifact = out / best.path
     shutil.copy2(artifact, tmp / artifact.name)
-    point_dir = out / "points" / best.point
-    shutil.copy2(point_dir / "labels.txt", tmp / "labels.txt")
-    run = json.loads((point_dir / "run.json").read_text())
-    dtype = _read_json(point_dir / "bench" / f"{best.format}.json").get("input_dtype", "float32")
+    point = out / "points" / best.point
+    shutil.copy2(point / "labels.txt", tmp / "labels.txt")
+    run = json.loads((point / "run.json").read_text())
+    dtype = _read_json(point / "bench" / f"{best.format}.json").get("input_dtype", "float32")
     write_model_card(best, {
         "input_type": f"raw RGB pixels 0..255 as {dtype}, shape [1, {best.resolution}, {best.resolution}, 3] "
                       "(the [-1, 1] scaling is inside the model)",
         "dataset": str(Path(config.image_dir).resolve()),
-        "classes": ", ".join(run["classes"]),
+        "class_names": run["classes"],
         "split (train/validation/test images)":
             f"{run['metrics']['num_train']}/{run['metrics']['num_validation']}/{run['metrics']['num_test']}",
         "backbone weights": run["backbone"]["weights"],
         "training": "softmax head on frozen bottleneck features; " + json.dumps(run["training"]),
-        "measured with": f"{config.num_threads} thread(s), batch 1, on the test split",
+        "measured with": f"{config.bench.num_threads} thread(s), batch 1, on the test split",
         "budget": config.budget.describe() if config.budget.is_set else "none (knee of the Pareto front)",
     }, tmp / "model_card.md")
     shutil.rmtree(best_dir, ignore_errors=True)

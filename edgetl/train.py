@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,32 +13,43 @@ import numpy as np
 from . import __version__
 from .backbones import (
     BackboneSpec,
+    ResolvedWeights,
     build_feature_extractor,
     build_hub_feature_extractor,
     count_macs,
     hub_fingerprint,
     resolve_weights,
 )
-from .data import Dataset, scan_dataset
-from .features import cache_key, compute_features
+from .data import Dataset, SplitConfig, scan_dataset
+from .features import FeatureConfig, cache_key, compute_features
 from .files import atomic_write_json, atomic_write_text
 from .head import Head, HeadConfig, accuracy, train_head
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
+    """One grid point: which photos, which backbone, and the settings of each stage."""
+
     image_dir: Path
     output_dir: Path
     backbone: BackboneSpec
-    weights: str = "imagenet"  # "imagenet" | "none" | path to a weights file
-    weights_dir: Path | None = None
-    bottleneck_dir: Path | None = None
-    validation_percentage: float = 10.0
-    testing_percentage: float = 10.0
-    head: HeadConfig = field(default_factory=HeadConfig)
+    split: SplitConfig = SplitConfig()
+    features: FeatureConfig = FeatureConfig()
+    head: HeadConfig = HeadConfig()
     tfhub_module: str | None = None  # handle (URL or local SavedModel dir); replaces the MobileNet backbone
     print_misclassified_test_images: bool = False
-    feature_batch_size: int = 32
+
+
+@dataclass
+class Bottlenecks:
+    """What the feature stage hands the head: features per split, and the backbone that made them."""
+
+    dataset: Dataset  # without the files that failed to decode
+    splits: dict[str, tuple[np.ndarray, np.ndarray, list]]  # split -> (features, labels, records)
+    extractor: object  # the Keras backbone (raw pixels -> pooled features)
+    backbone_info: dict  # run.json's "backbone"
+    computed: int  # features computed now; the rest came from the cache
+    cached: int
 
 
 @dataclass
@@ -62,10 +73,11 @@ def build_classifier(extractor, head: Head, num_classes: int):
     return keras.Model(extractor.input, outputs, name="edgetl_classifier")
 
 
-def featurize(
-    dataset: Dataset, config: TrainConfig, log=print
-) -> tuple[Dataset, dict[str, tuple[np.ndarray, np.ndarray, list]], object, dict, int, int]:
-    """Bottlenecks for every split, the backbone model, and what was resolved about the weights."""
+def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: ResolvedWeights | None = None) -> Bottlenecks:
+    """Bottlenecks for every split, the backbone model, and what was resolved about the weights.
+
+    `weights` already resolved (by a sweep, once per point) saves resolving them again.
+    """
     spec = config.backbone
     if config.tfhub_module:
         fingerprint = hub_fingerprint(config.tfhub_module)
@@ -74,7 +86,7 @@ def featurize(
         weights_desc, weights_source = f"hub:{config.tfhub_module}", "tfhub"
         version, alpha = "hub", 0.0
     else:
-        weights = resolve_weights(spec, config.weights, config.weights_dir)
+        weights = weights or resolve_weights(spec, config.features.weights, config.features.weights_dir)
         extractor = build_feature_extractor(spec, weights)
         fingerprint, backbone_id, weights_note = weights.sha256, spec.id, weights.note
         weights_desc, weights_source = weights.description, weights.source
@@ -86,8 +98,8 @@ def featurize(
         lambda batch: extractor.predict_on_batch(batch),
         key,
         spec.resolution,
-        cache_dir=config.bottleneck_dir,
-        batch_size=config.feature_batch_size,
+        cache_dir=config.features.bottleneck_dir,
+        batch_size=config.features.batch_size,
         desc=f"bottlenecks {backbone_id}",
     )
     log(f"bottlenecks: {result.computed} computed, {result.cached} from cache, {len(result.failed)} failed to decode")
@@ -111,20 +123,26 @@ def featurize(
         "macs": count_macs(extractor),
         "params": int(extractor.count_params()),
     }
-    return dataset, splits, extractor, backbone_info, result.computed, result.cached
+    return Bottlenecks(dataset, splits, extractor, backbone_info, result.computed, result.cached)
 
 
-def train(config: TrainConfig, log=print) -> TrainResult:
-    """Run one grid point end to end and write the run directory (docs/interfaces.md)."""
+def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
+          weights: ResolvedWeights | None = None) -> TrainResult:
+    """Run one grid point end to end and write the run directory (docs/interfaces.md).
+
+    A sweep passes the `dataset` it scanned and the `weights` it resolved, once for every point.
+    """
     started = time.time()
-    dataset = scan_dataset(config.image_dir, config.validation_percentage, config.testing_percentage)
-    for note in dataset.warnings:
-        log(f"warning: {note}")
-    for path, why in dataset.skipped:
-        log(f"warning: skipping {path}: {why}")
+    if dataset is None:
+        dataset = scan_dataset(config.image_dir, config.split)
+        for note in dataset.warnings:
+            log(f"warning: {note}")
+        for path, why in dataset.skipped:
+            log(f"warning: skipping {path}: {why}")
     log(f"dataset: {dataset.summary()}")
 
-    dataset, splits, extractor, backbone_info, computed, cached = featurize(dataset, config, log)
+    bottlenecks = featurize(dataset, config, log, weights)
+    dataset, splits = bottlenecks.dataset, bottlenecks.splits
     (train_x, train_y, _), (val_x, val_y, _), (test_x, test_y, test_records) = (
         splits["training"], splits["validation"], splits["testing"]
     )
@@ -157,10 +175,10 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     run = {
         "edgetl_version": __version__,
         "image_dir": str(Path(config.image_dir).resolve()),
-        "validation_percentage": config.validation_percentage,
-        "testing_percentage": config.testing_percentage,
+        "validation_percentage": config.split.validation_percentage,
+        "testing_percentage": config.split.testing_percentage,
         "classes": dataset.classes,
-        "backbone": backbone_info,
+        "backbone": bottlenecks.backbone_info,
         "training": asdict(config.head),
         "head": {"macs": int(head.weights.size), "params": int(head.weights.size + head.bias.size)},
         "metrics": metrics,
@@ -169,16 +187,16 @@ def train(config: TrainConfig, log=print) -> TrainResult:
         "skipped_files": [[str(p), why] for p, why in dataset.skipped],
         "seconds": round(time.time() - started, 1),
     }
-    save_run(run_dir, build_classifier(extractor, head, len(dataset.classes)), run, log)
+    save_run(run_dir, build_classifier(bottlenecks.extractor, head, len(dataset.classes)), run, log)
     return TrainResult(
-        run_dir, dataset.classes, metrics, computed, cached,
+        run_dir, dataset.classes, metrics, bottlenecks.computed, bottlenecks.cached,
         [(str(p), why) for p, why in dataset.skipped], misclassified,
     )
 
 
 def save_run(run_dir: Path, model, run: dict, log=print) -> None:
     """Write the run directory; each piece lands atomically and run.json last (it marks the run complete)."""
-    from .export import artifact_metadata, export_artifact
+    from .export import ModelSource, artifact_metadata, export_artifact
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").unlink(missing_ok=True)  # until rewritten, the directory is not a finished run
@@ -192,9 +210,7 @@ def save_run(run_dir: Path, model, run: dict, log=print) -> None:
     if (run_dir / "saved_model").exists():
         shutil.rmtree(run_dir / "saved_model")
     os.replace(tmp_saved, run_dir / "saved_model")
-    export_artifact(
-        model, run_dir / "saved_model", "tflite-float32", run_dir / "model.tflite",
-        artifact_metadata(run, "tflite-float32"),
-    )
+    export_artifact(ModelSource(model, run_dir / "saved_model"), "tflite-float32", run_dir / "model.tflite",
+                    artifact_metadata(run, "tflite-float32"))
     atomic_write_json(run_dir / "run.json", run)
     log(f"wrote {run_dir}/model.tflite, model.keras, saved_model/, labels.txt, run.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -65,42 +66,68 @@ def synthetic_images(n: int, size: int = TINY_SIZE, seed: int = 0, height: int |
     return np.stack(out)
 
 
-def _tiny_keras_model(size: int, num_classes: int):
-    """The edgetl model shape (raw pixels -> Rescaling -> MobileNet 0.25 -> Dense softmax), made to say something.
+def set_batchnorm_statistics(batchnorms: list, forward, images: np.ndarray, beta: float) -> None:
+    """Make a random-weight net say something: BatchNorm moving statistics := one batch's, beta raised.
 
-    With weights=None MobileNet's activations vanish through its 13 blocks (every output is exactly 1/C), so
-    the BatchNorm statistics are set from a batch of synthetic images and the head is scaled so predictions
-    are confident and spread over the classes: argmax comparisons then mean something, for int8 too.
+    With weights=None a MobileNet's activations vanish through its blocks (every image gets the same
+    features), so one training-mode pass (`forward(images)`, momentum 0) sets the statistics from
+    `images`, and beta keeps most ReLU6 units active: a smooth random net that int8 can track (with
+    beta 0 int8 features have ~0.8x the image-to-image spread as noise; with 2, ~0.15x).
     """
+    for layer in batchnorms:
+        layer.momentum = 0.0
+        layer.beta.assign(np.full(layer.beta.shape, beta, np.float32))
+    forward(images)
+    for layer in batchnorms:
+        layer.momentum = 0.99
+
+
+def informative_mobilenet(size: int, num_classes: int, images: np.ndarray, labels: np.ndarray | None = None):
+    """edgetl's own classifier (edgetl.backbones + edgetl.train), MobileNet V1 0.25 with random weights,
+    made to say something: BatchNorm statistics from `images` (uint8), and a head that is either fitted
+    to `labels` (logistic regression) or random but scaled so its answers are confident and vary."""
     import keras
 
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((size, size, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
-    backbone = keras.applications.MobileNet(
-        alpha=0.25, weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3)
-    )
-    x = backbone(x)
-    head = keras.layers.Dense(num_classes, activation="softmax")
-    model = keras.Model(inputs, head(x))
+    from edgetl.backbones import BackboneSpec, ResolvedWeights, build_feature_extractor
+    from edgetl.head import Head
+    from edgetl.train import build_classifier
 
-    calibration = synthetic_images(32, size, seed=123).astype(np.float32) / 127.5 - 1
+    keras.utils.set_random_seed(0)
+    extractor = build_feature_extractor(BackboneSpec("v1", 0.25, size), ResolvedWeights(None, "random", "", ""))
+    backbone = next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
     bns = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in bns:
-        layer.momentum = 0.0  # one training-mode pass sets the moving statistics to this batch's
-        # beta 2: most ReLU6 units active, so the random net is smooth enough for int8 to track it
-        # (with beta 0 int8 features have ~0.8x the image-to-image spread as noise; with 2, ~0.15x).
-        layer.beta.assign(np.full(layer.beta.shape, 2.0, np.float32))
-    backbone(calibration, training=True)
-    for layer in bns:
-        layer.momentum = 0.99
-    features = np.asarray(backbone.predict(calibration, verbose=0))
-    rng = np.random.default_rng(7)
-    kernel = rng.normal(size=(features.shape[1], num_classes)).astype(np.float32)
-    kernel = kernel / (features @ kernel).std(axis=0) * 3.0
-    bias = -(features @ kernel).mean(axis=0)
-    head.set_weights([kernel, bias.astype(np.float32)])
-    return model
+    backbone.trainable = True  # a frozen BatchNorm ignores training=True
+    set_batchnorm_statistics(bns, lambda x: backbone(x.astype(np.float32) / 127.5 - 1.0, training=True), images, 2.0)
+    backbone.trainable = False
+    features = np.asarray(extractor.predict(images.astype(np.float32), verbose=0), np.float64)
+    if not float(features.std(0).mean()) > 1e-3:
+        raise AssertionError("random backbone features are degenerate")
+    if labels is not None:
+        kernel, bias = fit_logistic_head(features, labels, num_classes)
+    else:
+        kernel = np.random.default_rng(7).normal(size=(features.shape[1], num_classes))
+        kernel = kernel / (features @ kernel).std(axis=0) * 3.0
+        bias = -(features @ kernel).mean(axis=0)
+    return build_classifier(extractor, Head(kernel.astype(np.float32), bias.astype(np.float32)), num_classes)
+
+
+def fit_logistic_head(features: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression (numpy, full batch), folded back onto the raw features."""
+    mu, sd = features.mean(0), features.std(0) + 1e-6
+    z = (features - mu) / sd
+    onehot = np.eye(num_classes)[labels]
+    w = np.zeros((z.shape[1], num_classes))
+    b = np.zeros(num_classes)
+    for _ in range(3000):
+        logits = z @ w + b
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        g = (p - onehot) / len(z)
+        w -= 0.5 * (z.T @ g + 1e-4 * w)
+        b -= 0.5 * g.sum(0)
+    kernel = w / sd[:, None]
+    bias = b - (mu / sd) @ w
+    return kernel.astype(np.float32), bias.astype(np.float32)
 
 
 def build_tiny_models(out_dir: Path) -> TinyModels:
@@ -116,7 +143,7 @@ def build_tiny_models(out_dir: Path) -> TinyModels:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     size, labels = TINY_SIZE, list(TINY_LABELS)
-    model = _tiny_keras_model(size, len(labels))
+    model = informative_mobilenet(size, len(labels), synthetic_images(32, size, seed=123))
 
     def meta(fmt: str) -> dict:
         return {
@@ -233,3 +260,48 @@ def copy_subset(src: Path, dst: Path, classes: list[str], per_class: int) -> Pat
         for f in sorted((src / c).iterdir())[:per_class]:
             shutil.copy2(f, dst / c / f.name)
     return dst
+
+
+# ---------------------------------------------------------------------------------------------------------
+# make_result: ArtifactResult rows for the pick and report tests (no files, no TensorFlow).
+
+_counter = itertools.count()
+
+
+def make_result(accuracy: float = 0.8, latency: float = 10.0, size_mb: float = 4.0, *,
+                point: str | None = None, format: str = "tflite-float32", status: str = "ok",
+                **overrides) -> "ArtifactResult":
+    """An ArtifactResult with plausible values; only the three Pareto axes usually matter.
+
+    Shared by tests/test_pareto.py and tests/test_report.py.
+    Size is given in decimal MB (1e6 bytes) to match edgetl.pareto.BYTES_PER_MB.
+    """
+    n = next(_counter)
+    point = point if point is not None else f"v2-a1.0-r224-{n}"
+    fields = dict(
+        point=point,
+        backbone="v2",
+        alpha=1.0,
+        resolution=224,
+        format=format,
+        path=f"artifacts/{point}/{format}.bin",
+        size_bytes=int(round(size_mb * 1_000_000)),
+        accuracy=accuracy,
+        top5_accuracy=None,
+        latency_ms_p50=latency,
+        latency_ms_p90=latency * 1.2,
+        latency_ms_p99=latency * 1.5,
+        latency_ms_mean=latency * 1.05,
+        num_threads=4,
+        peak_rss_mb=120.5,
+        macs=300_000_000,
+        params=3_500_000,
+        num_test_images=200,
+        per_class_accuracy={"daisy": accuracy, "rose": accuracy},
+        confusion_matrix=[[90, 10], [10, 90]],
+        status=status,
+    )
+    fields.update(overrides)
+    from edgetl.results import ArtifactResult
+
+    return ArtifactResult(**fields)

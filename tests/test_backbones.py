@@ -135,7 +135,7 @@ def test_resolution_fallback_uses_the_same_alpha_at_another_size_with_a_note():
 
 def test_weights_dir_from_environment(monkeypatch):
     monkeypatch.setenv("EDGETL_WEIGHTS_DIR", str(WEIGHTS_DIR))
-    w = resolve_weights(BackboneSpec("v2", 1.0, 160))
+    w = resolve_weights(BackboneSpec("v2", 1.0, 160), "imagenet")
     assert w.path == WEIGHTS_DIR / weights_file_name("v2", 1.0, 224)
     assert w.source == "weights_dir"
 
@@ -144,7 +144,7 @@ def test_keras_cache_is_searched(keras_home):
     name = weights_file_name("v2", 1.0, 224)
     (keras_home / "models" / name).symlink_to(WEIGHTS_DIR / name)
     assert keras_cache_dir() == keras_home / "models"
-    w = resolve_weights(BackboneSpec("v2", 1.0, 96))
+    w = resolve_weights(BackboneSpec("v2", 1.0, 96), "imagenet")
     assert w.path == keras_home / "models" / name
     assert w.source == "keras_cache"
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from conftest import FLOWERS
 from edgetl.data import (
+    SplitConfig,
     IMAGE_EXTENSIONS,
     MIN_IMAGES_PER_CLASS,
     SPLITS,
@@ -124,7 +125,7 @@ def test_hidden_files_and_folders_are_not_data(tmp_path):
 
 def test_fewer_than_twenty_images_warns(tmp_path):
     root = make_dataset(tmp_path / "ds", {"few": 7, "many": MIN_IMAGES_PER_CLASS})
-    ds = scan_dataset(root, 20, 20)
+    ds = scan_dataset(root, SplitConfig(20, 20))
     few = [w for w in ds.warnings if "'few'" in w]
     assert len(few) == 1 and "7" in few[0] and str(MIN_IMAGES_PER_CLASS) in few[0]
     assert not any("'many'" in w for w in ds.warnings)
@@ -179,7 +180,7 @@ def test_missing_folder_and_bad_percentages_are_dataset_errors(tmp_path):
     root = make_dataset(tmp_path / "ds", {"a": 20, "b": 20})
     for val, test in [(-1, 10), (10, 100), (60, 40), (50, 50.0)]:
         with pytest.raises(DatasetError, match="percentages"):
-            scan_dataset(root, val, test)
+            scan_dataset(root, SplitConfig(val, test))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -198,13 +199,13 @@ def test_split_is_retrain_py_hash_of_the_file_name():
 def test_split_depends_on_the_name_only_not_content_or_folder(tmp_path):
     a = make_dataset(tmp_path / "a", {"x": 30, "y": 30}, seed=1)
     b = make_dataset(tmp_path / "b", {"x": 30, "y": 30}, seed=2)  # same names, different pixels
-    sa, sb = scan_dataset(a, 20, 20), scan_dataset(b, 20, 20)
+    sa, sb = scan_dataset(a, SplitConfig(20, 20)), scan_dataset(b, SplitConfig(20, 20))
     assert {(r.label, r.path.name): r.split for r in sa.records} == {
         (r.label, r.path.name): r.split for r in sb.records
     }
     assert [r.content_hash for r in sa.records] != [r.content_hash for r in sb.records]
     # repeatable
-    assert splits_by_path(scan_dataset(a, 20, 20)) == splits_by_path(sa)
+    assert splits_by_path(scan_dataset(a, SplitConfig(20, 20))) == splits_by_path(sa)
 
 
 def test_nohash_suffix_is_ignored():
@@ -221,19 +222,19 @@ def test_nohash_siblings_land_in_the_same_split_in_a_scan(tmp_path):
     root = make_dataset(tmp_path / "ds", {"a": 20, "b": 20})
     for i in range(12):
         write_image(root / "a" / f"person7_nohash_{i}.png", 3000 + i)
-    ds = scan_dataset(root, 30, 30)
+    ds = scan_dataset(root, SplitConfig(30, 30))
     assert len({r.split for r in ds.records if r.path.name.startswith("person7_nohash_")}) == 1
 
 
 def test_adding_images_never_moves_an_existing_one(tmp_path):
     root = make_dataset(tmp_path / "ds", {"a": 25, "b": 25})
-    before = splits_by_path(scan_dataset(root, 15, 15))
+    before = splits_by_path(scan_dataset(root, SplitConfig(15, 15)))
     for i in range(60):
         write_image(root / ("a" if i % 2 else "b") / f"new_{i}.png", 9000 + i)
     write_image(root / "c" / "brand_new_class_0.png", 8000)
     for i in range(1, 20):
         write_image(root / "c" / f"brand_new_class_{i}.png", 8000 + i)
-    after_ds = scan_dataset(root, 15, 15)
+    after_ds = scan_dataset(root, SplitConfig(15, 15))
     after = splits_by_path(after_ds)
     assert len(after) == len(before) + 80
     assert {p: after[p] for p in before} == before
@@ -242,7 +243,7 @@ def test_adding_images_never_moves_an_existing_one(tmp_path):
 
 
 def test_split_proportions_on_the_real_flowers_folder():
-    ds = scan_dataset(FLOWERS, 10, 10)
+    ds = scan_dataset(FLOWERS, SplitConfig(10, 10))
     n = len(ds.records)
     assert n == 3670
     assert ds.classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
@@ -258,7 +259,7 @@ def test_split_proportions_on_the_real_flowers_folder():
 
 
 def test_identical_files_under_two_labels_on_real_flowers_are_kept_out_of_eval():
-    ds = scan_dataset(FLOWERS, 10, 10)
+    ds = scan_dataset(FLOWERS, SplitConfig(10, 10))
     name = "15922772266_1167a06620.jpg"
     copies = [r for r in ds.records if r.path.name == name]
     assert sorted(r.label for r in copies) == ["roses", "tulips"]
@@ -285,7 +286,7 @@ def test_identical_files_under_two_labels_leave_validation_and_test(tmp_path):
     shutil.copy(root / "roses" / val_name, root / "tulips" / val_name)
     write_image(root / "roses" / test_name, 4343)
     shutil.copy(root / "roses" / test_name, root / "tulips" / "renamed_copy.png")  # same bytes, other name
-    ds = scan_dataset(root, 20, 20)
+    ds = scan_dataset(root, SplitConfig(20, 20))
     for name in (val_name, test_name, "renamed_copy.png"):
         recs = [r for r in ds.records if r.path.name == name]
         assert recs and all(r.split == "training" for r in recs), name
@@ -300,7 +301,7 @@ def test_identical_files_within_one_class_share_a_split(tmp_path):
     first_train = next(n for n in names if split_for(n, 20, 20) == "training")
     write_image(root / "a" / first_test, 5555)
     shutil.copy(root / "a" / first_test, root / "a" / first_train)
-    ds = scan_dataset(root, 20, 20)
+    ds = scan_dataset(root, SplitConfig(20, 20))
     splits = {r.split for r in ds.records if r.path.name in (first_test, first_train)}
     assert len(splits) == 1  # a test image is never also trained on
     assert not any("identical" in w for w in ds.warnings)

@@ -15,13 +15,17 @@ import pytest
 
 from edgetl.export import (
     FORMATS,
+    ExportConfig,
     ExportError,
     ExportResult,
     check_status,
     export_run,
     formats_from_flags,
 )
+from edgetl.files import sha256_file
 from export_fixtures import ExportRun, build_export_run, copy_run
+
+pytestmark = pytest.mark.slow  # real training, conversion or sweeps: minutes
 
 ALL = list(FORMATS)
 CALIBRATION_IMAGES = 24
@@ -82,12 +86,12 @@ def test_check_status_thresholds():
 
 
 def test_calibration_selection_is_balanced_deterministic_and_training_only(tmp_path):
-    from edgetl.data import scan_dataset
+    from edgetl.data import SplitConfig, scan_dataset
     from edgetl.export import calibration as calib
     from export_fixtures import copy_photos
 
     image_dir = copy_photos(tmp_path / "photos", per_class=12)
-    dataset = scan_dataset(image_dir, 10, 30)
+    dataset = scan_dataset(image_dir, SplitConfig(10, 30))
     a = calib.build_calibration_set(dataset, 32, 9)
     b = calib.build_calibration_set(dataset, 32, 9)
     assert a.manifest == b.manifest and np.array_equal(a.images, b.images)
@@ -97,7 +101,7 @@ def test_calibration_selection_is_balanced_deterministic_and_training_only(tmp_p
     training = {str(r.path.relative_to(image_dir)) for r in dataset.split("training")}
     assert {e["path"] for e in a.manifest["images"]} <= training
     first = a.manifest["images"][0]
-    assert first["sha256"] == calib.file_sha256(image_dir / first["path"])
+    assert first["sha256"] == sha256_file(image_dir / first["path"])
     assert a.manifest["resolution"] == 32 and a.manifest["preprocessing"]["version"] >= 1
     # asking for more than there is: every training image once, with a note
     many = calib.build_calibration_set(dataset, 32, 1000)
@@ -105,12 +109,12 @@ def test_calibration_selection_is_balanced_deterministic_and_training_only(tmp_p
 
 
 def test_manifest_round_trip_and_relocated_dataset(tmp_path):
-    from edgetl.data import scan_dataset
+    from edgetl.data import SplitConfig, scan_dataset
     from edgetl.export import calibration as calib
     from export_fixtures import copy_photos
 
     image_dir = copy_photos(tmp_path / "photos", per_class=10)
-    built = calib.build_calibration_set(scan_dataset(image_dir, 10, 30), 32, 6)
+    built = calib.build_calibration_set(scan_dataset(image_dir, SplitConfig(10, 30)), 32, 6)
     path = calib.write_manifest(tmp_path / "m.json", built.manifest)
     again = calib.calibration_set_from_manifest(calib.load_manifest(path), 32)
     assert np.array_equal(again.images, built.images) and again.manifest == built.manifest
@@ -147,7 +151,7 @@ def export_run_dir(tmp_path_factory) -> ExportRun:
 def exported(export_run_dir, tmp_path_factory) -> tuple[Path, list[ExportResult]]:
     """One export of every format into a private copy of the run."""
     run_dir = copy_run(export_run_dir, tmp_path_factory.mktemp("exported") / "run")
-    results = export_run(run_dir, ALL, calibration_images=CALIBRATION_IMAGES, progress=False)
+    results = export_run(run_dir, ExportConfig(formats=ALL, num_calibration_images=CALIBRATION_IMAGES), progress=False)
     print("\nformat          size_bytes  test_acc  agreement  max_abs_diff  seconds  status")
     for r in results:
         print(f"{r.format:<15} {r.size_bytes:>10}  {r.test_accuracy:>8.3f}  {r.agreement:>9.3f}  "
@@ -217,13 +221,14 @@ def test_int8_exports_from_one_manifest_are_byte_identical_and_merge_export_json
     # another run directory, same model, reusing the first export's tflite-int8 manifest
     other = shutil.copytree(run_dir, tmp_path / "other", ignore=shutil.ignore_patterns("artifacts"))
     manifest = first["tflite-int8"].calibration_manifest
-    again = export_run(other, ["tflite-int8", "onnx-int8"], calibration_manifest=manifest, progress=False)
+    again = export_run(other, ExportConfig(formats=("tflite-int8", "onnx-int8"), calibration_manifest=manifest),
+                       progress=False)
     for r in again:
         assert r.status == "ok"
         assert r.path.read_bytes() == first[r.format].path.read_bytes(), f"{r.format} is not reproducible"
         assert json.loads(r.calibration_manifest.read_text()) == json.loads(manifest.read_text())
     # exporting one format into a run keeps the others' entries in export.json
-    export_run(other, ["tflite-float32"], progress=False)
+    export_run(other, ExportConfig(formats=("tflite-float32",)), progress=False)
     summary = json.loads((other / "artifacts" / "export.json").read_text())
     assert set(summary["formats"]) == {"tflite-int8", "onnx-int8", "tflite-float32"}
 
@@ -235,8 +240,8 @@ def test_no_bias_correction_converts_the_model_as_trained(exported, tmp_path):
     corrected = {r.format: r for r in results}
     other = shutil.copytree(run_dir, tmp_path / "other", ignore=shutil.ignore_patterns("artifacts"))
     manifest = corrected["tflite-int8"].calibration_manifest
-    plain = export_run(other, ["tflite-int8", "onnx-int8"], calibration_manifest=manifest,
-                       bias_correction=False, progress=False)
+    plain = export_run(other, ExportConfig(formats=("tflite-int8", "onnx-int8"), calibration_manifest=manifest,
+                                           bias_correction=False), progress=False)
     for r in plain:
         assert r.status == "ok"
         assert read_metadata(r.path)["bias_correction"] is False
@@ -260,8 +265,8 @@ def test_tflite_int8_io_types(export_run_dir, tmp_path, io_type, dtype):
     from edgetl.runtime import load_model, read_metadata
 
     run_dir = copy_run(export_run_dir, tmp_path / "run")
-    (result,) = export_run(run_dir, ["tflite-int8"], io_type=io_type, calibration_images=CALIBRATION_IMAGES,
-                           progress=False)
+    (result,) = export_run(run_dir, ExportConfig(formats=("tflite-int8",), io_type=io_type,
+                                                 num_calibration_images=CALIBRATION_IMAGES), progress=False)
     assert result.status == "ok" and result.io_type == io_type
     model = load_model(result.path)
     assert model.input_dtype == dtype and model.output_dtype == dtype
@@ -302,11 +307,11 @@ def _run_with_own_photos(export_run_dir: ExportRun, tmp_path: Path) -> tuple[Pat
 
 
 def test_reused_manifest_with_changed_or_vanished_images_is_refused(export_run_dir, tmp_path):
-    from edgetl.data import scan_dataset
+    from edgetl.data import SplitConfig, scan_dataset
     from edgetl.export import calibration as calib
 
     run_dir, photos = _run_with_own_photos(export_run_dir, tmp_path)
-    built = calib.build_calibration_set(scan_dataset(photos, 10, 30), 96, 12)
+    built = calib.build_calibration_set(scan_dataset(photos, SplitConfig(10, 30)), 96, 12)
     manifest = calib.write_manifest(tmp_path / "calibration.json", built.manifest)
     changed = photos / built.manifest["images"][0]["path"]
     vanished = photos / built.manifest["images"][1]["path"]
@@ -314,7 +319,7 @@ def test_reused_manifest_with_changed_or_vanished_images_is_refused(export_run_d
         f.write(b"\0")
     vanished.unlink()
     with pytest.raises(ExportError) as e:
-        export_run(run_dir, ["tflite-int8"], calibration_manifest=manifest, progress=False)
+        export_run(run_dir, ExportConfig(formats=("tflite-int8",), calibration_manifest=manifest), progress=False)
     message = str(e.value)
     assert str(changed) in message and "changed" in message
     assert str(vanished) in message and "missing" in message
@@ -342,7 +347,13 @@ def test_cli_errors_are_clean(export_run_dir, tmp_path, capsys):
     assert code == 2 and "calibration manifest not found" in err
 
     with pytest.raises(ExportError, match="not a directory"):
-        export_run(tmp_path / "nowhere", ["tflite-float32"])
+        export_run(tmp_path / "nowhere", ExportConfig(formats=("tflite-float32",)))
     with pytest.raises(ExportError, match="unknown format"):
-        export_run(export_run_dir.run_dir, ["tflite-int4"])
+        ExportConfig(formats=("tflite-int4",))
+    with pytest.raises(ExportError, match="io_type"):
+        ExportConfig(io_type="int4")
+    with pytest.raises(ExportError, match="calibration images"):
+        ExportConfig(num_calibration_images=0)
+    with pytest.raises(ExportError, match="num_threads"):
+        ExportConfig(num_threads=0)
     assert not (export_run_dir.run_dir / "artifacts").exists()

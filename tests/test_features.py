@@ -10,7 +10,7 @@ import pytest
 
 from conftest import FLOWERS, WEIGHTS_DIR, copy_subset
 from edgetl.backbones import BackboneSpec, build_feature_extractor, resolve_weights
-from edgetl.data import ImageRecord, load_image, scan_dataset
+from edgetl.data import SplitConfig, ImageRecord, load_image, scan_dataset
 from edgetl.features import DIGEST_BYTES, cache_key, compute_features, default_cache_dir
 
 SPEC = BackboneSpec("v1", 0.25, 96)
@@ -39,7 +39,7 @@ def backbone():
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> list[ImageRecord]:
     root = copy_subset(FLOWERS, tmp_path_factory.mktemp("flowers") / "ds", ["daisy", "roses"], 9)
-    return scan_dataset(root, 30, 30).records
+    return scan_dataset(root, SplitConfig(30, 30)).records
 
 
 def entry_files(cache_dir: Path) -> list[Path]:

@@ -11,6 +11,8 @@ import pytest
 from conftest import FLOWERS, WEIGHTS_DIR, copy_subset
 from edgetl.cli import main
 
+pytestmark = pytest.mark.slow  # real training, conversion or sweeps: minutes
+
 
 @pytest.fixture(scope="module")
 def hub_module(tmp_path_factory) -> Path:

@@ -2,54 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 
 import pytest
 
-from edgetl.bench import ArtifactResult
+from conftest import make_result
+from edgetl.results import ArtifactResult
 from edgetl.pareto import Budget, Pick, dominates, knee, pareto_front, pick
-
-_counter = itertools.count()
-
-
-def make_result(accuracy: float = 0.8, latency: float = 10.0, size_mb: float = 4.0, *,
-                point: str | None = None, format: str = "tflite-float32", status: str = "ok",
-                **overrides) -> ArtifactResult:
-    """An ArtifactResult with plausible values; only the three Pareto axes usually matter.
-
-    Shared with tests/test_report.py (imported from here; there is no conftest.py factory).
-    Size is given in decimal MB (1e6 bytes) to match edgetl.pareto.BYTES_PER_MB.
-    """
-    n = next(_counter)
-    point = point if point is not None else f"v2-a1.0-r224-{n}"
-    fields = dict(
-        point=point,
-        backbone="v2",
-        alpha=1.0,
-        resolution=224,
-        format=format,
-        path=f"artifacts/{point}/{format}.bin",
-        size_bytes=int(round(size_mb * 1_000_000)),
-        accuracy=accuracy,
-        top5_accuracy=None,
-        latency_ms_p50=latency,
-        latency_ms_p90=latency * 1.2,
-        latency_ms_p99=latency * 1.5,
-        latency_ms_mean=latency * 1.05,
-        num_threads=4,
-        peak_rss_mb=120.5,
-        macs=300_000_000,
-        params=3_500_000,
-        num_test_images=200,
-        per_class_accuracy={"daisy": accuracy, "rose": accuracy},
-        confusion_matrix=[[90, 10], [10, 90]],
-        status=status,
-    )
-    fields.update(overrides)
-    return ArtifactResult(**fields)
-
 
 def brute_force_front(results: list[ArtifactResult]) -> list[ArtifactResult]:
     """O(n^2) reference written independently of edgetl.pareto.dominates."""

@@ -7,24 +7,15 @@ import json
 import math
 import os
 import struct
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import make_result
 from edgetl.pareto import Budget, pick
-from edgetl.report import (
-    format_colour,
-    plot_pareto,
-    read_results,
-    rebuild_report,
-    write_model_card,
-    write_report,
-    write_results,
-)
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_pareto import make_result  # noqa: E402  (the one shared factory)
+from edgetl.plot import format_colour, plot_pareto
+from edgetl.report import rebuild_report, write_model_card, write_report
+from edgetl.results import read_results, read_notes, write_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -202,3 +193,19 @@ def test_model_card(tmp_path):
                    "top-1 accuracy", "top-5 accuracy", "latency p50"):
         assert needle in text, needle
     assert "uint8/int8" in text  # default input description
+
+
+def test_notes_survive_in_results_json_and_a_rebuilt_report(tmp_path):
+    rows = sweep()
+    notes = ["v2-a0.35-r96 skipped: no weights for MobileNet v2 alpha 0.35", "a | note"]
+    write_results(rows, tmp_path, notes)
+    assert read_notes(tmp_path) == notes and len(read_results(tmp_path)) == len(rows)
+    text = rebuild_report(tmp_path, None).read_text(encoding="utf-8")
+    assert "## Notes" in text and notes[0] in text
+    assert read_notes(tmp_path) == notes  # rewriting results.json keeps them
+
+
+def test_results_json_from_before_notes_still_reads(tmp_path):
+    rows = sweep()
+    (tmp_path / "results.json").write_text(json.dumps([r.to_dict() for r in rows]))
+    assert len(read_results(tmp_path)) == len(rows) and read_notes(tmp_path) == []

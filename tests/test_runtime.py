@@ -221,7 +221,8 @@ def test_bad_model_files_raise_model_file_error(tiny_models, tmp_path):
 
 def test_every_truncation_point_is_caught(tiny_models, tmp_path):
     """tflite_runtime 2.14 does not verify flatbuffers (it segfaults): the runtime's own check must catch these."""
-    from edgetl.runtime import _check_tflite_structure, _FlatbufferError, appended_zip_start
+    from edgetl.runtime import appended_zip_start
+    from edgetl.runtime.flatbuffer import FlatbufferError, check_tflite_structure
 
     data = tiny_models.int8_tflite.read_bytes()
     bare_len = appended_zip_start(data)
@@ -229,9 +230,9 @@ def test_every_truncation_point_is_caught(tiny_models, tmp_path):
     rng = np.random.default_rng(0)
     cuts = sorted(set(rng.integers(8, bare_len, 200).tolist()) | set(range(bare_len - 40, bare_len)))
     for cut in cuts:
-        with pytest.raises(_FlatbufferError):
-            _check_tflite_structure(data[:cut], cut)
-    _check_tflite_structure(data, len(data))  # the intact model passes
+        with pytest.raises(FlatbufferError):
+            check_tflite_structure(data[:cut], cut)
+    check_tflite_structure(data, len(data))  # the intact model passes
 
 
 def test_read_metadata_rejects_non_models(tiny_models, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import synthetic_images
+from conftest import set_batchnorm_statistics, synthetic_images
 from edgetl.export.tflite import BUFFER_ALIGNMENT, share_quantization_vectors
 from edgetl.runtime import embed_tflite_metadata, load_model
 
@@ -53,12 +53,7 @@ def _tiny_conv_net():
     # beta 1 keeps most ReLU6 units active, so int8 features still tell the images apart.
     batch = synthetic_images(32, SIZE, seed=3).astype(np.float32)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:
-        layer.momentum = 0.0
-        layer.beta.assign(np.ones(layer.beta.shape, np.float32))
-    model(batch, training=True)
-    for layer in norms:
-        layer.momentum = 0.99
+    set_batchnorm_statistics(norms, lambda x: model(x, training=True), batch, beta=1.0)
     # A head scaled to the features' spread, so the answers are confident and differ between images
     # (with random weights every image gets the same answer, and equal outputs would prove little).
     f = np.asarray(features.predict(batch, verbose=0))
@@ -70,17 +65,23 @@ def _tiny_conv_net():
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> Converted:
-    from edgetl.export import tflite
+    from edgetl.export import ModelSource, tflite
+    from edgetl.runtime import appended_zip_start
+
+    def bare(source, fmt, **kwargs) -> bytes:  # the flatbuffer without edgetl's appended metadata
+        data = tflite.convert(source, fmt, {"labels": ["a", "b", "c"]}, **kwargs)
+        return data[: appended_zip_start(data)]
 
     out = tmp_path_factory.mktemp("sharing")
     saved_model = out / "saved_model"
     _tiny_conv_net().export(str(saved_model), verbose=False)
+    source = ModelSource(None, saved_model)
     calibration = synthetic_images(16, SIZE, seed=42)
     with pytest.MonkeyPatch.context() as patch:  # the converter's own output, before convert() shares it
         patch.setattr(tflite, "share_quantization_vectors", lambda flatbuffer: flatbuffer)
-        int8 = tflite.convert(saved_model, "tflite-int8", calibration_images=calibration, io_type="uint8")
-        float32 = tflite.convert(saved_model, "tflite-float32")
-    exported = tflite.convert(saved_model, "tflite-int8", calibration_images=calibration, io_type="uint8")
+        int8 = bare(source, "tflite-int8", calibration_images=calibration, io_type="uint8")
+        float32 = bare(source, "tflite-float32")
+    exported = bare(source, "tflite-int8", calibration_images=calibration, io_type="uint8")
     shared = share_quantization_vectors(int8)
     assert exported == shared  # what `edgetl export` writes is the shared rewrite
     return Converted(int8=int8, float32=float32, shared=shared, images=synthetic_images(40, SIZE, seed=7), dir=out)

@@ -19,7 +19,9 @@ from PIL import Image
 
 from conftest import FLOWERS, WEIGHTS_DIR, copy_subset
 from edgetl.cli import main
-from edgetl.data import load_image, scan_dataset
+from edgetl.data import SplitConfig, load_image, scan_dataset
+
+pytestmark = pytest.mark.slow  # real training, conversion or sweeps: minutes
 
 CLASSES = ["daisy", "roses", "tulips"]
 PER_CLASS = 25
@@ -114,7 +116,7 @@ def test_run_directory_has_the_documented_files(trained):
     m = run["metrics"]
     for key in ("train_accuracy", "validation_accuracy", "test_accuracy"):
         assert 0.0 <= m[key] <= 1.0, key
-    ds = scan_dataset(trained.image_dir, VAL, TEST)
+    ds = scan_dataset(trained.image_dir, SplitConfig(VAL, TEST))
     assert (m["num_train"], m["num_validation"], m["num_test"]) == tuple(
         len(ds.split(s)) for s in ("training", "validation", "testing")
     )
@@ -126,7 +128,7 @@ def test_float_tflite_agrees_with_the_keras_model_on_the_test_images(trained):
 
     from edgetl.runtime import load_model
 
-    ds = scan_dataset(trained.image_dir, VAL, TEST)
+    ds = scan_dataset(trained.image_dir, SplitConfig(VAL, TEST))
     test = ds.split("testing")
     assert len(test) >= 5
     pixels = np.stack([load_image(r.path, RES) for r in test])
@@ -181,7 +183,7 @@ def test_print_misclassified_test_images_lists_them(trained):
     expected = round(m["num_test"] * (1 - m["test_accuracy"]))
     assert len(lines) == expected
     assert expected > 0, "the tiny model got every test image right; this check needs at least one miss"
-    test_paths = {str(r.path) for r in scan_dataset(trained.image_dir, VAL, TEST).split("testing")}
+    test_paths = {str(r.path) for r in scan_dataset(trained.image_dir, SplitConfig(VAL, TEST)).split("testing")}
     for path, truth, predicted in lines:
         assert path in test_paths
         assert Path(path).parent.name == truth and truth != predicted and predicted in CLASSES

@@ -80,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--tolerance", type=float, default=0.15)
     args = p.parse_args(argv)
-    rows = json.loads((args.sweep_dir / "results.json").read_text())
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from edgetl.bench import measure
+    from edgetl.bench import BenchConfig, measure
+    from edgetl.results import read_results
+
+    rows = [r.to_dict() for r in read_results(args.sweep_dir)]
 
     worst = 0.0
     print(f"{'point':16} {'format':15} {'sweep p50':>9} {'edgetl now':>10} {'plain now':>9} {'ratio':>6}")
@@ -92,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         path = (args.sweep_dir / r["path"]).resolve()
         images = args.sweep_dir / "points" / r["point"] / "test_images.npz"
         # Back to back, so both methods see the same machine load; the sweep's own figure is shown too.
-        edgetl_now = statistics.median(measure(path, images, r["num_threads"], args.runs, 0.0).latencies_ms)
+        edgetl_now = statistics.median(measure(path, images, BenchConfig(
+            num_threads=r["num_threads"], min_timed_runs=args.runs, min_timed_seconds=0.0,
+            max_timed_runs=max(args.runs, BenchConfig.max_timed_runs))).latencies_ms)
         plain = plain_median(path, r["num_threads"], args.runs)
         ratio = edgetl_now / plain
         worst = max(worst, abs(ratio - 1))

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgetl.data import decode_images, scan_dataset  # noqa: E402
+from edgetl.data import SplitConfig, decode_images, scan_dataset  # noqa: E402
 from edgetl.export import ARTIFACTS_DIR, FORMATS  # noqa: E402
 from edgetl.runtime import load_model, read_metadata  # noqa: E402
 
@@ -30,7 +30,7 @@ SPLITS = ("validation", "testing")
 
 def heldout_images(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     run = json.loads((run_dir / "run.json").read_text())
-    dataset = scan_dataset(run["image_dir"], run["validation_percentage"], run["testing_percentage"])
+    dataset = scan_dataset(run["image_dir"], SplitConfig(run["validation_percentage"], run["testing_percentage"]))
     size = int(run["backbone"]["resolution"])
     out = {}
     for split in SPLITS:

@@ -13,7 +13,6 @@ TensorFlow-free (numpy + Pillow via edgetl.data), like edgetl.data itself.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from edgetl.data import PREPROCESSING, Dataset, ImageRecord, load_image
-from edgetl.export import ExportError, atomic_write_json
+from edgetl.export.formats import ExportError
+from edgetl.files import atomic_write_json, sha256_file
 
 MANIFEST_KIND = "edgetl-calibration-manifest"
 MANIFEST_FORMAT_VERSION = 1
@@ -40,14 +40,6 @@ class CalibrationSet:
     images: np.ndarray  # float32 (N, R, R, 3), pixels 0..255, in manifest order
     manifest: dict
     notes: list[str] = field(default_factory=list)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _relative_posix(path: Path, root: Path) -> str:
@@ -74,7 +66,7 @@ def candidate_order(dataset: Dataset) -> dict[str, list[ImageRecord]]:
     return by_class
 
 
-def build_calibration_set(dataset: Dataset, resolution: int, num_images: int = 200) -> CalibrationSet:
+def build_calibration_set(dataset: Dataset, resolution: int, num_images: int) -> CalibrationSet:
     """Draw `num_images` training images, balanced across classes, and decode them as at inference.
 
     Round robin over classes: counts differ by at most one unless a class runs out, in which case
@@ -176,7 +168,7 @@ def calibration_set_from_manifest(
         paths.append(p)
         if not p.is_file():
             missing.append(str(p))
-        elif file_sha256(p) != entry["sha256"]:
+        elif sha256_file(p) != entry["sha256"]:
             changed.append(str(p))
     if missing or changed:
         parts = []

@@ -6,14 +6,11 @@ Returns serialized ModelProto bytes with the edgetl metadata in `metadata_props`
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 INPUT_NAME = "image"
 
@@ -27,7 +24,7 @@ def to_onnx_float(model, opset: int | None = None):
     import tensorflow as tf
     import tf2onnx
 
-    from . import ONNX_OPSET
+    from .formats import ONNX_OPSET
 
     shape = tuple(model.inputs[0].shape)  # (None, R, R, 3)
     spec = (tf.TensorSpec((None, *shape[1:]), tf.float32, name=INPUT_NAME),)
@@ -157,20 +154,27 @@ def quantize_int8(float_proto, calibration_images: np.ndarray):
 
 
 def with_metadata(proto, metadata: dict):
-    """Put `edgetl` (JSON) and `labels` (newline-joined) into metadata_props, replacing old ones."""
-    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in ("edgetl", "labels")]
+    """Put the edgetl JSON and the newline-joined labels into metadata_props, replacing old ones."""
+    from edgetl.runtime import ONNX_LABELS_KEY, ONNX_METADATA_KEY
+
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in (ONNX_METADATA_KEY, ONNX_LABELS_KEY)]
     del proto.metadata_props[:]
-    for key, value in keep + [("edgetl", json.dumps(metadata)), ("labels", "\n".join(metadata["labels"]))]:
+    ours = [(ONNX_METADATA_KEY, json.dumps(metadata)), (ONNX_LABELS_KEY, "\n".join(metadata["labels"]))]
+    for key, value in keep + ours:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     return proto
 
 
-def convert(model, fmt: str, metadata: dict, calibration_images: np.ndarray | None = None) -> bytes:
-    """Serialized ONNX model of `fmt` (onnx-float32 or onnx-int8), metadata included."""
+def convert(source, fmt: str, metadata: dict, calibration_images: np.ndarray | None = None,
+            io_type: str = "uint8") -> bytes:
+    """The serialized ONNX model of `fmt` (onnx-float32 or onnx-int8) from `source.keras_model`, metadata included.
+
+    `source` is an `edgetl.export.artifact.ModelSource`; `io_type` is unused (ONNX inputs are float32).
+    """
     if fmt not in ("onnx-float32", "onnx-int8"):
         raise ValueError(f"not an ONNX format: {fmt!r}")
-    proto = to_onnx_float(model)
+    proto = to_onnx_float(source.keras_model)
     if fmt == "onnx-int8":
         if calibration_images is None or len(calibration_images) == 0:
             raise ValueError("onnx-int8 needs calibration images")

@@ -1,8 +1,4 @@
-"""TFLite conversions, all from the SavedModel (the route Google's converter supports best).
-
-Returns flatbuffer bytes without metadata; `edgetl.export.export_artifact` embeds the metadata and
-writes the file.
-"""
+"""TFLite conversions, all from the SavedModel (the route Google's converter supports best)."""
 
 from __future__ import annotations
 
@@ -13,8 +9,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @contextlib.contextmanager
@@ -53,20 +47,16 @@ def _representative(images: np.ndarray):
     return gen
 
 
-def convert(
-    saved_model_dir: str | Path,
-    fmt: str,
-    calibration_images: np.ndarray | None = None,
-    io_type: str = "uint8",
-) -> bytes:
-    """Flatbuffer bytes of `fmt` (one of the tflite-* FORMATS) from a SavedModel.
+def convert(source, fmt: str, metadata: dict, calibration_images: np.ndarray | None = None,
+            io_type: str = "uint8") -> bytes:
+    """The .tflite file of `fmt` (one of the tflite-* FORMATS) from `source.saved_model_dir`, metadata appended.
 
-    For tflite-int8, `io_type` uint8 keeps the input as raw pixels (scale 1, zero point 0) so a
+    `source` is an `edgetl.export.artifact.ModelSource`. For tflite-int8, `io_type` uint8 keeps the input as raw pixels (scale 1, zero point 0) so a
     camera frame goes in untouched; int8 shifts by 128; float32 adds quantize/dequantize ops.
     """
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
     if fmt == "tflite-float32":
         pass
     elif fmt == "tflite-float16":
@@ -98,14 +88,10 @@ def convert(
         tail = "".join(log)[-2000:].strip()
         raise RuntimeError(f"TFLite conversion to {fmt} failed: {error}" + (f"\nconverter log:\n{tail}" if tail else "")) from error
     # Lossless, and what brings a per-channel int8 MobileNetV2 from 30.7% to 28.1% of the float file.
-    return share_quantization_vectors(bytes(data))
-
-
-def with_metadata(flatbuffer: bytes, metadata: dict) -> bytes:
-    """Flatbuffer + the appended metadata archive (edgetl.runtime's format, byte-for-byte reproducible)."""
+    data = share_quantization_vectors(bytes(data))
     from edgetl.runtime import embed_tflite_metadata
 
-    return embed_tflite_metadata(flatbuffer, metadata)
+    return embed_tflite_metadata(data, metadata)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -195,14 +181,14 @@ def share_quantization_vectors(flatbuffer: bytes) -> bytes:
     and pack: a plain round trip gives its bytes back exactly. A model from a newer schema could carry
     fields this one does not know, and they would be dropped: use the TensorFlow that converted it.
 
-    Takes and returns the bare flatbuffer (as `convert` returns it, before `with_metadata`).
+    Takes and returns the bare flatbuffer (as the converter writes it, before the metadata is appended).
     Deterministic. Returns the input unchanged when no vector repeats (float models), when buffers live
     outside the flatbuffer (> 2 GB models: their offsets would move), or when the rewrite is not smaller.
     """
-    from edgetl.runtime import TFLITE_IDENTIFIER, appended_zip_start
+    from edgetl.runtime import TFLITE_IDENTIFIER, appended_zip_start, is_tflite
 
     flatbuffer = bytes(flatbuffer)
-    if len(flatbuffer) < 8 or flatbuffer[4:8] != TFLITE_IDENTIFIER:
+    if not is_tflite(flatbuffer):
         raise ValueError("share_quantization_vectors: not a TFLite flatbuffer (no 'TFL3' identifier)")
     if appended_zip_start(flatbuffer) is not None:  # the rewrite would silently drop the archive
         raise ValueError("share_quantization_vectors: metadata is appended; pass the bare flatbuffer")

@@ -1,0 +1,67 @@
+"""Convert a model into one format and write the artifact atomically, its metadata embedded.
+
+Each converter module (`edgetl.export.tflite`, `edgetl.export.onnx`) has the same signature,
+``convert(source, fmt, metadata, calibration_images, io_type) -> bytes``, as Keras' exporters share one;
+the format table says which module a format belongs to.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgetl.files import atomic_write_bytes
+
+from .formats import FORMATS, ExportError, check_io_type
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A trained model in the two forms the converters read: Keras (tf2onnx) and its SavedModel (TFLite)."""
+
+    keras_model: object
+    saved_model_dir: Path
+
+
+def artifact_metadata(run: dict, fmt: str) -> dict:
+    """edgetl.json for an artifact of this run (docs/interfaces.md), built from run.json."""
+    from edgetl import __version__
+    from edgetl.data import PREPROCESSING
+
+    bb = run["backbone"]
+    return {
+        "edgetl_version": __version__,
+        "format": fmt,
+        "labels": list(run["classes"]),
+        "backbone": {k: bb[k] for k in ("version", "alpha", "resolution", "weights")},
+        "input": {"size": int(bb["resolution"]), "mean": 0.0, "std": 1.0, "preprocessing": PREPROCESSING},
+    }
+
+
+def export_artifact(source: ModelSource, fmt: str, out_path: str | Path, metadata: dict,
+                    calibration_images: np.ndarray | None = None, io_type: str = "uint8") -> Path:
+    """Convert `source` into `fmt` and write it to `out_path` atomically, metadata embedded.
+
+    `calibration_images` are float32 pixels 0..255, shape (N, R, R, 3), preprocessed exactly as at
+    inference: required for formats that need calibration. `io_type` applies to tflite-int8 only. No
+    check is run here (that needs test images and the float predictions: `edgetl.export.run` does it).
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    check_io_type(io_type)
+    spec = FORMATS[fmt]
+    if spec.needs_calibration:
+        if calibration_images is None or len(calibration_images) == 0:
+            raise ExportError(f"{fmt} needs calibration images (representative dataset); none were given")
+        calibration_images = np.asarray(calibration_images, dtype=np.float32)
+    metadata = json.loads(json.dumps(metadata, default=str))  # deep copy, JSON-clean
+    metadata["format"] = fmt
+    if fmt == "tflite-int8":
+        metadata.setdefault("input", {})["dtype"] = io_type
+    converter = importlib.import_module(f"edgetl.export.{spec.runtime}")
+    data = converter.convert(source, fmt, metadata, calibration_images, io_type)
+    return atomic_write_bytes(out_path, data)

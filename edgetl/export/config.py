@@ -1,0 +1,46 @@
+"""`ExportConfig`: every setting of `edgetl export` and of the sweep's export stage, defaults and checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgetl.runtime import DEFAULT_NUM_THREADS, check_num_threads
+
+from .formats import FORMATS, IO_TYPES, ExportError, check_formats, check_io_type
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How a trained run becomes artifacts. Validated on construction, so a bad flag fails before any work.
+
+    `num_calibration_images` are drawn from the training split (balanced across classes) for formats
+    that need calibration, unless `calibration_manifest` names the images to reuse (bit-identical int8).
+    `bias_correction` converts int8 formats from a copy of the model whose biases compensate the mean
+    shift of int8-rounded weights. `num_threads` runs the artifacts during their checks.
+    """
+
+    formats: tuple[str, ...] = tuple(FORMATS)
+    io_type: str = IO_TYPES[0]
+    num_calibration_images: int = 200
+    calibration_manifest: Path | None = None
+    bias_correction: bool = True
+    num_threads: int = DEFAULT_NUM_THREADS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "formats", check_formats(self.formats))
+        check_io_type(self.io_type)
+        if isinstance(self.num_calibration_images, bool) or not isinstance(self.num_calibration_images, int) \
+                or self.num_calibration_images < 1:
+            raise ExportError(f"the number of calibration images must be a whole number >= 1, "
+                              f"got {self.num_calibration_images!r}")
+        try:
+            check_num_threads(self.num_threads)
+        except ValueError as e:
+            raise ExportError(str(e)) from None
+        if self.calibration_manifest is not None:
+            object.__setattr__(self, "calibration_manifest", Path(self.calibration_manifest))
+
+    @property
+    def needs_calibration(self) -> bool:
+        return any(FORMATS[f].needs_calibration for f in self.formats)

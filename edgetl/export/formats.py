@@ -1,0 +1,146 @@
+"""The table of formats every stage agrees on, and the flags that name them.
+
+One row per artifact kind: its file suffix, the runtime that loads it, how it is quantized, whether it
+needs calibration images, the thresholds of its check against the float Keras model, and its plot
+colour. Import-light (stdlib only): the CLI, reports and plots read it without TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ExportError(ValueError):
+    """A problem the user can fix: not a run directory, bad flags, a stale calibration manifest.
+
+    The CLI prints the message alone (no traceback), so messages say what is wrong and what to do.
+    """
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One exportable artifact kind."""
+
+    name: str  # e.g. "tflite-int8": file name stem, key in export.json, `format` in the metadata
+    suffix: str  # ".tflite" | ".onnx"
+    runtime: str  # "tflite" | "onnx": the edgetl.runtime backend that loads it, and the converter module
+    quantization: str  # one of QUANTIZATIONS
+    needs_calibration: bool  # needs representative images (and writes a calibration manifest)
+    min_agreement: float  # least share of test images whose top-1 equals the Keras model's
+    max_abs_diff: float | None  # largest |p_artifact - p_keras| allowed; None: not checked (quantized)
+    colour: str  # plot colour, the same in every sweep's plot
+    description: str
+
+    @property
+    def quantized(self) -> bool:
+        """Integer weights: probabilities move by design, so only agreement is checked."""
+        return self.quantization in ("dynamic", "int8")
+
+
+# Check thresholds. Float conversions should be numerically the same model: a flipped top-1 or a
+# visible probability change means the converter did something wrong. Quantized ones may move
+# borderline images, but losing more than 5% agreement means calibration or conversion is broken.
+# float16 weights alone move MobileNet probabilities by ~0.01-0.015 (the Keras model with its weights
+# rounded to float16 differs from itself by as much), so 1e-3 would fail every float16 export; 0.05
+# still catches a broken conversion (those differ by tenths).
+FORMATS: dict[str, FormatSpec] = {
+    spec.name: spec
+    for spec in (
+        FormatSpec(name="tflite-float32", suffix=".tflite", runtime="tflite", quantization="float32",
+                   needs_calibration=False, min_agreement=0.995, max_abs_diff=1e-3, colour="#1f77b4",
+                   description="TFLiteConverter.from_saved_model, float32 weights and activations"),
+        FormatSpec(name="tflite-float16", suffix=".tflite", runtime="tflite", quantization="float16",
+                   needs_calibration=False, min_agreement=0.995, max_abs_diff=5e-2, colour="#17becf",
+                   description="float16 weights (half the size), float32 input and compute on CPU"),
+        FormatSpec(name="tflite-dynamic", suffix=".tflite", runtime="tflite", quantization="dynamic",
+                   needs_calibration=False, min_agreement=0.95, max_abs_diff=None, colour="#9467bd",
+                   description="dynamic-range: int8 weights, float activations, float32 input"),
+        FormatSpec(name="tflite-int8", suffix=".tflite", runtime="tflite", quantization="int8",
+                   needs_calibration=True, min_agreement=0.95, max_abs_diff=None, colour="#d62728",
+                   description="full integer (TFLITE_BUILTINS_INT8) from a representative dataset; "
+                               "uint8 input by default"),
+        FormatSpec(name="onnx-float32", suffix=".onnx", runtime="onnx", quantization="float32",
+                   needs_calibration=False, min_agreement=0.995, max_abs_diff=1e-3, colour="#2ca02c",
+                   description="tf2onnx from the Keras model, dynamic batch, float32"),
+        FormatSpec(name="onnx-int8", suffix=".onnx", runtime="onnx", quantization="int8",
+                   needs_calibration=True, min_agreement=0.95, max_abs_diff=None, colour="#bcbd22",
+                   description="onnxruntime static quantization (QDQ, per-channel int8 weights, uint8 "
+                               "activations), float32 input"),
+    )
+}
+RUNTIMES = ("tflite", "onnx")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+IO_TYPES = ("uint8", "int8", "float32")  # input/output type of tflite-int8; the first is the default
+ONNX_OPSET = 17
+# Bump when a converter recipe changes what an artifact contains: the sweep re-exports on a change.
+# 2: int8 formats are converted from the bias-corrected model (edgetl.export.bias_correction), and
+#    TFLite files store each distinct quantization vector once (tflite.share_quantization_vectors).
+RECIPE_VERSION = 2
+
+
+def check_formats(names) -> tuple[str, ...]:
+    """The format names, de-duplicated in order; ExportError listing the valid ones for any other."""
+    names = tuple(dict.fromkeys(names))
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown or not names:
+        raise ExportError(
+            f"unknown format(s) {', '.join(map(repr, unknown)) or '(none)'}; valid: {', '.join(FORMATS)}"
+        )
+    return names
+
+
+def check_io_type(io_type: str) -> str:
+    if io_type not in IO_TYPES:
+        raise ExportError(f"unknown io_type {io_type!r}; valid: {', '.join(IO_TYPES)}")
+    return io_type
+
+
+def _split_list(value: str, flag: str, valid: tuple[str, ...]) -> list[str]:
+    items = [v.strip().lower() for v in str(value).split(",") if v.strip()]
+    if not items:
+        raise ExportError(f"{flag} is empty; valid values: {', '.join(valid)}")
+    return items
+
+
+def formats_from_flags(format: str, quantize: str) -> tuple[list[str], list[str]]:
+    """Turn `--format tflite,onnx --quantize int8,...` into FORMATS names, plus notes on skipped combos.
+
+    A combination that does not exist (onnx + float16) is skipped with a note rather than an error,
+    so `--format tflite,onnx --quantize all` does the obvious thing; an unknown word is an error
+    listing the valid ones, because a typo silently exporting nothing is worse.
+    `--format` also accepts full format names (e.g. `tflite-int8`), which ignore `--quantize`.
+    """
+    runtimes = _split_list(format, "--format", RUNTIMES)
+    quants = _split_list(quantize, "--quantize", QUANTIZATIONS + ("all",))
+    bad = [r for r in runtimes if r not in RUNTIMES and r not in FORMATS]
+    if bad:
+        raise ExportError(
+            f"unknown --format {', '.join(map(repr, bad))}; valid: {', '.join(RUNTIMES)} "
+            f"(comma-separated), or a full format name: {', '.join(FORMATS)}"
+        )
+    bad = [q for q in quants if q not in QUANTIZATIONS and q != "all"]
+    if bad:
+        raise ExportError(
+            f"unknown --quantize {', '.join(map(repr, bad))}; valid: {', '.join(QUANTIZATIONS)} or all "
+            "(comma-separated)"
+        )
+    explicit = "all" not in quants
+    wanted = [q for q in QUANTIZATIONS if q in quants] if explicit else list(QUANTIZATIONS)
+    names: list[str] = []
+    notes: list[str] = []
+    for runtime in runtimes:
+        if runtime in FORMATS:
+            candidates = [runtime]
+        else:
+            candidates = [f"{runtime}-{q}" for q in wanted if f"{runtime}-{q}" in FORMATS]
+            if explicit:
+                have = ", ".join(n for n in FORMATS if n.startswith(runtime + "-"))
+                notes += [f"skipping {runtime} + {q}: no such format ({runtime} exports {have})"
+                          for q in wanted if f"{runtime}-{q}" not in FORMATS]
+        names += [n for n in candidates if n not in names]
+    if not names:
+        raise ExportError(
+            f"nothing to export for --format {format} --quantize {quantize}; "
+            f"formats that exist: {', '.join(FORMATS)}"
+        )
+    return names, notes

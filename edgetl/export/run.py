@@ -1,0 +1,366 @@
+"""Export a trained run: for each format, a convert step, then a check step against the float Keras model.
+
+The check runs the artifact on the test split through `edgetl.runtime` (the same code path a device
+uses) and compares it with the float Keras model. A conversion that silently changed the model's
+behaviour is the expensive failure on a device; catching it here, next to the float model, is cheap.
+
+`load_run_inputs` loads what every format of one run shares (the Keras model, the test images, the
+float predictions) once; `export_format` is one unit of work (one format of one run); `export_run` is
+the loop `edgetl export` and the sweep call.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgetl.files import atomic_write_json, one_line
+
+from .artifact import ModelSource, artifact_metadata, export_artifact
+from .config import ExportConfig
+from .formats import FORMATS, ExportError
+
+EXPORT_SUMMARY = "export.json"
+ARTIFACTS_DIR = "artifacts"
+PREDICT_BATCH = 64
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ExportResult:
+    """What one format's export produced and how its check went (one entry of export.json)."""
+
+    format: str
+    path: Path | None  # None when the conversion itself failed
+    size_bytes: int
+    keras_test_accuracy: float
+    test_accuracy: float | None
+    agreement: float | None  # share of test images where the artifact's top-1 equals Keras' top-1
+    max_abs_diff: float | None  # largest |p_artifact - p_keras|; None for quantized formats
+    status: str  # "ok", "check failed: ...", "export failed: ...", "load failed: ..."
+    seconds: float
+    calibration_manifest: Path | None = None
+    num_test_images: int = 0
+    io_type: str | None = None  # input/output type of tflite-int8; None elsewhere
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self, relative_to: Path | None = None) -> dict:
+        d = asdict(self)
+        for key in ("path", "calibration_manifest"):
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = _relative(Path(value), relative_to)
+        return d
+
+
+def _relative(path: Path, base: Path | None) -> str:
+    if base is None:
+        return str(path)
+    try:
+        return str(Path(path).resolve().relative_to(Path(base).resolve()))
+    except ValueError:
+        return str(path)
+
+
+@dataclass
+class RunInputs:
+    """What every format of one run shares, loaded once per run."""
+
+    run_dir: Path
+    run: dict
+    source: ModelSource  # the model as trained
+    dataset: object  # edgetl.data.Dataset
+    test_images: np.ndarray  # uint8 (N, R, R, 3)
+    test_labels: np.ndarray
+    keras_probs: np.ndarray
+    notes: list[str]
+    calibration: object = None  # edgetl.export.calibration.CalibrationSet, drawn on first need
+    int8_source: ModelSource | None = None  # bias-corrected copy, built on first need
+    temp_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def keras_accuracy(self) -> float:
+        return float((self.keras_probs.argmax(1) == self.test_labels).mean())
+
+    def cleanup(self) -> None:
+        for temp in self.temp_dirs:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def read_run(run_dir: Path) -> dict:
+    """run.json of a finished `edgetl train` run, checked; ExportError saying what is wrong otherwise."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ExportError(f"{run_dir} is not a directory; --run expects the output folder of `edgetl train`")
+    run_json = run_dir / "run.json"
+    if not run_json.is_file():
+        raise ExportError(
+            f"{run_dir} is not a finished edgetl run (no run.json); train one with "
+            "`edgetl train --image_dir ... --output_dir ...`"
+        )
+    try:
+        run = json.loads(run_json.read_text())
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{run_json} is not readable JSON: {e}") from e
+    missing = [k for k in ("image_dir", "classes", "backbone") if k not in run]
+    if not missing:
+        missing = [f"backbone.{k}" for k in ("version", "alpha", "resolution", "weights") if k not in run["backbone"]]
+    if missing:
+        raise ExportError(f"{run_json} lacks {', '.join(missing)}; was it written by `edgetl train`?")
+    if not (run_dir / "model.keras").is_file():
+        raise ExportError(f"{run_dir} has run.json but no model.keras; re-run `edgetl train`")
+    return run
+
+
+def load_keras_model(path: Path):
+    """model.keras of a run (TF Hub backbones register their layer first); ExportError when it won't load."""
+    import keras
+
+    from edgetl.backbones import register_custom_layers
+
+    register_custom_layers()
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:
+        raise ExportError(f"cannot load {path}: {type(e).__name__}: {one_line(e)}") from e
+
+
+def _keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
+    out = []
+    for i in range(0, len(images_uint8), PREDICT_BATCH):
+        batch = images_uint8[i : i + PREDICT_BATCH].astype(np.float32)
+        out.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32))
+    return np.concatenate(out)
+
+
+def _run_dataset(run: dict):
+    from edgetl.data import DatasetError, SplitConfig, scan_dataset
+
+    split = SplitConfig(run.get("validation_percentage", SplitConfig.validation_percentage),
+                        run.get("testing_percentage", SplitConfig.testing_percentage))
+    try:
+        dataset = scan_dataset(run["image_dir"], split)
+    except DatasetError as e:
+        raise ExportError(f"cannot re-read the run's dataset (needed for the test split and calibration): {e}") from e
+    return dataset
+
+
+def load_run_inputs(run_dir: Path, dataset=None) -> RunInputs:
+    """Read a run and everything its formats share. `dataset` (already scanned by a sweep) saves a scan."""
+    from edgetl.data import decode_images
+
+    run = read_run(run_dir)
+    dataset = dataset if dataset is not None else _run_dataset(run)
+    if list(dataset.classes) != list(run["classes"]):
+        raise ExportError(
+            f"the classes in {run['image_dir']} ({', '.join(dataset.classes)}) are not the ones the run was "
+            f"trained on ({', '.join(run['classes'])}); re-train, or restore the dataset"
+        )
+    test_images, test_records, failed = decode_images(dataset.split("testing"), int(run["backbone"]["resolution"]))
+    notes = [f"test image skipped: {f}" for f in failed]
+    if not len(test_images):
+        raise ExportError(f"no decodable test images in {run['image_dir']}; cannot check any artifact")
+    model = load_keras_model(run_dir / "model.keras")
+    saved_model_dir = run_dir / "saved_model"
+    temp_dirs = []
+    if not (saved_model_dir / "saved_model.pb").is_file():
+        # Older or hand-made run: re-create the SavedModel outside the run dir (it may be read-only).
+        saved_model_dir = Path(tempfile.mkdtemp(prefix="edgetl-saved-model-"))
+        temp_dirs.append(saved_model_dir)
+        model.export(str(saved_model_dir), verbose=False)
+        notes.append(f"{run_dir}/saved_model missing; re-exported it from model.keras")
+    labels = np.array([r.label_index for r in test_records], dtype=np.int64)
+    return RunInputs(run_dir=run_dir, run=run, source=ModelSource(model, saved_model_dir), dataset=dataset,
+                     test_images=test_images, test_labels=labels, keras_probs=_keras_predict(model, test_images),
+                     notes=notes, temp_dirs=temp_dirs)
+
+
+def _calibration(inputs: RunInputs, config: ExportConfig, log: Log):
+    """The calibration set of this run: from the manifest when one is given, else drawn from the training split."""
+    from . import calibration as calib
+
+    if inputs.calibration is None:
+        resolution = int(inputs.run["backbone"]["resolution"])
+        if config.calibration_manifest is not None:
+            inputs.calibration = calib.calibration_set_from_manifest(
+                calib.load_manifest(config.calibration_manifest), resolution, fallback_root=inputs.run["image_dir"])
+        else:
+            inputs.calibration = calib.build_calibration_set(inputs.dataset, resolution, config.num_calibration_images)
+        for note in inputs.calibration.notes:
+            log(f"note: {note}")
+    return inputs.calibration
+
+
+def _int8_source(inputs: RunInputs, config: ExportConfig, log: Log) -> ModelSource:
+    """The model int8 formats are converted from: bias-corrected once per run, or the model as trained."""
+    if not config.bias_correction:
+        return inputs.source
+    if inputs.int8_source is None:
+        from .bias_correction import correct_biases
+
+        model = load_keras_model(inputs.run_dir / "model.keras")  # a copy to change
+        report = correct_biases(model, _calibration(inputs, config, log).images)
+        log(f"note: int8 bias correction: {report.layers} layer(s) shifted by up to {report.max_shift:.3g}, "
+            f"from {report.images} calibration images")
+        saved_model_dir = Path(tempfile.mkdtemp(prefix="edgetl-int8-saved-model-"))
+        inputs.temp_dirs.append(saved_model_dir)
+        model.export(str(saved_model_dir), verbose=False)
+        inputs.int8_source = ModelSource(model, saved_model_dir)
+    return inputs.int8_source
+
+
+def check_status(fmt: str, agreement: float, max_abs_diff: float | None) -> str:
+    """"ok", or why the artifact is badly off from the float model (thresholds in the format table)."""
+    spec = FORMATS[fmt]
+    problems = []
+    if agreement < spec.min_agreement:
+        problems.append(f"agreement {agreement:.1%} < {spec.min_agreement * 100:g}%")
+    if spec.max_abs_diff is not None and max_abs_diff is not None and not max_abs_diff <= spec.max_abs_diff:
+        problems.append(f"max |probability diff| {max_abs_diff:.2g} > {spec.max_abs_diff:g}")
+    return "ok" if not problems else "check failed: " + "; ".join(problems)
+
+
+def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: Path, log: Log) -> dict:
+    """Write the artifact; returns what export.json records about how it was made."""
+    from . import calibration as calib
+
+    spec = FORMATS[fmt]
+    metadata = artifact_metadata(inputs.run, fmt)
+    if not spec.needs_calibration:
+        export_artifact(inputs.source, fmt, out_path, metadata, io_type=config.io_type)
+        return {}
+    calibration = _calibration(inputs, config, log)
+    metadata["bias_correction"] = config.bias_correction
+    export_artifact(_int8_source(inputs, config, log), fmt, out_path, metadata,
+                    calibration_images=calibration.images, io_type=config.io_type)
+    manifest_path = out_path.parent / f"{fmt}.calibration.json"
+    calib.write_manifest(manifest_path, calibration.manifest)
+    return {"calibration_manifest": manifest_path, "num_calibration_images": len(calibration.images),
+            "bias_correction": config.bias_correction}
+
+
+def _check_step(inputs: RunInputs, fmt: str, out_path: Path, num_threads: int) -> dict:
+    """Run the artifact on the test split and compare it with the Keras model."""
+    from edgetl.runtime import load_model
+
+    try:
+        probs = np.asarray(load_model(out_path, num_threads).predict(inputs.test_images, batch_size=PREDICT_BATCH),
+                           np.float32)
+        if probs.shape != inputs.keras_probs.shape:
+            raise ValueError(f"output shape {probs.shape}, expected {inputs.keras_probs.shape}")
+    except Exception as e:
+        return {"status": f"load failed: {type(e).__name__}: {one_line(e)}"}
+    agreement = float((probs.argmax(1) == inputs.keras_probs.argmax(1)).mean())
+    max_diff = None if FORMATS[fmt].quantized else float(np.abs(probs - inputs.keras_probs).max())
+    return {"test_accuracy": float((probs.argmax(1) == inputs.test_labels).mean()), "agreement": agreement,
+            "max_abs_diff": max_diff, "status": check_status(fmt, agreement, max_diff)}
+
+
+def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -> ExportResult:
+    """One unit of work: convert one format of one run, check it, record it in export.json.
+
+    A converter crash or a failed check is the result's status, not an exception, so one bad format
+    never costs the others; problems with the inputs themselves (flags, manifest) raise ExportError.
+    """
+    spec = FORMATS[fmt]
+    started = time.time()
+    artifacts_dir = inputs.run_dir / ARTIFACTS_DIR
+    out_path = artifacts_dir / f"{fmt}{spec.suffix}"
+    common = {"format": fmt, "keras_test_accuracy": inputs.keras_accuracy,
+              "num_test_images": len(inputs.test_labels), "io_type": config.io_type if fmt == "tflite-int8" else None}
+    try:
+        made = _convert_step(inputs, fmt, config, out_path, log)
+    except ExportError:
+        raise
+    except Exception as e:  # a converter crash on one format must not lose the others
+        result = ExportResult(**common, path=None, size_bytes=0, test_accuracy=None, agreement=None, max_abs_diff=None,
+                              status=f"export failed: {type(e).__name__}: {one_line(e)}",
+                              seconds=round(time.time() - started, 2))
+        log(f"{fmt}: {result.status}")
+        _merge_summary(inputs.run_dir, result, {})
+        return result
+    checked = {"test_accuracy": None, "agreement": None, "max_abs_diff": None,
+               **_check_step(inputs, fmt, out_path, config.num_threads)}
+    result = ExportResult(**common, **checked, path=out_path, size_bytes=out_path.stat().st_size,
+                          seconds=round(time.time() - started, 2),
+                          calibration_manifest=made.pop("calibration_manifest", None))
+    _merge_summary(inputs.run_dir, result, {"description": spec.description, **made})
+    if not result.ok:
+        log(f"{fmt}: {result.status} (artifact kept at {out_path})")
+    return result
+
+
+def _merge_summary(run_dir: Path, result: ExportResult, extra: dict) -> None:
+    """Update this format's entry of export.json, keeping the others (exports may be done one by one)."""
+    from edgetl import __version__
+
+    path = run_dir / ARTIFACTS_DIR / EXPORT_SUMMARY
+    summary: dict = {}
+    if path.is_file():
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            summary = {}
+    formats = summary.get("formats") if isinstance(summary.get("formats"), dict) else {}
+    formats[result.format] = {**result.to_dict(relative_to=run_dir), **extra}
+    summary.update(edgetl_version=__version__, run=str(run_dir.resolve()),
+                   formats={k: formats[k] for k in sorted(formats)})
+    atomic_write_json(path, summary)
+
+
+def read_export_summary(run_dir: Path) -> dict:
+    """The `formats` entries of RUN/artifacts/export.json ({} when there is none or it is unreadable)."""
+    try:
+        formats = json.loads((Path(run_dir) / ARTIFACTS_DIR / EXPORT_SUMMARY).read_text()).get("formats", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return formats if isinstance(formats, dict) else {}
+
+
+def export_run(run_dir: str | Path, config: ExportConfig = ExportConfig(), log: Log | None = None,
+               progress: bool = True, dataset=None) -> list[ExportResult]:
+    """Export and check each format of `config` for one run; the loop `edgetl export` and the sweep share.
+
+    Artifacts land in RUN/artifacts/<format><suffix>; int8 ones get <format>.calibration.json beside
+    them; RUN/artifacts/export.json gets one entry per format, merged with earlier exports. Checks
+    always compare with the run's own model, also for int8 formats converted from the bias-corrected
+    copy. Problems with the inputs (run dir, manifest) raise ExportError before anything is written.
+    """
+    from tqdm import tqdm
+
+    from . import calibration as calib
+
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)  # fail fast, before TensorFlow loads, on a wrong --run or a stale manifest
+    from_manifest = None
+    if config.needs_calibration and config.calibration_manifest is not None:
+        from_manifest = calib.calibration_set_from_manifest(
+            calib.load_manifest(config.calibration_manifest), int(run["backbone"]["resolution"]),
+            fallback_root=run["image_dir"])
+    inputs = load_run_inputs(run_dir, dataset)
+    inputs.calibration = from_manifest
+    try:
+        for note in inputs.notes + (from_manifest.notes if from_manifest else []):
+            log(f"note: {note}")
+        (run_dir / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
+        results = []
+        with tqdm(config.formats, desc="export", unit="format", disable=not progress, file=sys.stderr) as bar:
+            for fmt in bar:
+                bar.set_description(fmt)
+                results.append(export_format(inputs, fmt, config, log))
+        return results
+    finally:
+        inputs.cleanup()
