@@ -51,20 +51,72 @@ class Measurement:
     latencies_ms: list[float]
     peak_rss_mb: float
     predictions: list[list[float]]  # probabilities per test image
+    load_ms: float | None = None  # load_model: read, verify and allocate (the runtime already imported)
+    first_inference_ms: float | None = None  # the first invoke after loading (lazy kernel set-up lands here)
+    other_cpu_cores: float | None = None  # mean CPU use of all other processes while latency was timed
 
     def result_fields(self, labels, classes: list[str]) -> dict:
         """The ArtifactResult fields this measurement supplies: size, accuracy figures, latency, memory."""
+        from .stats import accuracy_interval
+
         lat = latency_percentiles(self.latencies_ms)
+        predicted = np.asarray(self.predictions).argmax(axis=1) if len(self.predictions) else np.zeros(0, int)
+        _, low, high = accuracy_interval(predicted == np.asarray(labels))
+        busy = self.other_cpu_cores is not None and self.other_cpu_cores > BUSY_OTHER_CORES
         return {
             "size_bytes": self.size_bytes,
             **score(self.predictions, labels, classes),
+            "accuracy_low": low,
+            "accuracy_high": high,
             "latency_ms_p50": lat["p50"],
             "latency_ms_p90": lat["p90"],
             "latency_ms_p99": lat["p99"],
             "latency_ms_mean": lat["mean"],
+            "load_ms": self.load_ms,
+            "first_inference_ms": self.first_inference_ms,
+            "other_cpu_cores": self.other_cpu_cores,
+            "warning": (f"busy machine: other processes used {self.other_cpu_cores:.2f} cores while latency was "
+                        "timed; the latency figures are inflated" if busy else ""),
             "peak_rss_mb": self.peak_rss_mb,
             "num_test_images": len(labels),
+            "predictions": [int(p) for p in predicted],
+            "labels": [int(label) for label in labels],
         }
+
+
+#: Other processes' mean CPU use (in cores) above which a latency measurement is flagged as disturbed.
+#: An idle machine here shows 0.01-0.05; one other busy thread shows about 1.
+BUSY_OTHER_CORES = 0.25
+
+
+class CpuMonitor:
+    """CPU time used by every other process between start and `other_cores()` (Linux /proc; None elsewhere)."""
+
+    def __init__(self):
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[float, float, float] | None:
+        import os
+        import time
+
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+            with open("/proc/self/stat") as f:
+                own = f.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            return None
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+        own_ticks = int(own[11]) + int(own[12])  # utime + stime of this process (all its threads)
+        return busy / os.sysconf("SC_CLK_TCK"), own_ticks / os.sysconf("SC_CLK_TCK"), time.monotonic()
+
+    def other_cores(self) -> float | None:
+        end = self._read()
+        if self._start is None or end is None or end[2] <= self._start[2]:
+            return None
+        others = (end[0] - self._start[0]) - (end[1] - self._start[1])
+        return max(0.0, others / (end[2] - self._start[2]))
 
 
 def latency_percentiles(latencies_ms: list[float]) -> dict[str, float]:
@@ -123,13 +175,24 @@ def measure_in_process(model_path: str, images_path: str, config: BenchConfig = 
     of the runtime with the model (plus the Python interpreter), not of the benchmark's own data.
     """
     import os
+    import time
 
     from .runtime import load_model
+    from .runtime.backends import import_runtime
 
+    import_runtime(model_path)  # the Python import is not the model's start-up cost
+    started = time.perf_counter()
     model = load_model(model_path, num_threads=config.num_threads)
+    load_ms = (time.perf_counter() - started) * 1000.0
     with np.load(images_path) as data:
         first = np.array(data["images"][:1])
+    model.set_input(first[0])
+    started = time.perf_counter()
+    model.invoke()
+    first_inference_ms = (time.perf_counter() - started) * 1000.0
+    monitor = CpuMonitor()
     latencies = time_invocations(model, first[0], config)
+    other_cpu_cores = monitor.other_cores()
     peak_rss_mb = peak_rss_mib()
     with np.load(images_path) as data:
         probabilities = model.predict(data["images"])
@@ -140,6 +203,9 @@ def measure_in_process(model_path: str, images_path: str, config: BenchConfig = 
         latencies_ms=latencies,
         peak_rss_mb=peak_rss_mb,
         predictions=probabilities.astype(float).tolist(),
+        load_ms=load_ms,
+        first_inference_ms=first_inference_ms,
+        other_cpu_cores=other_cpu_cores,
     )
 
 

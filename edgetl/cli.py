@@ -105,12 +105,29 @@ def _budget_from_args(args: argparse.Namespace):
     min_accuracy = args.min_accuracy
     if min_accuracy is not None and min_accuracy > 1:
         min_accuracy /= 100.0  # accept "90" as well as "0.9"
-    return Budget(args.max_latency_ms, args.max_size_mb, min_accuracy)
+    return Budget(args.max_latency_ms, args.max_size_mb, min_accuracy, args.max_init_ms)
+
+
+def _pick_from_args(args: argparse.Namespace):
+    from .pareto import PickConfig
+
+    return PickConfig(rule=args.pick, accuracy_tolerance=args.accuracy_tolerance)
 
 
 def _add_budget_arguments(p: argparse.ArgumentParser) -> None:
+    from .pareto import PICK_RULES, PickConfig
+
+    d = PickConfig()
     p.add_argument("--max_latency_ms", type=float, default=None, help="p50 latency budget at batch 1")
     p.add_argument("--max_size_mb", type=float, default=None, help="file size budget (1 MB = 10^6 bytes)")
+    p.add_argument("--max_init_ms", type=float, default=None,
+                   help="start-up budget: load and allocate plus the first inference")
+    p.add_argument("--pick", choices=PICK_RULES, default=d.rule,
+                   help="cheapest_tied (default): the cheapest artifact tied with the most accurate one within "
+                        "budget (within --accuracy_tolerance points and not significantly worse, paired); "
+                        "most_accurate: the most accurate within budget (the knee of the front without one)")
+    p.add_argument("--accuracy_tolerance", type=float, default=d.accuracy_tolerance,
+                   help=f"points of accuracy a tied artifact may give up (default {d.accuracy_tolerance:g})")
     p.add_argument("--min_accuracy", type=float, default=None, help="minimum test top-1 (0..1 or percent)")
 
 
@@ -147,7 +164,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         image_dir=args.image_dir, output_dir=args.output_dir, points=tuple(points), split=_split_from_args(args),
         features=_features_from_args(args), head=head_config_from_args(args),
         export=export_config_from_args(args, args.formats), bench=_bench_from_args(args),
-        budget=_budget_from_args(args), force=args.force,
+        budget=_budget_from_args(args), pick=_pick_from_args(args), force=args.force,
     )
     result = sweep(config, notes)
     print(f"report: {result.report}")
@@ -178,7 +195,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         saved = json.loads((args.run_dir / "sweep.json").read_text()).get("settings", {}).get("budget", {}) \
             if (args.run_dir / "sweep.json").is_file() else {}
         budget = Budget(**saved) if saved else budget
-    print(f"report: {rebuild_report(args.run_dir, budget)}")
+    print(f"report: {rebuild_report(args.run_dir, budget, _pick_from_args(args))}")
     return 0
 
 
@@ -212,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_arguments(p)
     p.set_defaults(func=run_export_command)
 
-    from .export import add_int8_arguments
+    from .export import add_shared_export_arguments
     from .sweep import SWEEP_FORMATS
 
     p = sub.add_parser("sweep", help="train, export and benchmark a width x resolution grid; pick on the Pareto front")
@@ -223,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=Path, default=None, help="YAML/TOML grid file (overrides the three lists)")
     p.add_argument("--formats", type=_csv(str), default=list(SWEEP_FORMATS),
                    help=f"comma list of format names (default {','.join(SWEEP_FORMATS)})")
-    add_int8_arguments(p)
+    add_shared_export_arguments(p)
     _add_bench_arguments(p)
     _add_budget_arguments(p)
     _add_backbone_arguments(p)

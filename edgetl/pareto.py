@@ -19,12 +19,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from edgetl.budget import BYTES_PER_MB, Budget, _fmt_num  # noqa: F401 (re-exported)
 from edgetl.results import ArtifactResult
 
-#: Bytes per megabyte for every size budget and report. Decimal (SI) megabytes, 1 MB = 10**6 bytes,
-#: because that is what storage vendors, app stores and `ls --si` quote; a "4 MB" budget given by a
-#: product person almost always means 4,000,000 bytes, not 4 MiB.
-BYTES_PER_MB = 1_000_000
 
 #: How many near-misses :func:`pick` reports when nothing fits.
 NUM_CLOSEST = 3
@@ -108,117 +105,6 @@ def pareto_front(results: Sequence[ArtifactResult]) -> list[ArtifactResult]:
 
 
 # --------------------------------------------------------------------------------------------
-# Budget
-# --------------------------------------------------------------------------------------------
-
-
-def _fmt_num(x: float) -> str:
-    """Short human number for messages: 15 -> "15", 23.14 -> "23.1", 0.5234 -> "0.523"."""
-    if not math.isfinite(x) or abs(x) < 100:
-        return f"{x:.3g}"
-    return f"{x:.0f}"
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Deployment constraints; ``None`` means "no constraint on this axis".
-
-    * ``max_latency_ms``: upper bound on p50 latency (ms), the figure the front is built on.
-    * ``max_size_mb``: upper bound on the artifact file size in decimal megabytes
-      (1 MB = 1,000,000 bytes, see :data:`BYTES_PER_MB`).
-    * ``min_accuracy``: lower bound on top-1 accuracy as a fraction in [0, 1] (0.9, not 90).
-    """
-
-    max_latency_ms: float | None = None
-    max_size_mb: float | None = None
-    min_accuracy: float | None = None
-
-    def __post_init__(self) -> None:
-        # Caught here rather than at pick time so a typo in a config or CLI flag fails immediately.
-        for name in ("max_latency_ms", "max_size_mb"):
-            v = getattr(self, name)
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-                raise ValueError(f"budget {name} must be a number or None, got {v!r}")
-            if v < 0:
-                raise ValueError(f"budget {name} must not be negative, got {v!r}")
-            if v == 0:
-                raise ValueError(f"budget {name} must be positive (0 admits nothing), got {v!r}")
-        v = self.min_accuracy
-        if v is not None:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-                raise ValueError(f"budget min_accuracy must be a number or None, got {v!r}")
-            if v < 0:
-                raise ValueError(f"budget min_accuracy must not be negative, got {v!r}")
-            if v > 1:
-                hint = f" (did you mean {v / 100:g}?)" if v <= 100 else ""
-                raise ValueError(f"budget min_accuracy is a fraction in [0, 1], got {v!r}{hint}")
-
-    @property
-    def is_set(self) -> bool:
-        """True when at least one constraint is given (otherwise :func:`pick` picks the knee)."""
-        return any(v is not None for v in (self.max_latency_ms, self.max_size_mb, self.min_accuracy))
-
-    def describe(self) -> str:
-        """One line for reports, e.g. "p50 latency <= 15 ms, size <= 4 MB, top-1 >= 75%"."""
-        parts = []
-        if self.max_latency_ms is not None:
-            parts.append(f"p50 latency <= {_fmt_num(self.max_latency_ms)} ms")
-        if self.max_size_mb is not None:
-            parts.append(f"size <= {_fmt_num(self.max_size_mb)} MB")
-        if self.min_accuracy is not None:
-            parts.append(f"top-1 >= {_fmt_num(self.min_accuracy * 100)}%")
-        return ", ".join(parts) if parts else "none"
-
-    def _violations(self, r: ArtifactResult) -> list[tuple[str, float]]:
-        """(message, relative violation) for every constraint `r` breaks; empty when it fits."""
-        out: list[tuple[str, float]] = []
-        if self.max_latency_ms is not None and r.latency_ms_p50 > self.max_latency_ms:
-            out.append((
-                f"latency {_fmt_num(r.latency_ms_p50)} ms > {_fmt_num(self.max_latency_ms)} ms",
-                (r.latency_ms_p50 - self.max_latency_ms) / self.max_latency_ms,
-            ))
-        if self.max_size_mb is not None:
-            size_mb = r.size_bytes / BYTES_PER_MB
-            if size_mb > self.max_size_mb:
-                out.append((
-                    f"size {size_mb:.2f} MB > {_fmt_num(self.max_size_mb)} MB",
-                    (size_mb - self.max_size_mb) / self.max_size_mb,
-                ))
-        if self.min_accuracy is not None and r.accuracy < self.min_accuracy:
-            out.append((
-                f"accuracy {r.accuracy * 100:.1f}% < {_fmt_num(self.min_accuracy * 100)}%",
-                # min_accuracy > accuracy >= 0 here, so the division is safe.
-                (self.min_accuracy - r.accuracy) / self.min_accuracy,
-            ))
-        return out
-
-    def fits(self, r: ArtifactResult) -> bool:
-        """True when `r` benchmarked fine and meets every constraint that is set (limits inclusive)."""
-        return is_ok(r) and not self._violations(r)
-
-    def violation(self, r: ArtifactResult) -> float:
-        """Total relative violation: the sum over broken constraints of |value - limit| / limit.
-
-        Relative, so "2 ms over a 10 ms budget" and "0.4 MB over a 2 MB budget" weigh the same (20%).
-        0.0 when `r` fits; infinity for failed rows (they can never be deployed).
-        """
-        if not is_ok(r):
-            return math.inf
-        return sum(v for _, v in self._violations(r))
-
-    def describe_violation(self, r: ArtifactResult) -> str:
-        """Why `r` does not fit, e.g. "latency 23.1 ms > 15 ms; size 5.20 MB > 4 MB".
-
-        Empty string when it fits, so callers can test the result for truthiness.
-        """
-        if not is_ok(r):
-            return f"failed: {r.status}"
-        return "; ".join(msg for msg, _ in self._violations(r))
-
-
-# --------------------------------------------------------------------------------------------
 # pick
 # --------------------------------------------------------------------------------------------
 
@@ -236,6 +122,8 @@ class Pick:
     reason: str
     front: list[ArtifactResult] = field(default_factory=list)
     closest: list[ArtifactResult] = field(default_factory=list)
+    tied: list[ArtifactResult] = field(default_factory=list)  # the set the pick was the cheapest of
+    reference: ArtifactResult | None = None  # the most accurate artifact within budget
 
 
 def _best_key(r: ArtifactResult) -> tuple[float, float, float]:
@@ -322,13 +210,85 @@ def closest_misses(results: Sequence[ArtifactResult], budget: Budget, n: int = N
     return sorted(ok, key=lambda r: (round(budget.violation(r), 9), *_best_key(r)))[:n]
 
 
-def pick(results: Sequence[ArtifactResult], budget: Budget | None = None) -> Pick:
-    """Choose the artifact to deploy.
+PICK_RULES = ("cheapest_tied", "most_accurate")
+ACCURACY_TOLERANCE = 1.0  # points: a smaller loss than this is a tie when it is not significant either
+ALPHA = 0.05  # significance level of the paired tests
 
-    * Budget with at least one limit set: the most accurate artifact that fits (ties: lower p50
-      latency, then smaller file). Any artifact dominating it would also fit and win the tie-break,
-      so it is on the Pareto front by construction (asserted).
-    * No budget (``None`` or all limits ``None``): the knee of the front, see :func:`knee`.
+
+@dataclass(frozen=True)
+class PickConfig:
+    """How the pick is made among the artifacts within budget.
+
+    ``cheapest_tied`` (default): every artifact that is within `accuracy_tolerance` points of the most
+    accurate one and not significantly worse on the same test images (McNemar's exact test at `alpha`)
+    is tied with it; the pick is the cheapest of the tied set (lowest p50 latency, then size). Accuracy
+    on a few hundred images is a measurement, so a difference of a few images decides nothing.
+    ``most_accurate``: the most accurate artifact within budget (the knee of the front with no budget).
+    """
+
+    rule: str = PICK_RULES[0]
+    accuracy_tolerance: float = ACCURACY_TOLERANCE
+    alpha: float = ALPHA
+
+    def __post_init__(self) -> None:
+        if self.rule not in PICK_RULES:
+            raise ValueError(f"unknown pick rule {self.rule!r}; valid: {', '.join(PICK_RULES)}")
+        if not (isinstance(self.accuracy_tolerance, (int, float)) and 0 <= self.accuracy_tolerance <= 100):
+            raise ValueError(f"accuracy_tolerance is in points, 0..100, got {self.accuracy_tolerance!r}")
+        if not (isinstance(self.alpha, float) and 0 < self.alpha < 1):
+            raise ValueError(f"alpha must be a number in (0, 1), got {self.alpha!r}")
+
+
+def paired(candidate: ArtifactResult, reference: ArtifactResult):
+    """McNemar's exact test of `candidate` against `reference` on the same test images, or None when the
+    two rows do not carry predictions for the same images (edgetl.stats.McNemarResult; a = candidate)."""
+    from edgetl.stats import mcnemar_exact
+
+    a, b = candidate.correct(), reference.correct()
+    if a is None or b is None or candidate.labels != reference.labels:
+        return None
+    return mcnemar_exact(a, b)
+
+
+def tied_set(rows: Sequence[ArtifactResult], config: PickConfig) -> tuple[ArtifactResult, list[ArtifactResult]] | None:
+    """(the most accurate row, the rows tied with it), or None when some row cannot be compared paired."""
+    best = most_accurate(rows)
+    tied = []
+    for r in rows:
+        test = paired(r, best)
+        if test is None:
+            return None
+        loss = (best.accuracy - r.accuracy) * 100
+        if loss <= config.accuracy_tolerance + 1e-9 and not (test.p_value < config.alpha and loss > 0):
+            tied.append(r)
+    return best, tied
+
+
+def _cheapest_tied(candidates: list[ArtifactResult], config: PickConfig) -> tuple[ArtifactResult, list, str] | None:
+    found = tied_set(candidates, config)
+    if found is None:
+        return None
+    best, tied = found
+    chosen = min(tied, key=lambda r: (r.latency_ms_p50, r.size_bytes, -r.accuracy))
+    why = (f"cheapest (p50 latency, then size) of the {len(tied)} artifact(s) tied with the most accurate, "
+           f"{best.point} {best.format} at {best.accuracy * 100:.1f}% (within {config.accuracy_tolerance:g} "
+           f"point(s) and not significantly worse, McNemar's exact test at alpha {config.alpha:g})")
+    if chosen is not best:
+        test = paired(chosen, best)
+        why += (f"; it gives up {test.diff_points * -1:.2f} points (95% CI {-test.diff_high_points:.2f} to "
+                f"{-test.diff_low_points:.2f}, p = {test.p_value:.2g}) for "
+                f"{best.latency_ms_p50 / max(chosen.latency_ms_p50, 1e-9):.1f}x the speed and "
+                f"{best.size_bytes / max(chosen.size_bytes, 1):.1f}x less size")
+    return chosen, tied, why
+
+
+def pick(results: Sequence[ArtifactResult], budget: Budget | None = None, config: PickConfig = PickConfig()) -> Pick:
+    """Choose the artifact to deploy among those within `budget` (all successful ones when none is set).
+
+    * ``config.rule == "cheapest_tied"`` (default) and every candidate carries per-image predictions:
+      the cheapest of the set tied with the most accurate candidate (:class:`PickConfig`).
+    * Otherwise, with a budget: the most accurate artifact that fits (ties: lower p50 latency, then
+      smaller file); without one: the knee of the front, see :func:`knee`.
     * Nothing fits: ``chosen`` is None, ``reason`` starts with "no artifact fits:", and ``closest``
       holds the 3 artifacts with the smallest total relative violation.
     * No row succeeded: ``chosen`` is None and ``reason`` says every benchmark failed.
@@ -342,36 +302,45 @@ def pick(results: Sequence[ArtifactResult], budget: Budget | None = None) -> Pic
     front = pareto_front(rows)
     ok = [r for r in rows if is_ok(r)]
     n_failed = len(rows) - len(ok)
-
     if not ok:
         return Pick(None, f"no artifact to pick: all {len(rows)} benchmarks failed", front, [])
-
-    if budget.is_set:
-        fitting = [r for r in ok if budget.fits(r)]
-        if not fitting:
-            closest = closest_misses(ok, budget)
-            near = "; ".join(f"{r.point} {r.format}: {budget.describe_violation(r)}" for r in closest)
-            return Pick(None, f"no artifact fits: none of {len(ok)} meets budget "
-                              f"({budget.describe()}); closest: {near}", front, closest)
-        chosen = most_accurate(fitting)
-        assert any(chosen is f for f in front), "budgeted pick must lie on the Pareto front"
-        reason = (f"most accurate artifact within budget ({budget.describe()}): {_summary(chosen)}; "
-                  f"{len(fitting)} of {len(ok)} fit")
+    fitting = [r for r in ok if budget.fits(r)]
+    if not fitting:
+        closest = closest_misses(ok, budget)
+        near = "; ".join(f"{r.point} {r.format}: {budget.describe_violation(r)}" for r in closest)
+        return Pick(None, f"no artifact fits: none of {len(ok)} meets budget "
+                          f"({budget.describe()}); closest: {near}", front, closest)
+    within = f"within budget ({budget.describe()}), {len(fitting)} of {len(ok)} fit" if budget.is_set else \
+        "no budget set"
+    tie = _cheapest_tied(fitting, config) if config.rule == "cheapest_tied" else None
+    if tie is not None:
+        chosen, tied, why = tie
+        reason = f"{within}: {why}: {_summary(chosen)}"
     else:
-        chosen = knee(front)
-        how = ("knee of the Pareto front (max distance to the fastest-to-most-accurate chord)"
-               if len(front) > 2 else f"most accurate of the {len(front)}-point Pareto front")
-        reason = f"no budget set: {how}: {_summary(chosen)}"
+        tied = []
+        note = " (rows without per-image predictions cannot be compared paired)" \
+            if config.rule == "cheapest_tied" else ""
+        if budget.is_set:
+            chosen = most_accurate(fitting)
+            reason = f"most accurate artifact {within}{note}: {_summary(chosen)}"
+        else:
+            chosen = knee(front)
+            how = ("knee of the Pareto front (max distance to the fastest-to-most-accurate chord)"
+                   if len(front) > 2 else f"most accurate of the {len(front)}-point Pareto front")
+            reason = f"no budget set: {how}{note}: {_summary(chosen)}"
     if n_failed:
         reason += f" ({n_failed} failed artifact{'s' if n_failed != 1 else ''} excluded)"
-    return Pick(chosen, reason, front, [])
+    return Pick(chosen, reason, front, [], tied, most_accurate(fitting))
 
 
 __all__ = [
     "BYTES_PER_MB",
     "Budget",
     "Pick",
+    "PickConfig",
     "closest_misses",
+    "paired",
+    "tied_set",
     "dominates",
     "is_ok",
     "knee",

@@ -52,12 +52,29 @@ def _front_staircase(front: Sequence[ArtifactResult]) -> tuple[list[float], list
     return xs, ys
 
 
+def _whiskers_and_budget(ax, ok: list[ArtifactResult], budget) -> None:
+    """95% intervals of accuracy as whiskers; the latency and accuracy budgets as dashed lines."""
+    with_ci = [r for r in ok if r.accuracy_low is not None and r.accuracy_high is not None]
+    if with_ci:
+        ax.errorbar([r.latency_ms_p50 for r in with_ci], [r.accuracy * 100 for r in with_ci],
+                    yerr=[[(r.accuracy - r.accuracy_low) * 100 for r in with_ci],
+                          [(r.accuracy_high - r.accuracy) * 100 for r in with_ci]],
+                    fmt="none", ecolor="0.55", elinewidth=0.8, capsize=2, alpha=0.6, zorder=1)
+    if budget is not None and budget.max_latency_ms is not None:
+        ax.axvline(budget.max_latency_ms, color="firebrick", ls=":", lw=1.2, zorder=1,
+                   label=f"latency budget {budget.max_latency_ms:g} ms")
+    if budget is not None and budget.min_accuracy is not None:
+        ax.axhline(budget.min_accuracy * 100, color="firebrick", ls="-.", lw=1.0, zorder=1,
+                   label=f"accuracy budget {budget.min_accuracy * 100:g}%")
+
+
 def plot_pareto(results: Sequence[ArtifactResult], pick: Pick, path: str | os.PathLike,
-                title: str = "edgetl sweep") -> Path:
+                title: str = "edgetl sweep", budget=None) -> Path:
     """Accuracy (%) vs p50 latency (ms) of every successful artifact, written to `path` (PNG).
 
     Marker area is proportional to file size, colour is per format (legend), front members have a
-    black ring and a staircase line, the pick is a star with its name. The x axis is logarithmic
+    black ring and a staircase line, the pick is a star with its name, whiskers are 95% intervals of the
+    accuracy, and `budget`'s latency and accuracy limits are dotted lines. The x axis is logarithmic
     when latencies span more than 10x. Failed rows are not drawn (counted in the title). Points are
     labelled with their grid point id when there are at most 40 of them.
     """
@@ -115,6 +132,7 @@ def plot_pareto(results: Sequence[ArtifactResult], pick: Pick, path: str | os.Pa
                 zorder=3,
             )
 
+        _whiskers_and_budget(ax, ok, budget)
         xs, ys = _front_staircase([r for r in ok if r.identity in front_keys])
         if xs:
             ax.step(xs, ys, where="post", color="black", lw=1.0, ls="--", alpha=0.7, zorder=2)
@@ -143,7 +161,8 @@ def plot_pareto(results: Sequence[ArtifactResult], pick: Pick, path: str | os.Pa
                    markerfacecolor="none", markeredgecolor="black", label="Pareto front (ringed)"),
             Line2D([], [], marker="*", ls="none", markersize=14, markerfacecolor="gold",
                    markeredgecolor="black", label="pick"),
-        ]
+            Line2D([], [], color="0.55", lw=0.8, label="95% interval of accuracy"),
+        ] + [line for line in ax.get_lines() if not line.get_label().startswith("_")]
         ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.85,
                   title=f"format (marker area ∝ file size,\nlargest {biggest / BYTES_PER_MB:.2f} MB)",
                   title_fontsize=8)

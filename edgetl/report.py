@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.files import atomic_write_text
-from edgetl.pareto import BYTES_PER_MB, Budget, Pick, is_ok, pick as pick_artifact
+from edgetl.pareto import BYTES_PER_MB, Budget, Pick, PickConfig, is_ok, paired, pick as pick_artifact
 from edgetl.plot import PARETO_PNG, plot_pareto
 from edgetl.results import ArtifactResult, read_notes, read_results, write_results
 
@@ -47,28 +47,46 @@ def _describe(r: ArtifactResult) -> str:
             f"p50 {_num(r.latency_ms_p50, digits=2)} ms, size {_num(r.size_bytes, 1 / BYTES_PER_MB, 2)} MB")
 
 
+def _interval(r: ArtifactResult) -> str:
+    if r.accuracy_low is None or not is_ok(r):
+        return _num(r.accuracy, 100)
+    return f"{_num(r.accuracy, 100)} [{_num(r.accuracy_low, 100)}, {_num(r.accuracy_high, 100)}]"
+
+
+def _versus(r: ArtifactResult, reference: ArtifactResult | None) -> str:
+    """"-0.8 (p 0.45)": r's accuracy minus the reference's in points, McNemar's p; "–" when not comparable."""
+    if reference is None or not is_ok(r) or r.identity == reference.identity:
+        return "–"
+    test = paired(r, reference)
+    return "–" if test is None else f"{test.diff_points:+.1f} (p {test.p_value:.2g})"
+
+
+def float_twin(r: ArtifactResult, rows: Sequence[ArtifactResult]) -> ArtifactResult | None:
+    """The float32 artifact of r's grid point in r's runtime (tflite-float32 for tflite-int8), if any."""
+    wanted = r.format.split("-")[0] + "-float32"
+    return next((x for x in rows if x.point == r.point and x.format == wanted and is_ok(x)), None)
+
+
 def results_table(results: Sequence[ArtifactResult], pick: Pick) -> str:
-    """Markdown table of every artifact, sorted by point then format, front and pick marked."""
+    """Markdown table of every artifact, sorted by point then format, front, tied set and pick marked."""
     front_keys = {r.identity for r in pick.front}
+    tied_keys = {r.identity for r in pick.tied}
     chosen_key = pick.chosen.identity if pick.chosen is not None else None
-    head = ["point", "format", "acc %", "top-5 %", "p50 ms", "p90 ms", "p99 ms", "size MB",
-            "peak RSS MB", "MMACs", "params (M)", "status", "front / pick"]
-    align = ["---", "---"] + ["--:"] * 9 + ["---", ":-:"]
+    head = ["point", "format", "acc % [95% CI]", "vs best", "vs float32", "top-5 %", "p50 ms", "p90 ms", "p99 ms",
+            "start-up ms", "size MB", "peak RSS MB", "MMACs", "status", "front / tied / pick"]
+    align = ["---", "---"] + ["--:"] * 11 + ["---", ":-:"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     for r in sorted(results, key=lambda r: (r.point, r.format)):
-        marks = []
-        if r.identity in front_keys:
-            marks.append("◆")
+        marks = [m for m, keys in (("◆", front_keys), ("=", tied_keys)) if r.identity in keys]
         if chosen_key is not None and r.identity == chosen_key:
             marks.append("★ **pick**")
+        status = r.status + (f"; warning: {r.warning}" if r.warning else "")
         cells = [
-            f"`{_cell(r.point)}`", _cell(r.format),
-            _num(r.accuracy, 100), _num(r.top5_accuracy, 100),
-            _num(r.latency_ms_p50, digits=2), _num(r.latency_ms_p90, digits=2),
-            _num(r.latency_ms_p99, digits=2),
-            _num(r.size_bytes, 1 / BYTES_PER_MB, 2), _num(r.peak_rss_mb),
-            _num(r.macs, 1e-6), _num(r.params, 1e-6, 2),
-            _cell(r.status), " ".join(marks),
+            f"`{_cell(r.point)}`", _cell(r.format), _interval(r), _versus(r, pick.reference),
+            _versus(r, float_twin(r, results)), _num(r.top5_accuracy, 100),
+            _num(r.latency_ms_p50, digits=2), _num(r.latency_ms_p90, digits=2), _num(r.latency_ms_p99, digits=2),
+            _num(r.init_ms, digits=1), _num(r.size_bytes, 1 / BYTES_PER_MB, 2), _num(r.peak_rss_mb),
+            _num(r.macs, 1e-6), _cell(status), " ".join(marks),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -87,7 +105,7 @@ def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget |
     ok = [r for r in rows if is_ok(r)]
     n_failed = len(rows) - len(ok)
 
-    plot_pareto(rows, pick, out / PARETO_PNG, title=title)
+    plot_pareto(rows, pick, out / PARETO_PNG, title=title, budget=budget)
 
     md = [f"# {title}", ""]
     md.append(f"{len(rows)} artifacts benchmarked: {len(ok)} ok, {n_failed} failed, "
@@ -96,25 +114,36 @@ def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget |
     if budget.is_set:
         md.append(f"{budget.describe()} (1 MB = 10^6 bytes; latency is the p50).")
     else:
-        md.append("None set: the pick is the knee of the Pareto front.")
+        md.append("None set: every successful artifact is a candidate.")
     md += ["", "## Pick", ""]
     if pick.chosen is not None:
         md.append(f"**{_describe(pick.chosen)}**")
         md += ["", f"Artifact: `{pick.chosen.path}`", "", f"Why: {pick.reason}"]
+        if pick.tied:
+            md += ["", f"Tied set ({len(pick.tied)}): "
+                   + "; ".join(f"`{r.point}` {r.format} {_interval(r)}%" for r in pick.tied)]
     else:
         md.append(f"**Nothing picked.** {pick.reason}")
         if pick.closest:
             md += ["", "Closest artifacts (smallest total relative budget violation):", ""]
             for r in pick.closest:
                 md.append(f"- {_describe(r)}: {budget.describe_violation(r) or 'fits'}")
-    md += ["", "## Artifacts", "", "◆ = on the Pareto front, ★ = the pick.", "",
+    busy = [r for r in ok if r.warning]
+    if busy:
+        md += ["", f"**Warning:** {len(busy)} latency measurement(s) ran on a busy machine (other processes "
+               "used CPU while they were timed); their latencies are inflated. Re-run on an idle machine."]
+    md += ["", "## Artifacts", "",
+           "◆ = on the Pareto front, = tied with the most accurate, ★ = the pick. Accuracy with its 95% Wilson "
+           "interval; *vs best* / *vs float32*: accuracy difference in points against the most accurate artifact "
+           "within budget / the float32 file of the same point and runtime, on the same test images, with "
+           "McNemar's exact p. Start-up: load and allocate plus the first inference.", "",
            results_table(rows, pick), "", "## Accuracy vs latency", "", f"![pareto]({PARETO_PNG})", ""]
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return atomic_write_text(out / REPORT_MD, "\n".join(md))
 
 
-def rebuild_report(out_dir: str | os.PathLike, budget: Budget | None) -> Path:
+def rebuild_report(out_dir: str | os.PathLike, budget: Budget | None, config: PickConfig = PickConfig()) -> Path:
     """Re-read ``results.json`` in `out_dir`, re-pick under `budget`, rewrite csv/json, png and md.
 
     Needs nothing but results.json, so a report can be redone (new budget, newer edgetl) long after
@@ -124,7 +153,7 @@ def rebuild_report(out_dir: str | os.PathLike, budget: Budget | None) -> Path:
     if not results:
         raise ValueError(f"{Path(out_dir) / 'results.json'} holds no results")
     notes = read_notes(out_dir)
-    chosen = pick_artifact(results, budget)
+    chosen = pick_artifact(results, budget, config)
     write_results(results, out_dir, notes)
     return write_report(results, chosen, budget, out_dir, notes=notes)
 

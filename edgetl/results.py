@@ -49,6 +49,14 @@ class ArtifactResult:
     per_class_accuracy: dict[str, float] = field(default_factory=dict)
     confusion_matrix: list[list[int]] = field(default_factory=list)
     status: str = "ok"  # "ok", or what went wrong / which check failed
+    accuracy_low: float | None = None  # 95% Wilson interval of `accuracy` (edgetl.stats)
+    accuracy_high: float | None = None
+    load_ms: float | None = None  # start-up: load and allocate, then the first inference
+    first_inference_ms: float | None = None
+    other_cpu_cores: float | None = None  # other processes' CPU use while latency was timed
+    warning: str = ""  # e.g. a busy machine during the latency measurement
+    predictions: list[int] = field(default_factory=list)  # top-1 class per test image, in test-split order
+    labels: list[int] = field(default_factory=list)  # the true class of each of those images
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +64,21 @@ class ArtifactResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def init_ms(self) -> float | None:
+        """Start-up cost: load and allocate plus the first inference (what a cold app start waits for)."""
+        if self.load_ms is None or self.first_inference_ms is None:
+            return None
+        return self.load_ms + self.first_inference_ms
+
+    def correct(self):
+        """Per-image correctness (numpy bool array) on the test split; None for rows without predictions."""
+        import numpy as np
+
+        if not self.predictions or len(self.predictions) != len(self.labels):
+            return None
+        return np.asarray(self.predictions) == np.asarray(self.labels)
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -76,7 +99,7 @@ def failed_result(point: str, backbone: str, alpha: float, resolution: int, fmt:
 
 
 _FIELDS = [f.name for f in dataclasses.fields(ArtifactResult)]
-_JSON_COLUMNS = ("per_class_accuracy", "confusion_matrix")
+_JSON_COLUMNS = ("per_class_accuracy", "confusion_matrix", "predictions", "labels")
 
 
 def _csv_row(r: ArtifactResult) -> dict[str, Any]:

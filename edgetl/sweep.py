@@ -32,7 +32,7 @@ from .export import ExportConfig
 from .features import FeatureConfig
 from .files import atomic_write_json, one_line
 from .head import HeadConfig
-from .pareto import Budget, pick
+from .pareto import Budget, PickConfig, pick
 from .report import write_model_card, write_report
 from .results import ArtifactResult, failed_result, write_results
 from .train import TrainConfig, train
@@ -54,6 +54,7 @@ class SweepConfig:
     export: ExportConfig = ExportConfig(formats=SWEEP_FORMATS)
     bench: BenchConfig = BenchConfig()
     budget: Budget = Budget()
+    pick: PickConfig = PickConfig()
     force: bool = False  # redo every unit, finished or not
 
     def __post_init__(self) -> None:
@@ -88,12 +89,17 @@ def export_key(config: SweepConfig, train_key: str, fmt: str) -> str:
     from .export import RECIPE_VERSION
 
     e = config.export
-    return settings_key(train_key, fmt, e.io_type, e.num_calibration_images, RECIPE_VERSION, e.bias_correction)
+    return settings_key(train_key, fmt, e.io_type, e.num_calibration_images, RECIPE_VERSION, e.bias_correction,
+                        e.max_accuracy_drop)
+
+
+# Bump when a benchmark row gains figures: 2 added per-image predictions, start-up cost and busy warnings.
+BENCH_VERSION = 2
 
 
 def bench_key(config: SweepConfig, export_key: str) -> str:
     b = config.bench
-    return settings_key(export_key, b.num_threads, b.min_timed_runs, b.min_timed_seconds)
+    return settings_key(export_key, b.num_threads, b.min_timed_runs, b.min_timed_seconds, BENCH_VERSION)
 
 
 def grid(backbones: list[str], alphas: list[float], resolutions: list[int]) -> tuple[list[BackboneSpec], list[str]]:
@@ -298,7 +304,7 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
     if not results:
         raise ValueError("no grid point produced an artifact:\n  " + "\n  ".join(notes))
     write_results(results, out, notes)
-    chosen = pick(results, config.budget)
+    chosen = pick(results, config.budget, config.pick)
     report = write_report(results, chosen, config.budget, out, notes=notes)
     if chosen.chosen is not None:
         copy_best(chosen.chosen, config, out)

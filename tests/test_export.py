@@ -70,15 +70,33 @@ def test_formats_from_flags_errors(fmt, quant, needle):
     assert needle in str(e.value)
 
 
-def test_check_status_thresholds():
-    assert check_status("tflite-float32", 1.0, 5e-4) == "ok"
-    assert check_status("tflite-float32", 0.99, 5e-4) == "check failed: agreement 99.0% < 99.5%"
-    assert "max |probability diff| 0.002 > 0.001" in check_status("onnx-float32", 1.0, 2e-3)
-    assert check_status("tflite-float16", 1.0, 0.02) == "ok"  # float16 weights alone move probabilities ~0.01
-    assert check_status("tflite-float16", 1.0, 0.2).startswith("check failed")
-    assert check_status("tflite-int8", 0.95, None) == "ok"
-    assert check_status("onnx-int8", 0.931, None) == "check failed: agreement 93.1% < 95%"
-    assert check_status("tflite-dynamic", 0.94, None).startswith("check failed")
+def _masks(n: int, keras_right: int, lost: int, gained: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(artifact, keras) correctness on n images: the artifact loses `lost` of Keras' right answers and
+    gets `gained` of its wrong ones right."""
+    keras = np.arange(n) < keras_right
+    artifact = keras.copy()
+    artifact[:lost] = False
+    artifact[keras_right:keras_right + gained] = True
+    return artifact, keras
+
+
+def test_check_fails_only_a_significant_drop_beyond_the_tolerance():
+    # 3 of 360 images lost (0.83 points): noise, whatever the agreement.
+    assert check_status("tflite-int8", *_masks(360, 300, 3), None, 1.0) == "ok"
+    # 36 lost, 4 gained (-8.9 points, McNemar p ~ 1e-7): a broken conversion.
+    status = check_status("onnx-int8", *_masks(360, 300, 36, 4), None, 1.0)
+    assert status.startswith("check failed: accuracy") and "8.9 points lower (> 1)" in status
+    # the same loss on 18 images (4 of 18) is not significant: still a pass, the drop is within noise
+    assert check_status("tflite-dynamic", *_masks(18, 15, 2), None, 1.0) == "ok"
+    # a large allowed drop passes the broken one
+    assert check_status("onnx-int8", *_masks(360, 300, 36, 4), None, 10.0) == "ok"
+
+
+def test_full_agreement_float16_never_fails_and_float32_must_be_the_same_model():
+    same = _masks(360, 276, 0)
+    assert check_status("tflite-float16", *same, 0.057, 1.0) == "ok"  # issue 9's 10-class float16 file
+    assert check_status("tflite-float32", *same, 5e-4, 1.0) == "ok"
+    assert "max |probability diff| 0.002 > 0.001" in check_status("onnx-float32", *same, 2e-3, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +187,7 @@ def test_every_format_exports_loads_and_passes_its_check(exported, export_run_di
         assert r.status == "ok", (r.format, r.status)
         assert r.path == run_dir / "artifacts" / f"{r.format}{spec.suffix}" and r.path.is_file()
         assert r.size_bytes == r.path.stat().st_size > 0
-        assert r.num_test_images > 5 and r.agreement >= (0.95 if spec.quantized else 0.995)
+        assert r.num_test_images > 5 and r.agreement >= (0.9 if spec.quantized else 0.995)
         assert r.keras_test_accuracy > 0.9  # the fixture's head is fitted to these photos
         if spec.quantized:
             assert r.max_abs_diff is None
@@ -289,11 +307,11 @@ def test_a_bad_conversion_fails_its_check_but_keeps_the_artifact(export_run_dir,
     code = main(["export", "--run", str(run_dir), "--format", "tflite", "--quantize", "float32"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "tflite-float32: check failed: agreement" in err and "Traceback" not in err
+    assert "tflite-float32: check failed: max |probability diff|" in err and "Traceback" not in err
     artifact = run_dir / "artifacts" / "tflite-float32.tflite"
     assert artifact.is_file()
     entry = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]["tflite-float32"]
-    assert entry["status"].startswith("check failed: agreement") and entry["agreement"] < 0.5
+    assert entry["status"].startswith("check failed: max |probability diff|") and entry["agreement"] < 0.5
 
 
 def _run_with_own_photos(export_run_dir: ExportRun, tmp_path: Path) -> tuple[Path, Path]:

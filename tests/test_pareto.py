@@ -9,7 +9,7 @@ import pytest
 
 from conftest import make_result
 from edgetl.results import ArtifactResult
-from edgetl.pareto import Budget, Pick, dominates, knee, pareto_front, pick
+from edgetl.pareto import Budget, Pick, PickConfig, dominates, knee, pareto_front, pick
 
 def brute_force_front(results: list[ArtifactResult]) -> list[ArtifactResult]:
     """O(n^2) reference written independently of edgetl.pareto.dominates."""
@@ -267,3 +267,55 @@ def test_non_results_raise():
         pareto_front([{"accuracy": 0.9}])
     with pytest.raises(ValueError):
         pick([make_result()], budget={"max_latency_ms": 10})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the statistical pick: ties decided paired, on the same test images
+
+
+def _with_predictions(accuracy_images: int, n: int = 360, **kw) -> ArtifactResult:
+    """A row whose first `accuracy_images` of n test images are right (labels all 0)."""
+    predictions = [0] * accuracy_images + [1] * (n - accuracy_images)
+    return make_result(accuracy_images / n, predictions=predictions, labels=[0] * n, **kw)
+
+
+def test_cheaper_artifact_within_a_few_images_is_tied_and_picked():
+    float32 = _with_predictions(326, latency=7.66, size_mb=8.92, format="tflite-float32")  # 90.6%
+    int8 = _with_predictions(323, latency=4.05, size_mb=2.50, format="tflite-int8")  # 89.7%: 3 images fewer
+    chosen = pick([float32, int8], Budget(max_latency_ms=15))
+    assert chosen.chosen is int8 and {r.format for r in chosen.tied} == {"tflite-float32", "tflite-int8"}
+    assert chosen.reference is float32 and "tied with the most accurate" in chosen.reason
+    # today's rule on request: the most accurate within budget
+    assert pick([float32, int8], Budget(max_latency_ms=15), PickConfig(rule="most_accurate")).chosen is float32
+
+
+def test_a_significant_or_too_large_loss_is_not_a_tie():
+    best = _with_predictions(330, latency=8.0, size_mb=9.0)
+    much_worse = _with_predictions(290, latency=2.0, size_mb=2.0)  # 11 points, p << 0.05
+    assert pick([best, much_worse], Budget(max_latency_ms=15)).chosen is best
+    # 5 images (1.4 points) is not significant, but more than the 1-point tolerance...
+    slightly = _with_predictions(325, latency=2.0, size_mb=2.0)
+    assert pick([best, slightly]).chosen is best
+    # ...unless the tolerance allows it
+    assert pick([best, slightly], None, PickConfig(accuracy_tolerance=2.0)).chosen is slightly
+
+
+def test_rows_without_predictions_fall_back_to_the_most_accurate_with_a_note():
+    a, b = make_result(0.9, 8.0, 9.0), make_result(0.897, 4.0, 2.5)
+    chosen = pick([a, b], Budget(max_latency_ms=15))
+    assert chosen.chosen is a and "cannot be compared paired" in chosen.reason
+
+
+def test_start_up_budget():
+    fast_start = _with_predictions(326, latency=8.0, load_ms=20.0, first_inference_ms=10.0)
+    slow_start = _with_predictions(326, latency=4.0, load_ms=400.0, first_inference_ms=200.0)
+    assert pick([fast_start, slow_start]).chosen is slow_start
+    assert pick([fast_start, slow_start], Budget(max_init_ms=100)).chosen is fast_start
+    assert "start-up 600 ms > 100 ms" in Budget(max_init_ms=100).describe_violation(slow_start)
+
+
+def test_pick_config_is_validated():
+    with pytest.raises(ValueError, match="unknown pick rule"):
+        PickConfig(rule="fastest")
+    with pytest.raises(ValueError, match="points"):
+        PickConfig(accuracy_tolerance=-1)

@@ -108,7 +108,7 @@ def test_report_with_budget(tmp_path):
     assert text.startswith("# flowers sweep")
     assert "p50 latency <= 5 ms, size <= 2 MB" in text
     # Table header, one line per artifact, sorted by point then format.
-    assert "| point | format | acc % | top-5 % | p50 ms | p90 ms | p99 ms | size MB |" in text
+    assert "| point | format | acc % [95% CI] | vs best | vs float32 | top-5 % | p50 ms | p90 ms | p99 ms |" in text
     table = [ln for ln in text.splitlines() if ln.startswith("| `")]
     assert len(table) == len(rows)
     keys = [(r.point, r.format) for r in rows]

@@ -13,7 +13,7 @@ and onnxruntime are imported by the converters, on use.
 """
 
 from .artifact import ModelSource, artifact_metadata, export_artifact
-from .cli import add_export_arguments, add_int8_arguments, run_export_command
+from .cli import add_export_arguments, add_shared_export_arguments, run_export_command
 from .config import ExportConfig
 from .formats import (
     FORMATS,
@@ -41,6 +41,6 @@ from .run import (
 __all__ = [
     "ARTIFACTS_DIR", "EXPORT_SUMMARY", "FORMATS", "IO_TYPES", "ONNX_OPSET", "QUANTIZATIONS", "RECIPE_VERSION",
     "RUNTIMES", "ExportConfig", "ExportError", "ExportResult", "FormatSpec", "ModelSource", "add_export_arguments",
-    "add_int8_arguments", "artifact_metadata", "check_status", "export_artifact", "export_format", "export_run",
+    "add_shared_export_arguments", "artifact_metadata", "check_status", "export_artifact", "export_format", "export_run",
     "formats_from_flags", "load_run_inputs", "read_export_summary", "read_run", "run_export_command",
 ]

@@ -18,7 +18,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma list of {', '.join(RUNTIMES)} (or full format names); default: all of them")
     parser.add_argument("--quantize", default="all",
                         help=f"comma list of {', '.join(QUANTIZATIONS)}, or all (default: all)")
-    add_int8_arguments(parser)
+    add_shared_export_arguments(parser)
     parser.add_argument("--calibration_manifest", "--calibration-manifest", dest="calibration_manifest",
                         type=Path, default=d.calibration_manifest,
                         help="reuse the calibration images listed in this manifest (bit-for-bit reproducible int8)")
@@ -26,9 +26,12 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"threads for running the artifacts during the checks (default {d.num_threads})")
 
 
-def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
-    """The int8 recipe flags, shared by `edgetl export` and `edgetl sweep`."""
+def add_shared_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """The export flags `edgetl export` and `edgetl sweep` share: the int8 recipe and the check."""
     d = ExportConfig()
+    parser.add_argument("--max_accuracy_drop", type=float, default=d.max_accuracy_drop,
+                        help="an artifact fails its check when its test accuracy is significantly below the float "
+                             f"model's by more than this many points (default {d.max_accuracy_drop:g})")
     parser.add_argument("--io_type", "--io-type", dest="io_type", choices=IO_TYPES, default=d.io_type,
                         help=f"input/output type of tflite-int8 (default {d.io_type}: raw pixels, no scaling)")
     parser.add_argument("--calibration_images", "--calibration-images", dest="calibration_images", type=int,
@@ -44,7 +47,8 @@ def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
 def export_config_from_args(args: argparse.Namespace, formats) -> ExportConfig:
     return ExportConfig(formats=tuple(formats), io_type=args.io_type, num_calibration_images=args.calibration_images,
                         calibration_manifest=getattr(args, "calibration_manifest", None),
-                        bias_correction=args.bias_correction, num_threads=args.num_threads)
+                        bias_correction=args.bias_correction, num_threads=args.num_threads,
+                        max_accuracy_drop=args.max_accuracy_drop)
 
 
 def _format_row(r) -> str:

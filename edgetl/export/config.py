@@ -17,7 +17,9 @@ class ExportConfig:
     `num_calibration_images` are drawn from the training split (balanced across classes) for formats
     that need calibration, unless `calibration_manifest` names the images to reuse (bit-identical int8).
     `bias_correction` converts int8 formats from a copy of the model whose biases compensate the mean
-    shift of int8-rounded weights. `num_threads` runs the artifacts during their checks.
+    shift of int8-rounded weights. `num_threads` runs the artifacts during their checks. A check fails
+    when an artifact's test accuracy is below the float model's by more than `max_accuracy_drop` points
+    and significantly so (McNemar's exact test, paired on the same test images, alpha 0.05).
     """
 
     formats: tuple[str, ...] = tuple(FORMATS)
@@ -26,6 +28,7 @@ class ExportConfig:
     calibration_manifest: Path | None = None
     bias_correction: bool = True
     num_threads: int = DEFAULT_NUM_THREADS
+    max_accuracy_drop: float = 1.0  # points below the float model, significantly, before a check fails
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", check_formats(self.formats))
@@ -38,6 +41,8 @@ class ExportConfig:
             check_num_threads(self.num_threads)
         except ValueError as e:
             raise ExportError(str(e)) from None
+        if not (isinstance(self.max_accuracy_drop, (int, float)) and 0 <= self.max_accuracy_drop <= 100):
+            raise ExportError(f"max_accuracy_drop is in points, 0..100, got {self.max_accuracy_drop!r}")
         if self.calibration_manifest is not None:
             object.__setattr__(self, "calibration_manifest", Path(self.calibration_manifest))
 

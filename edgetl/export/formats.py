@@ -26,8 +26,7 @@ class FormatSpec:
     runtime: str  # "tflite" | "onnx": the edgetl.runtime backend that loads it, and the converter module
     quantization: str  # one of QUANTIZATIONS
     needs_calibration: bool  # needs representative images (and writes a calibration manifest)
-    min_agreement: float  # least share of test images whose top-1 equals the Keras model's
-    max_abs_diff: float | None  # largest |p_artifact - p_keras| allowed; None: not checked (quantized)
+    max_abs_diff: float | None  # largest |p_artifact - p_keras| allowed; None: weights change by design
     colour: str  # plot colour, the same in every sweep's plot
     description: str
 
@@ -37,33 +36,33 @@ class FormatSpec:
         return self.quantization in ("dynamic", "int8")
 
 
-# Check thresholds. Float conversions should be numerically the same model: a flipped top-1 or a
-# visible probability change means the converter did something wrong. Quantized ones may move
-# borderline images, but losing more than 5% agreement means calibration or conversion is broken.
-# float16 weights alone move MobileNet probabilities by ~0.01-0.015 (the Keras model with its weights
-# rounded to float16 differs from itself by as much), so 1e-3 would fail every float16 export; 0.05
-# still catches a broken conversion (those differ by tenths).
+# Checks. Every artifact fails when its test accuracy is significantly below the float model's by more
+# than ExportConfig.max_accuracy_drop (paired, edgetl.export.run.check_status). float32 conversions
+# must moreover be numerically the same model: their weights are the float model's, so a probability
+# that moves by more than 1e-3 means the converter did something wrong, whatever the accuracy says.
+# float16 and integer formats change the weights by design; their agreement and probability
+# differences are reported, not judged (noise on a few hundred images is not a failure).
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
         FormatSpec(name="tflite-float32", suffix=".tflite", runtime="tflite", quantization="float32",
-                   needs_calibration=False, min_agreement=0.995, max_abs_diff=1e-3, colour="#1f77b4",
+                   needs_calibration=False, max_abs_diff=1e-3, colour="#1f77b4",
                    description="TFLiteConverter.from_saved_model, float32 weights and activations"),
         FormatSpec(name="tflite-float16", suffix=".tflite", runtime="tflite", quantization="float16",
-                   needs_calibration=False, min_agreement=0.995, max_abs_diff=5e-2, colour="#17becf",
+                   needs_calibration=False, max_abs_diff=None, colour="#17becf",
                    description="float16 weights (half the size), float32 input and compute on CPU"),
         FormatSpec(name="tflite-dynamic", suffix=".tflite", runtime="tflite", quantization="dynamic",
-                   needs_calibration=False, min_agreement=0.95, max_abs_diff=None, colour="#9467bd",
+                   needs_calibration=False, max_abs_diff=None, colour="#9467bd",
                    description="dynamic-range: int8 weights, float activations, float32 input"),
         FormatSpec(name="tflite-int8", suffix=".tflite", runtime="tflite", quantization="int8",
-                   needs_calibration=True, min_agreement=0.95, max_abs_diff=None, colour="#d62728",
+                   needs_calibration=True, max_abs_diff=None, colour="#d62728",
                    description="full integer (TFLITE_BUILTINS_INT8) from a representative dataset; "
                                "uint8 input by default"),
         FormatSpec(name="onnx-float32", suffix=".onnx", runtime="onnx", quantization="float32",
-                   needs_calibration=False, min_agreement=0.995, max_abs_diff=1e-3, colour="#2ca02c",
+                   needs_calibration=False, max_abs_diff=1e-3, colour="#2ca02c",
                    description="tf2onnx from the Keras model, dynamic batch, float32"),
         FormatSpec(name="onnx-int8", suffix=".onnx", runtime="onnx", quantization="int8",
-                   needs_calibration=True, min_agreement=0.95, max_abs_diff=None, colour="#bcbd22",
+                   needs_calibration=True, max_abs_diff=None, colour="#bcbd22",
                    description="onnxruntime static quantization (QDQ, per-channel int8 weights, uint8 "
                                "activations), float32 input"),
     )

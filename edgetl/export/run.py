@@ -221,12 +221,21 @@ def _int8_source(inputs: RunInputs, config: ExportConfig, log: Log) -> ModelSour
     return inputs.int8_source
 
 
-def check_status(fmt: str, agreement: float, max_abs_diff: float | None) -> str:
-    """"ok", or why the artifact is badly off from the float model (thresholds in the format table)."""
+def check_status(fmt: str, artifact_correct: np.ndarray, keras_correct: np.ndarray, max_abs_diff: float | None,
+                 max_accuracy_drop: float, alpha: float = 0.05) -> str:
+    """"ok", or why the artifact is off from the float model (see the format table's comment).
+
+    `artifact_correct` and `keras_correct` are per-image correctness on the same test images.
+    """
+    from edgetl.stats import mcnemar_exact
+
     spec = FORMATS[fmt]
     problems = []
-    if agreement < spec.min_agreement:
-        problems.append(f"agreement {agreement:.1%} < {spec.min_agreement * 100:g}%")
+    test = mcnemar_exact(artifact_correct, keras_correct)
+    drop = -test.diff_points
+    if drop > max_accuracy_drop and test.p_value < alpha:
+        problems.append(f"accuracy {test.accuracy_a:.1%} vs the float model's {test.accuracy_b:.1%}: "
+                        f"{drop:.1f} points lower (> {max_accuracy_drop:g}), McNemar p = {test.p_value:.2g}")
     if spec.max_abs_diff is not None and max_abs_diff is not None and not max_abs_diff <= spec.max_abs_diff:
         problems.append(f"max |probability diff| {max_abs_diff:.2g} > {spec.max_abs_diff:g}")
     return "ok" if not problems else "check failed: " + "; ".join(problems)
@@ -251,12 +260,12 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
             "bias_correction": config.bias_correction}
 
 
-def _check_step(inputs: RunInputs, fmt: str, out_path: Path, num_threads: int) -> dict:
+def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfig) -> dict:
     """Run the artifact on the test split and compare it with the Keras model."""
     from edgetl.runtime import load_model
 
     try:
-        probs = np.asarray(load_model(out_path, num_threads).predict(inputs.test_images, batch_size=PREDICT_BATCH),
+        probs = np.asarray(load_model(out_path, config.num_threads).predict(inputs.test_images, batch_size=PREDICT_BATCH),
                            np.float32)
         if probs.shape != inputs.keras_probs.shape:
             raise ValueError(f"output shape {probs.shape}, expected {inputs.keras_probs.shape}")
@@ -264,8 +273,11 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, num_threads: int) -
         return {"status": f"load failed: {type(e).__name__}: {one_line(e)}"}
     agreement = float((probs.argmax(1) == inputs.keras_probs.argmax(1)).mean())
     max_diff = None if FORMATS[fmt].quantized else float(np.abs(probs - inputs.keras_probs).max())
-    return {"test_accuracy": float((probs.argmax(1) == inputs.test_labels).mean()), "agreement": agreement,
-            "max_abs_diff": max_diff, "status": check_status(fmt, agreement, max_diff)}
+    correct = probs.argmax(1) == inputs.test_labels
+    status = check_status(fmt, correct, inputs.keras_probs.argmax(1) == inputs.test_labels, max_diff,
+                          config.max_accuracy_drop)
+    return {"test_accuracy": float(correct.mean()), "agreement": agreement, "max_abs_diff": max_diff,
+            "status": status}
 
 
 def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -> ExportResult:
@@ -292,7 +304,7 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
         _merge_summary(inputs.run_dir, result, {})
         return result
     checked = {"test_accuracy": None, "agreement": None, "max_abs_diff": None,
-               **_check_step(inputs, fmt, out_path, config.num_threads)}
+               **_check_step(inputs, fmt, out_path, config)}
     result = ExportResult(**common, **checked, path=out_path, size_bytes=out_path.stat().st_size,
                           seconds=round(time.time() - started, 2),
                           calibration_manifest=made.pop("calibration_manifest", None))

@@ -49,6 +49,14 @@ def tflite_interpreter_class():
     )
 
 
+def import_runtime(path) -> None:
+    """Import the runtime that will load `path`, so timing its load measures the model, not the import."""
+    if str(path).lower().endswith(".onnx"):
+        import onnxruntime  # noqa: F401
+    else:
+        tflite_interpreter_class()
+
+
 def _quant_params(details: dict) -> tuple[float, int]:
     scale, zero_point = details.get("quantization", (0.0, 0))
     qp = details.get("quantization_parameters") or {}
