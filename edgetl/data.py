@@ -111,7 +111,11 @@ class SplitConfig:
 
 
 def scan_dataset(image_dir: str | Path, split: SplitConfig = SplitConfig()) -> Dataset:
-    """Index a class-folder dataset: one sub-folder per class, images inside (searched recursively)."""
+    """Index a class-folder dataset: one sub-folder per class, images inside (searched recursively).
+
+    Long because it is one pass in order (folders, files, hashes, splits, duplicate rules), each step
+    feeding the next; split into pieces it would pass half a dozen dicts around.
+    """
     root = Path(image_dir).expanduser()
     if not root.is_dir():
         raise DatasetError(f"image directory not found: {root}")

@@ -71,7 +71,11 @@ def train_head(
     config: HeadConfig = HeadConfig(),
     log=print,
 ) -> Head:
-    """Fit the softmax layer; returns the weights with the best validation loss seen."""
+    """Fit the softmax layer; returns the weights with the best validation loss seen.
+
+    One loop with Adam written inline (over 60 lines): the update order is what makes training
+    bit-for-bit repeatable for a seed, and it reads best in one place.
+    """
     if len(train_x) == 0:
         raise ValueError("no training features")
     if train_x.shape[1] != (val_x.shape[1] if len(val_x) else train_x.shape[1]):

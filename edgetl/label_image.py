@@ -66,6 +66,8 @@ def _error(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command, in the order of TensorFlow's label_image.py (flags, model, labels, images), so the two
+    read side by side; that order, with an exit code for each failure, makes it longer than 60 lines."""
     args = _parser().parse_args(argv)
     try:
         check_num_threads(args.num_threads)

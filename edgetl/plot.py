@@ -76,7 +76,8 @@ def plot_pareto(results: Sequence[ArtifactResult], pick: Pick, path: str | os.Pa
     black ring and a staircase line, the pick is a star with its name, whiskers are 95% intervals of the
     accuracy, and `budget`'s latency and accuracy limits are dotted lines. The x axis is logarithmic
     when latencies span more than 10x. Failed rows are not drawn (counted in the title). Points are
-    labelled with their grid point id when there are at most 40 of them.
+    labelled with their grid point id when there are at most 40 of them. Long (one figure drawn layer by
+    layer, as matplotlib code reads best); the whiskers and budget lines are drawn by a helper.
     """
     import matplotlib
 

@@ -177,7 +177,8 @@ def _fmt_value(v: Any) -> str:
 
 
 def write_model_card(result: ArtifactResult, extra: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write a short markdown model card for the deployed artifact to `path`.
+    """Write a short markdown model card for the deployed artifact to `path` (one section after another:
+    long, but a flat list of lines reads as the card it writes).
 
     `extra` carries what the results row does not know, all optional: ``title``, ``input_type``
     (overrides the default description of the input), ``dataset`` (path), ``class_names``,

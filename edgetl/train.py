@@ -131,6 +131,7 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
     """Run one grid point end to end and write the run directory (docs/interfaces.md).
 
     A sweep passes the `dataset` it scanned and the `weights` it resolved, once for every point.
+    Long because it is the stage's script, top to bottom: scan, features, head, metrics, run.json.
     """
     started = time.time()
     if dataset is None:

@@ -147,6 +147,7 @@ def _run(layer, x: np.ndarray) -> np.ndarray:
 
 def correct_biases(model, images: np.ndarray) -> CorrectionReport:
     """Shift the biases of `model` (in place) so int8-rounded weights keep each layer's output mean.
+    (The two passes over the layers are one algorithm, kept in one function although it passes 60 lines.)
 
     `model` is an edgetl classifier: a chain of layers (input scaling, a functional backbone, a
     dense head), as `edgetl train` builds it; `images` are the calibration images (float32 pixels

@@ -148,6 +148,7 @@ def calibration_set_from_manifest(
     manifest: dict, resolution: int, fallback_root: str | Path | None = None
 ) -> CalibrationSet:
     """Decode exactly the manifest's images, in its order, after checking every file's sha256.
+    (Each check has its own message naming the files, which is what makes it a little over 60 lines.)
 
     `fallback_root` (the run's image_dir) is used when the manifest's dataset_root does not exist,
     so a dataset moved to another machine or folder still works: paths are relative, hashes decide.
