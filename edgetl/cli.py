@@ -167,6 +167,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         budget=_budget_from_args(args), pick=_pick_from_args(args), force=args.force,
     )
     result = sweep(config, notes)
+    if args.device_results:
+        from .report import rebuild_report
+
+        rebuild_report(args.output_dir, config.budget, config.pick, args.device_results, args.device_threads)
     print(f"report: {result.report}")
     if result.pick is None:
         print("no artifact fits the budget; see the report for the closest ones")
@@ -195,8 +199,23 @@ def cmd_report(args: argparse.Namespace) -> int:
         saved = json.loads((args.run_dir / "sweep.json").read_text()).get("settings", {}).get("budget", {}) \
             if (args.run_dir / "sweep.json").is_file() else {}
         budget = Budget(**saved) if saved else budget
-    print(f"report: {rebuild_report(args.run_dir, budget, _pick_from_args(args))}")
+    print(f"report: {rebuild_report(args.run_dir, budget, _pick_from_args(args), args.device_results, args.device_threads)}")
     return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from .bundle import make_bundle
+
+    out = make_bundle(args.run_dir, args.output, front_only=args.front)
+    print(f"bundle: {out} ({out.stat().st_size / 1e6:.1f} MB); on the device: unzip it, then "
+          "python device_bench.py; bring back the device-*.json for `edgetl report --device_results`")
+    return 0
+
+
+def _add_device_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device_results", nargs="+", type=Path, default=[],
+                   help="device JSON(s) from device_bench.py: re-pick on each device's latencies")
+    p.add_argument("--device_threads", type=int, default=1, help="which of the device's thread counts to pick on")
 
 
 def cmd_label(args: argparse.Namespace) -> int:
@@ -247,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_head_arguments(p)
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--force", action="store_true", help="redo every stage even if finished")
+    _add_device_arguments(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("bench", help="measure one .tflite/.onnx on a dataset's test split")
@@ -258,7 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild results.csv/json, pareto.png and report.md of a sweep")
     p.add_argument("run_dir", type=Path)
     _add_budget_arguments(p)
+    _add_device_arguments(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bundle", help="pack a sweep's artifacts, test images and device_bench.py for a device")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .zip to write")
+    p.add_argument("--front", action="store_true", help="only the artifacts on the Pareto front")
+    p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("label", help="label images with a .tflite or .onnx model (same flags as tools/label_image.py)",
                        add_help=False)

@@ -93,7 +93,8 @@ def results_table(results: Sequence[ArtifactResult], pick: Pick) -> str:
 
 
 def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget | None,
-                 out_dir: str | os.PathLike, title: str = "edgetl sweep", notes: Sequence[str] = ()) -> Path:
+                 out_dir: str | os.PathLike, title: str = "edgetl sweep", notes: Sequence[str] = (),
+                 sections: Sequence[str] = ()) -> Path:
     """Write ``out_dir/report.md`` (and ``out_dir/pareto.png`` via :func:`plot_pareto`).
 
     Sections: the budget, the pick and why (or why nothing fits, with the closest artifacts and
@@ -138,12 +139,14 @@ def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget |
            "within budget / the float32 file of the same point and runtime, on the same test images, with "
            "McNemar's exact p. Start-up: load and allocate plus the first inference.", "",
            results_table(rows, pick), "", "## Accuracy vs latency", "", f"![pareto]({PARETO_PNG})", ""]
+    md += list(sections)
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return atomic_write_text(out / REPORT_MD, "\n".join(md))
 
 
-def rebuild_report(out_dir: str | os.PathLike, budget: Budget | None, config: PickConfig = PickConfig()) -> Path:
+def rebuild_report(out_dir: str | os.PathLike, budget: Budget | None, config: PickConfig = PickConfig(),
+                   device_files: Sequence[str | os.PathLike] = (), device_threads: int = 1) -> Path:
     """Re-read ``results.json`` in `out_dir`, re-pick under `budget`, rewrite csv/json, png and md.
 
     Needs nothing but results.json, so a report can be redone (new budget, newer edgetl) long after
@@ -155,7 +158,12 @@ def rebuild_report(out_dir: str | os.PathLike, budget: Budget | None, config: Pi
     notes = read_notes(out_dir)
     chosen = pick_artifact(results, budget, config)
     write_results(results, out_dir, notes)
-    return write_report(results, chosen, budget, out_dir, notes=notes)
+    sections = []
+    if device_files:
+        from edgetl.device import write_device_reports
+
+        sections = write_device_reports(out_dir, results, device_files, budget, config, device_threads)
+    return write_report(results, chosen, budget, out_dir, notes=notes, sections=sections)
 
 
 # --------------------------------------------------------------------------------------------

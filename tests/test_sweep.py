@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -180,3 +181,37 @@ def test_grid_files_yaml_and_toml(tmp_path):
     (tmp_path / "bad.yaml").write_text("backbones: [v1]\n")
     with pytest.raises(ValueError, match="missing alphas, resolutions"):
         read_grid_file(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("venv", [".venv-litert", ".venv-tflite-runtime"])
+def test_device_bench_from_a_bundle_runs_without_tensorflow_and_re_picks(finished_sweep, tmp_path, venv):
+    import zipfile
+
+    from conftest import REPO_ROOT
+
+    python = REPO_ROOT / venv / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{venv} is missing: run tools/make_device_venvs.sh (tools/install.sh does)")
+    assert main(["bundle", str(finished_sweep), "-o", str(tmp_path / "bundle.zip")]) == 0
+    with zipfile.ZipFile(tmp_path / "bundle.zip") as zf:
+        zf.extractall(tmp_path / "bundle")
+    bundle = tmp_path / "bundle"
+    proc = subprocess.run([str(python), "device_bench.py", "--num_threads", "1,2", "--min_timed_runs", "5",
+                           "--min_timed_seconds", "0.05", "--name", venv.strip(".")], cwd=bundle,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    device_json = bundle / f"device-{venv.strip('.')}.json"
+    data = json.loads(device_json.read_text())
+    measured = [r for r in data["results"] if r["status"] == "ok"]
+    assert {r["num_threads"] for r in measured} == {1, 2} and data["device"]["cores"] >= 1
+    tflite_runtime = venv == ".venv-tflite-runtime"
+    assert data["device"]["runtimes"].get("tflite-runtime" if tflite_runtime else "ai-edge-litert")
+    host = {(r.point, r.format): r for r in read_results(finished_sweep)}
+    for r in measured:  # device numerics: the same top-1 answers as the host's
+        assert r["agreement_with_host"] >= 0.95 and r["load_ms"] > 0
+        assert abs(r["accuracy"] - host[(r["point"], r["format"])].accuracy) <= 0.05
+    out = tmp_path / "rebuilt"
+    shutil.copytree(finished_sweep, out, ignore=shutil.ignore_patterns("points"))
+    assert main(["report", str(out), "--device_results", str(device_json)]) == 0
+    assert "## On devices" in (out / "report.md").read_text()
+    assert (out / "devices" / venv.strip(".") / "report.md").is_file()
