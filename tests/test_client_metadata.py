@@ -36,7 +36,6 @@ pytest.importorskip("mediapipe", reason="mediapipe is not installed in this envi
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT_CHECK = REPO / "tools" / "client_check.py"
-MODULE_FILE = REPO / "edgetl" / "export" / "tflite_metadata.py"
 CLIENT_VENVS = {"mediapipe": REPO / ".venv-mediapipe", "task_library": REPO / ".venv-task-library"}
 DEVICE_VENVS = {"litert": REPO / ".venv-litert", "tflite-runtime": REPO / ".venv-tflite-runtime"}
 TEST_DATA = Path(os.environ.get("EDGETL_TEST_DATA", REPO.parent / "shared")).resolve()
@@ -228,7 +227,8 @@ def test_metadata_only_adds_one_buffer_and_entry(models, fmt):
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    from edgetl.export.tflite_metadata import BUFFER_ALIGNMENT, METADATA_FIELD_NAME
+    from edgetl.export.tflite import BUFFER_ALIGNMENT
+    from edgetl.runtime.standard_metadata import METADATA_FIELD_NAME
 
     bare, data = models["bare"][fmt], models["data"][fmt]
     start = _zip_start(data)
@@ -294,7 +294,7 @@ def test_writer_refuses_bad_input(models):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_read_standard_metadata(models, fmt):
-    from edgetl.export.tflite_metadata import read_standard_metadata
+    from edgetl.runtime.standard_metadata import read_standard_metadata
 
     md = read_standard_metadata(models["paths"][fmt]["meta"])
     info = _info(fmt)
@@ -341,15 +341,15 @@ def test_reader_runs_in_device_venv(models, venv):
     if not python.exists():
         pytest.skip(f"{DEVICE_VENVS[venv].name} does not exist (tools/make_device_venvs.sh {venv})")
     script = (
-        "import importlib.util, json, sys\n"
-        "spec = importlib.util.spec_from_file_location('tflite_metadata', sys.argv[1])\n"
-        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
-        "out = [mod.read_standard_metadata(p) for p in sys.argv[2:]]\n"
-        "heavy = sorted(m for m in ('tensorflow', 'flatbuffers', 'mediapipe', 'numpy') if m in sys.modules)\n"
+        "import json, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from edgetl.runtime.standard_metadata import read_standard_metadata\n"
+        "out = [read_standard_metadata(p) for p in sys.argv[2:]]\n"
+        "heavy = sorted(m for m in ('tensorflow', 'flatbuffers', 'mediapipe') if m in sys.modules)\n"
         "print(json.dumps({'metadata': out, 'imported': heavy}))\n"
     )
     paths = [str(models["paths"][fmt][kind]) for fmt in FORMATS for kind in ("meta", "bare")]
-    proc = subprocess.run([str(python), "-c", script, str(MODULE_FILE), *paths], capture_output=True, text=True,
+    proc = subprocess.run([str(python), "-c", script, str(REPO), *paths], capture_output=True, text=True,
                           timeout=60, env=CHILD_ENV)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)

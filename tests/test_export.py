@@ -375,3 +375,78 @@ def test_cli_errors_are_clean(export_run_dir, tmp_path, capsys):
     with pytest.raises(ExportError, match="num_threads"):
         ExportConfig(num_threads=0)
     assert not (export_run_dir.run_dir / "artifacts").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# standard metadata: the files work in stock clients as they are
+
+
+def test_onnx_files_carry_documented_metadata_and_pass_the_full_checker(exported):
+    import onnx
+
+    from edgetl.runtime import load_model
+
+    run_dir, results = exported
+    for r in (x for x in results if x.format.startswith("onnx")):
+        proto = onnx.load(str(r.path))
+        onnx.checker.check_model(proto, full_check=True)
+        props = {p.key: p.value for p in proto.metadata_props}
+        assert proto.producer_name == "edgetl" and proto.producer_version
+        assert props["labels"].splitlines() == ["daisy", "roses", "tulips"]
+        assert props["normalization_mean"] == "0,0,0" and props["normalization_std"] == "1,1,1"
+        assert props["color_space"] == "RGB" and props["pixel_range"] == "0..255"
+        model = load_model(r.path)  # the file alone: labels and normalization from its own props
+        assert model.labels == ["daisy", "roses", "tulips"] and (model.mean, model.std) == (0.0, 1.0)
+
+
+def test_every_tflite_format_has_standard_metadata(exported):
+    from edgetl.runtime.standard_metadata import read_standard_metadata
+
+    run_dir, results = exported
+    for r in (x for x in results if x.format.startswith("tflite")):
+        md = read_standard_metadata(r.path)
+        assert md is not None, f"{r.format}: no standard TFLite Metadata"
+        assert md["labels"] == ["daisy", "roses", "tulips"] and md["mean"] == [0.0] * 3 and md["std"] == [1.0] * 3
+        assert f"format={r.format}" in md["description"] and md["edgetl"]["format"] == r.format
+        assert ("calibration_manifest_sha256=" in md["description"]) == (r.format == "tflite-int8")
+
+
+@pytest.mark.parametrize("client,venv", [("mediapipe", ".venv-mediapipe"), ("task_library", ".venv-task-library")])
+def test_stock_clients_classify_with_every_tflite_format_by_label_name(exported, export_run_dir, tmp_path, client,
+                                                                      venv):
+    """MediaPipe Tasks / the Task Library load each file alone and name the classes; their top-1 agrees with
+    edgetl's on photos pre-shrunk to 1.5x the input size (the clients resize without antialiasing)."""
+    import subprocess
+
+    from PIL import Image
+
+    from conftest import REPO_ROOT
+    from edgetl.data import load_image
+    from edgetl.runtime import load_model
+
+    python = REPO_ROOT / venv / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{venv} is missing: run tools/make_client_venvs.sh (tools/install.sh does)")
+    run_dir, results = exported
+    photos = sorted(export_run_dir.image_dir.glob("*/*"))[::4][:12] or pytest.fail("no photos")
+    small = []
+    for i, photo in enumerate(photos):
+        with Image.open(photo) as im:
+            path = tmp_path / f"{i}.png"
+            im.convert("RGB").resize((144, 144), Image.BILINEAR).save(path)
+            small.append(path)
+    formats = [r for r in results if r.format.startswith("tflite")]
+    if client == "task_library":  # tflite-support 0.4.4's runtime lacks FULLY_CONNECTED v12 (dynamic range)
+        formats = [r for r in formats if r.format != "tflite-dynamic"]
+    cmd = [str(python), str(REPO_ROOT / "tools" / "client_check.py"), "--client", client, "--json",
+           "--model_file", *[str(r.path) for r in formats], "--", *map(str, small)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    for r, m in zip(formats, doc["models"]):
+        model = load_model(r.path)
+        ours = model.predict(np.stack([load_image(p, model.input_size) for p in small])).argmax(1)
+        theirs = [p["label"] for p in m["predictions"]]
+        assert set(theirs) <= {"daisy", "roses", "tulips"} and all(theirs), f"{client} {r.format}: {theirs}"
+        agree = np.mean([model.labels[i] == t for i, t in zip(ours, theirs)])
+        assert agree >= 0.75, f"{client} {r.format}: top-1 agrees with edgetl on {agree:.0%}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install edgetl from scratch: .venv (edgetl + TensorFlow + converters + test tools) and the two
-# TensorFlow-free device environments (.venv-litert, .venv-tflite-runtime) used to prove the device path.
+# Install edgetl from scratch: .venv (edgetl + TensorFlow + converters + test tools), the two
+# TensorFlow-free device environments (.venv-litert, .venv-tflite-runtime) used to prove the device path,
+# and the two client environments (.venv-mediapipe, .venv-task-library) that prove the standard metadata.
 # Idempotent: re-running only fills in what is missing.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,4 +13,5 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 bash tools/make_device_venvs.sh
+bash tools/make_client_venvs.sh
 echo "installed: $(.venv/bin/edgetl --help >/dev/null && echo edgetl OK) in $REPO/.venv"

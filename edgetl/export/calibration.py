@@ -13,6 +13,7 @@ TensorFlow-free (numpy + Pillow via edgetl.data), like edgetl.data itself.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -211,3 +212,9 @@ def calibration_set_from_manifest(
 def write_manifest(path: str | Path, manifest: dict) -> Path:
     """Atomically write a manifest (private keys, such as where it was read from, left out)."""
     return atomic_write_json(path, {k: v for k, v in manifest.items() if not k.startswith("_")})
+
+
+def manifest_sha256(manifest: dict) -> str:
+    """The SHA-256 of a manifest's content (canonical JSON), recorded in every int8 artifact's metadata."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+

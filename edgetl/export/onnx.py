@@ -154,15 +154,28 @@ def quantize_int8(float_proto, calibration_images: np.ndarray):
 
 
 def with_metadata(proto, metadata: dict):
-    """Put the edgetl JSON and the newline-joined labels into metadata_props, replacing old ones."""
-    from edgetl.runtime import ONNX_LABELS_KEY, ONNX_METADATA_KEY
+    """edgetl's metadata_props (replacing old ones) and producer, so the file alone says how to run it.
 
-    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in (ONNX_METADATA_KEY, ONNX_LABELS_KEY)]
+    Keys (docs/interfaces.md): ``edgetl`` (the JSON), ``labels`` (newline-joined, index order),
+    ``normalization_mean`` / ``normalization_std`` (per RGB channel, comma-separated: the input is
+    (pixel - mean) / std), ``color_space`` (RGB) and ``pixel_range`` (0..255).
+    """
+    from edgetl import __version__
+    from edgetl.runtime.metadata import (ONNX_COLOR_KEY, ONNX_LABELS_KEY, ONNX_MEAN_KEY, ONNX_METADATA_KEY,
+                                         ONNX_RANGE_KEY, ONNX_STD_KEY)
+
+    inp = metadata.get("input") or {}
+    ours = [(ONNX_METADATA_KEY, json.dumps(metadata)), (ONNX_LABELS_KEY, "\n".join(metadata["labels"])),
+            (ONNX_MEAN_KEY, ",".join([f"{float(inp.get('mean', 0.0)):g}"] * 3)),
+            (ONNX_STD_KEY, ",".join([f"{float(inp.get('std', 1.0)):g}"] * 3)),
+            (ONNX_COLOR_KEY, "RGB"), (ONNX_RANGE_KEY, "0..255")]
+    names = {key for key, _ in ours}
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in names]
     del proto.metadata_props[:]
-    ours = [(ONNX_METADATA_KEY, json.dumps(metadata)), (ONNX_LABELS_KEY, "\n".join(metadata["labels"]))]
     for key, value in keep + ours:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
+    proto.producer_name, proto.producer_version = "edgetl", __version__
     return proto
 
 

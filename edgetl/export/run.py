@@ -252,6 +252,7 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
         return {}
     calibration = _calibration(inputs, config, log)
     metadata["bias_correction"] = config.bias_correction
+    metadata["calibration_manifest_sha256"] = calib.manifest_sha256(calibration.manifest)
     export_artifact(_int8_source(inputs, config, log), fmt, out_path, metadata,
                     calibration_images=calibration.images, io_type=config.io_type)
     manifest_path = out_path.parent / f"{fmt}.calibration.json"

@@ -88,10 +88,24 @@ def convert(source, fmt: str, metadata: dict, calibration_images: np.ndarray | N
         tail = "".join(log)[-2000:].strip()
         raise RuntimeError(f"TFLite conversion to {fmt} failed: {error}" + (f"\nconverter log:\n{tail}" if tail else "")) from error
     # Lossless, and what brings a per-channel int8 MobileNetV2 from 30.7% to 28.1% of the float file.
-    data = share_quantization_vectors(bytes(data))
-    from edgetl.runtime import embed_tflite_metadata
+    return finish(bytes(data), metadata)
 
-    return embed_tflite_metadata(data, metadata)
+
+def finish(flatbuffer: bytes, metadata: dict) -> bytes:
+    """The converter's flatbuffer as edgetl writes it: standard TFLite Metadata added (MediaPipe Tasks, the
+    Task Library and Android Studio read it; its associated files are the appended labels.txt and
+    edgetl.json edgetl's own reader uses), then each quantization vector stored once.
+
+    In that order because adding the metadata unpacks the model with the object API, which gives every
+    tensor its own copy of the vectors again.
+    """
+    from edgetl.runtime import appended_zip_start
+
+    from .tflite_metadata import standard_info, with_standard_metadata
+
+    data = with_standard_metadata(flatbuffer, standard_info(metadata))
+    start = appended_zip_start(data)
+    return share_quantization_vectors(data[:start]) + data[start:]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,7 +163,7 @@ class _SharedQuantization:
         return s.QuantizationParametersEnd(builder)
 
 
-class _AlignedBuffer:
+class AlignedBuffer:
     """Stands in for a BufferT: packs it with the data aligned to BUFFER_ALIGNMENT."""
 
     def __init__(self, schema, buffer):
@@ -159,7 +173,8 @@ class _AlignedBuffer:
         s, b = self.schema, self.buffer
         data = None
         if b.data is not None:
-            raw = np.ascontiguousarray(b.data, dtype=np.uint8).tobytes()
+            raw = bytes(b.data) if isinstance(b.data, (bytes, bytearray)) else \
+                np.ascontiguousarray(b.data, dtype=np.uint8).tobytes()
             builder.StartVector(1, len(raw), BUFFER_ALIGNMENT if raw else 1)
             builder.head -= len(raw)  # one copy, as Builder.CreateNumpyVector does
             builder.Bytes[builder.head : builder.head + len(raw)] = raw
@@ -215,7 +230,7 @@ def share_quantization_vectors(flatbuffer: bytes) -> bytes:
     written: dict[tuple[str, bytes], int] = {}
     for t in tensors:
         t.quantization = _SharedQuantization(schema, t.quantization, written)
-    model.buffers = [_AlignedBuffer(schema, b) for b in buffers] if model.buffers is not None else None
+    model.buffers = [AlignedBuffer(schema, b) for b in buffers] if model.buffers is not None else None
     builder = flatbuffers.Builder(len(flatbuffer) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     out = bytes(builder.Output())

@@ -36,9 +36,9 @@ The model itself is unpacked and packed again with the object API of the TFLite 
 the TFLite converter's own last step do): every tensor, operator and weight buffer comes out identical, and
 the only additions are one buffer and one metadata entry, so the interpreter's outputs are bit-identical.
 
-:func:`read_standard_metadata` reads all of it back with the standard library only (no TensorFlow, no
-MediaPipe, no ``flatbuffers`` package: tflite-runtime device environments have none of them), walking the
-flatbuffers by the field numbers of the published schemas.
+`edgetl.runtime.standard_metadata.read_standard_metadata` reads all of it back with the standard library
+only (no TensorFlow, no MediaPipe, no ``flatbuffers`` package: tflite-runtime device environments have
+none of them), walking the flatbuffers by the field numbers of the published schemas.
 
 ``info`` keys used by :func:`with_standard_metadata` (nothing else in ``info`` is read):
 
@@ -68,20 +68,15 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import zipfile
-from pathlib import Path
 
-METADATA_FIELD_NAME = "TFLITE_METADATA"  # the name MetadataPopulator and every reader use
-METADATA_IDENTIFIER = b"M001"
-TFLITE_IDENTIFIER = b"TFL3"
-LABELS_FILE = "labels.txt"
-EDGETL_FILE = "edgetl.json"
+from edgetl.runtime import TFLITE_IDENTIFIER, appended_zip_start, is_tflite
+from edgetl.runtime.standard_metadata import EDGETL_FILE, LABELS_FILE, METADATA_FIELD_NAME, METADATA_IDENTIFIER
+
 # Everything written here is in the schema since 1.0.0 (no subgraph process units, tensor groups,
 # associated-file versions or custom metadata; see the version history in metadata_schema.fbs), so 1.0.0 is
 # what MetadataPopulator's GetMinimumMetadataParserVersion computes for it.
 MIN_PARSER_VERSION = "1.0.0"
-BUFFER_ALIGNMENT = 16  # TFLite schema: Buffer.data is [ubyte] (force_align: 16)
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date ZIP can hold: fixed, so equal inputs give equal bytes
 
 INPUT_NAME = "image"
@@ -244,32 +239,6 @@ def _metadata_buffer(model, info: dict) -> bytes:
     return bytes(b.Output())
 
 
-class _AlignedBuffer:
-    """Stands in for a BufferT when the model is packed: its data aligned to BUFFER_ALIGNMENT."""
-
-    def __init__(self, schema, data, offset: int = 0, size: int = 0):
-        self.schema, self.data, self.offset, self.size = schema, data, offset, size
-
-    def Pack(self, builder) -> int:  # the object API's name: ModelT.Pack calls it
-        s = self.schema
-        data = None
-        if self.data is not None:
-            import numpy as np
-
-            raw = self.data if isinstance(self.data, (bytes, bytearray)) else \
-                np.ascontiguousarray(self.data, dtype=np.uint8).tobytes()
-            builder.StartVector(1, len(raw), BUFFER_ALIGNMENT if raw else 1)
-            builder.head -= len(raw)
-            builder.Bytes[builder.head : builder.head + len(raw)] = raw
-            data = builder.EndVector()
-        s.BufferStart(builder)
-        if data is not None:
-            s.BufferAddData(builder, data)
-        s.BufferAddOffset(builder, self.offset)
-        s.BufferAddSize(builder, self.size)
-        return s.BufferEnd(builder)
-
-
 def _zip_files(files: list[tuple[str, bytes]]) -> bytes:
     """The associated files as a stored ZIP with fixed dates: offsets count from the archive's own start."""
     buf = io.BytesIO()
@@ -283,16 +252,6 @@ def _zip_files(files: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def _ends_with_zip(data: bytes) -> bool:
-    tail = data[-(22 + 0xFFFF):]
-    pos = tail.rfind(b"PK\x05\x06")
-    while pos >= 0:
-        if pos + 22 <= len(tail) and pos + 22 + struct.unpack_from("<H", tail, pos + 20)[0] == len(tail):
-            return True
-        pos = tail.rfind(b"PK\x05\x06", 0, pos)
-    return False
-
-
 def with_standard_metadata(model_bytes: bytes, info: dict) -> bytes:
     """The bare TFLite flatbuffer `model_bytes` with standard TFLite Metadata and its associated files.
 
@@ -302,12 +261,14 @@ def with_standard_metadata(model_bytes: bytes, info: dict) -> bytes:
     appended, weights in external buffers, not one subgraph with one input and one output) or a bad `info`.
     """
     model_bytes = bytes(model_bytes)
-    if len(model_bytes) < 8 or model_bytes[4:8] != TFLITE_IDENTIFIER:
+    if not is_tflite(model_bytes):
         raise ValueError("with_standard_metadata: not a TFLite flatbuffer (no 'TFL3' identifier)")
-    if _ends_with_zip(model_bytes):
+    if appended_zip_start(model_bytes) is not None:
         raise ValueError("with_standard_metadata: a ZIP archive is appended; pass the bare flatbuffer")
     _check_info(info)
     import flatbuffers
+
+    from .tflite import AlignedBuffer
 
     schema = _tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
@@ -330,7 +291,7 @@ def with_standard_metadata(model_bytes: bytes, info: dict) -> bytes:
         buffers.append(buffer)
         entries.append(entry)
     model.metadata = entries
-    model.buffers = [_AlignedBuffer(schema, b.data, b.offset, b.size) for b in buffers]
+    model.buffers = [AlignedBuffer(schema, b) for b in buffers]
     builder = flatbuffers.Builder(len(model_bytes) + len(metadata_buf) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     flatbuffer = bytes(builder.Output())
@@ -340,226 +301,25 @@ def with_standard_metadata(model_bytes: bytes, info: dict) -> bytes:
     return flatbuffer + _zip_files([(LABELS_FILE, labels_txt), (EDGETL_FILE, edgetl_json)])
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Reading (stdlib only: runs on device environments)
+def standard_info(metadata: dict) -> dict:
+    """The `info` of :func:`with_standard_metadata` for an edgetl artifact, from its edgetl.json dict."""
+    from edgetl import __version__
 
-
-class _Flat:
-    """Bounds-checked reads of FlatBuffers tables (little endian): just what the reader below needs."""
-
-    def __init__(self, buf: bytes, what: str):
-        self.buf, self.what = buf, what
-
-    def _get(self, fmt: str, pos: int):
-        size = struct.calcsize(fmt)
-        if pos < 0 or pos + size > len(self.buf):
-            raise ValueError(f"{self.what}: flatbuffer read out of bounds at {pos}")
-        return struct.unpack_from(fmt, self.buf, pos)[0]
-
-    def root(self) -> int:
-        return self._get("<I", 0)
-
-    def field(self, table: int, i: int) -> int | None:
-        """Absolute position of field `i` of the table at `table`, None when absent."""
-        vtable = table - self._get("<i", table)
-        vt_size = self._get("<H", vtable)
-        slot = 4 + 2 * i
-        if slot + 2 > vt_size:
-            return None
-        off = self._get("<H", vtable + slot)
-        return table + off if off else None
-
-    def ref(self, pos: int) -> int:
-        return pos + self._get("<I", pos)
-
-    def scalar(self, table: int, i: int, fmt: str, default=0):
-        pos = self.field(table, i)
-        return default if pos is None else self._get(fmt, pos)
-
-    def table(self, table: int, i: int) -> int | None:
-        pos = self.field(table, i)
-        return None if pos is None else self.ref(pos)
-
-    def string(self, table: int, i: int) -> str | None:
-        pos = self.field(table, i)
-        if pos is None:
-            return None
-        start = self.ref(pos)
-        n = self._get("<I", start)
-        if start + 4 + n > len(self.buf):
-            raise ValueError(f"{self.what}: string out of bounds")
-        return self.buf[start + 4 : start + 4 + n].decode("utf-8", "replace")
-
-    def _vector(self, table: int, i: int) -> tuple[int, int] | None:
-        pos = self.field(table, i)
-        if pos is None:
-            return None
-        start = self.ref(pos)
-        return start + 4, self._get("<I", start)
-
-    def tables(self, table: int, i: int) -> list[int]:
-        vec = self._vector(table, i)
-        if vec is None:
-            return []
-        start, n = vec
-        return [self.ref(start + 4 * k) for k in range(n)]
-
-    def floats(self, table: int, i: int) -> list[float] | None:
-        vec = self._vector(table, i)
-        if vec is None:
-            return None
-        start, n = vec
-        return [self._get("<f", start + 4 * k) for k in range(n)]
-
-    def bytes_(self, table: int, i: int) -> bytes | None:
-        vec = self._vector(table, i)
-        if vec is None:
-            return None
-        start, n = vec
-        if start + n > len(self.buf):
-            raise ValueError(f"{self.what}: vector out of bounds")
-        return self.buf[start : start + n]
-
-
-# Field numbers (declaration order, a union taking two) of the published schemas:
-# tensorflow/lite/schema/schema.fbs and mediapipe/tasks/metadata/metadata_schema.fbs.
-_MODEL_BUFFERS, _MODEL_METADATA = 4, 6
-_METADATA_NAME, _METADATA_BUFFER = 0, 1
-_BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
-_MM_NAME, _MM_DESCRIPTION, _MM_VERSION, _MM_SUBGRAPHS, _MM_AUTHOR, _MM_LICENSE, _MM_FILES, _MM_MIN_PARSER = range(8)
-_SG_INPUTS, _SG_OUTPUTS, _SG_FILES = 2, 3, 4
-_TM_NAME, _TM_DESCRIPTION, _TM_CONTENT, _TM_PROCESS_UNITS, _TM_STATS, _TM_FILES = 0, 1, 3, 4, 5, 6
-_CONTENT_PROPS_TYPE, _CONTENT_PROPS = 0, 1
-_IMAGE_PROPERTIES = 2  # ContentProperties: NONE, FeatureProperties, ImageProperties, ...
-_COLOR_SPACES = {0: "UNKNOWN", 1: "RGB", 2: "GRAYSCALE"}
-_PU_OPTIONS_TYPE, _PU_OPTIONS = 0, 1
-_NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions: NONE, NormalizationOptions, ...
-_STATS_MAX, _STATS_MIN = 0, 1
-_AF_NAME, _AF_DESCRIPTION, _AF_TYPE, _AF_LOCALE = 0, 1, 2, 3
-_FILE_TYPES = {0: "UNKNOWN", 1: "DESCRIPTIONS", 2: "TENSOR_AXIS_LABELS", 3: "TENSOR_VALUE_LABELS",
-               4: "TENSOR_AXIS_SCORE_CALIBRATION", 5: "VOCABULARY", 6: "SCANN_INDEX_FILE"}
-
-
-def _metadata_flatbuffer(data: bytes, what: str) -> bytes | None:
-    """The TFLITE_METADATA buffer of the model in `data`, None when there is none."""
-    fb = _Flat(data, what)
-    model = fb.root()
-    buffers = fb.tables(model, _MODEL_BUFFERS)
-    for entry in fb.tables(model, _MODEL_METADATA):
-        if fb.string(entry, _METADATA_NAME) != METADATA_FIELD_NAME:
-            continue
-        index = fb.scalar(entry, _METADATA_BUFFER, "<I")
-        if index >= len(buffers):
-            raise ValueError(f"{what}: TFLITE_METADATA names buffer {index} of {len(buffers)}")
-        buf = buffers[index]
-        raw = fb.bytes_(buf, _BUFFER_DATA)
-        offset, size = fb.scalar(buf, _BUFFER_OFFSET, "<Q"), fb.scalar(buf, _BUFFER_SIZE, "<Q")
-        if (raw is None or not raw) and offset > 1:  # > 2 GB models keep buffers after the flatbuffer
-            raw = data[offset : offset + size]
-        return bytes(raw or b"")
-    return None
-
-
-def _files(fb: _Flat, table: int, i: int) -> list[dict]:
-    out = []
-    for f in fb.tables(table, i):
-        out.append({"name": fb.string(f, _AF_NAME), "description": fb.string(f, _AF_DESCRIPTION),
-                    "type": _FILE_TYPES.get(fb.scalar(f, _AF_TYPE, "<b"), "UNKNOWN"),
-                    "locale": fb.string(f, _AF_LOCALE)})
-    return out
-
-
-def _tensor(fb: _Flat, t: int) -> dict:
-    out: dict = {"name": fb.string(t, _TM_NAME), "description": fb.string(t, _TM_DESCRIPTION)}
-    content = fb.table(t, _TM_CONTENT)
-    if content is not None and fb.scalar(content, _CONTENT_PROPS_TYPE, "<B") == _IMAGE_PROPERTIES:
-        props = fb.table(content, _CONTENT_PROPS)
-        out["color_space"] = _COLOR_SPACES.get(fb.scalar(props, 0, "<b"), "UNKNOWN") if props is not None else None
-    for unit in fb.tables(t, _TM_PROCESS_UNITS):
-        if fb.scalar(unit, _PU_OPTIONS_TYPE, "<B") == _NORMALIZATION_OPTIONS:
-            options = fb.table(unit, _PU_OPTIONS)
-            if options is not None:
-                out["mean"], out["std"] = fb.floats(options, 0), fb.floats(options, 1)
-    stats = fb.table(t, _TM_STATS)
-    if stats is not None:
-        out["min"], out["max"] = fb.floats(stats, _STATS_MIN), fb.floats(stats, _STATS_MAX)
-    out["associated_files"] = _files(fb, t, _TM_FILES)
-    return out
-
-
-def _appended_files(data: bytes, what: str) -> dict[str, bytes]:
-    """The members of the ZIP appended to the model (either offset convention), {} when there is none."""
-    if not _ends_with_zip(data):
-        return {}
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            return {name: zf.read(name) for name in zf.namelist()}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ValueError(f"{what}: the associated files appended to the model are corrupt ({e})") from e
-
-
-def read_standard_metadata(path) -> dict | None:
-    """The standard TFLite Metadata of the .tflite at `path`, None when the file has none.
-
-    Standard library only (no TensorFlow, MediaPipe or flatbuffers package). Returns::
-
-        {"name", "description", "version", "author", "license", "min_parser_version": str | None,
-         "labels": [...] | None,          # the output's TENSOR_AXIS_LABELS file (the first without a locale)
-         "mean": [...], "std": [...],     # the input's NormalizationOptions (None when absent)
-         "color_space": "RGB" | ...,
-         "input": {...}, "output": {...}, # per tensor: name, description, mean, std, min, max,
-                                          # color_space, associated_files
-         "associated_files": [{"name", "description", "type", "locale"}, ...],  # model-level
-         "packed_files": [names in the appended archive],
-         "edgetl": dict | None}           # the edgetl.json associated file, parsed
-
-    Raises ValueError when the file is not a TFLite model or its metadata is corrupt.
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    what = str(path)
-    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
-        raise ValueError(f"{what}: not a TFLite model (no 'TFL3' identifier)")
-    meta_buf = _metadata_flatbuffer(data, what)
-    if meta_buf is None:
-        return None
-    if len(meta_buf) < 8 or meta_buf[4:8] != METADATA_IDENTIFIER:
-        raise ValueError(f"{what}: the TFLITE_METADATA buffer is not a metadata flatbuffer (no 'M001')")
-    fb = _Flat(meta_buf, f"{what} (metadata)")
-    root = fb.root()
-    subgraphs = fb.tables(root, _MM_SUBGRAPHS)
-    inputs = [_tensor(fb, t) for t in fb.tables(subgraphs[0], _SG_INPUTS)] if subgraphs else []
-    outputs = [_tensor(fb, t) for t in fb.tables(subgraphs[0], _SG_OUTPUTS)] if subgraphs else []
-    packed = _appended_files(data, what)
-
-    labels = None
-    if outputs:
-        label_files = [f for f in outputs[0]["associated_files"] if f["type"] == "TENSOR_AXIS_LABELS"]
-        label_files.sort(key=lambda f: f["locale"] is not None)  # the default (no locale) first
-        if label_files and label_files[0]["name"] in packed:
-            text = packed[label_files[0]["name"]].decode("utf-8", "replace")
-            labels = [line.strip() for line in text.splitlines() if line.strip()]
-    edgetl = None
-    if EDGETL_FILE in packed:
-        try:
-            edgetl = json.loads(packed[EDGETL_FILE])
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"{what}: {EDGETL_FILE} is not valid JSON ({e})") from e
-    first_in = inputs[0] if inputs else {}
+    bb, inp, labels = metadata.get("backbone") or {}, metadata.get("input") or {}, list(metadata["labels"])
+    family = {"v1": "MobileNet V1", "v2": "MobileNet V2", "hub": "TF Hub"}.get(bb.get("version"), "MobileNet")
+    name = f"edgetl {family} {bb.get('alpha', 0):g} {bb.get('resolution', '?')}px {metadata.get('format', '')}"
     return {
-        "name": fb.string(root, _MM_NAME),
-        "description": fb.string(root, _MM_DESCRIPTION),
-        "version": fb.string(root, _MM_VERSION),
-        "author": fb.string(root, _MM_AUTHOR),
-        "license": fb.string(root, _MM_LICENSE),
-        "min_parser_version": fb.string(root, _MM_MIN_PARSER),
+        "name": name.strip(),
+        "description": (f"Image classifier of {len(labels)} classes: a {family} backbone (alpha "
+                        f"{bb.get('alpha', 0):g}) with a classification head retrained by edgetl. Input: RGB "
+                        f"pixels 0..255 resized to {bb.get('resolution', '?')}x{bb.get('resolution', '?')}; "
+                        "output: class probabilities."),
+        "version": __version__,
+        "author": "edgetl",
+        "license": "Apache-2.0 (the MobileNet ImageNet weights); the head is trained on the user's photos",
         "labels": labels,
-        "mean": first_in.get("mean"),
-        "std": first_in.get("std"),
-        "color_space": first_in.get("color_space"),
-        "input": first_in or None,
-        "output": outputs[0] if outputs else None,
-        "associated_files": _files(fb, root, _MM_FILES),
-        "packed_files": sorted(packed),
-        "edgetl": edgetl,
+        "mean": float(inp.get("mean", 0.0)),
+        "std": float(inp.get("std", 1.0)),
+        "edgetl_json": metadata,
     }
+

@@ -20,6 +20,12 @@ METADATA_FILE = "edgetl.json"
 LABELS_FILE = "labels.txt"
 ONNX_METADATA_KEY = "edgetl"
 ONNX_LABELS_KEY = "labels"
+# Documented metadata_props keys any ONNX client can read (docs/interfaces.md): the input is
+# (pixel - mean) / std per RGB channel, comma-separated; pixels are 0..255 RGB, resized to the input.
+ONNX_MEAN_KEY = "normalization_mean"
+ONNX_STD_KEY = "normalization_std"
+ONNX_COLOR_KEY = "color_space"
+ONNX_RANGE_KEY = "pixel_range"
 TFLITE_IDENTIFIER = b"TFL3"
 SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
 
@@ -260,12 +266,45 @@ def read_embedded(path: Path) -> tuple[dict | None, list[str] | None]:
         meta, labels = _from_onnx_props(path, props)
     if meta is not None and isinstance(meta.get("labels"), list):
         labels = [str(label) for label in meta["labels"]]
+    if kind == "tflite":  # the standard TFLite Metadata, where present, is what every client reads: it wins
+        meta, labels = _with_standard_metadata(path, meta, labels)
     return meta, labels
+
+
+def _with_standard_metadata(path: Path, meta: dict | None, labels: list[str] | None):
+    from .standard_metadata import read_standard_metadata
+
+    try:
+        standard = read_standard_metadata(path)
+    except ValueError as e:
+        raise ModelFileError(f"{path}: the standard TFLite Metadata is corrupt ({e})") from e
+    if standard is None:  # written before edgetl wrote standard metadata, or by another tool without it
+        return meta, labels
+    meta = dict(meta or {})
+    if standard.get("mean") and standard.get("std"):
+        meta["input"] = {**(meta.get("input") or {}), "mean": _uniform(path, standard["mean"], "mean"),
+                         "std": _uniform(path, standard["std"], "std")}
+    return meta, standard.get("labels") or labels
+
+
+def _uniform(path: Path, values: list[float], what: str) -> float:
+    if len(set(values)) != 1:
+        raise ModelFileError(f"{path}: per-channel normalization {what} {values} is not supported")
+    return float(values[0])
 
 
 def _from_onnx_props(path: Path, props: dict[str, str]) -> tuple[dict | None, list[str] | None]:
     meta = _parse_json(path, props[ONNX_METADATA_KEY], "'edgetl' metadata") if ONNX_METADATA_KEY in props else None
     labels = _split_labels(props[ONNX_LABELS_KEY]) if ONNX_LABELS_KEY in props else None
+    if ONNX_MEAN_KEY in props and ONNX_STD_KEY in props:  # the documented keys win over edgetl's JSON
+        try:
+            mean = [float(v) for v in props[ONNX_MEAN_KEY].split(",")]
+            std = [float(v) for v in props[ONNX_STD_KEY].split(",")]
+        except ValueError as e:
+            raise ModelFileError(f"{path}: metadata_props {ONNX_MEAN_KEY}/{ONNX_STD_KEY} are not numbers ({e})") from e
+        meta = dict(meta or {})
+        meta["input"] = {**(meta.get("input") or {}), "mean": _uniform(path, mean, "mean"),
+                         "std": _uniform(path, std, "std")}
     return meta, labels
 
 
