@@ -294,10 +294,12 @@ def bench_model(model_path, image_dir, config: BenchConfig = BenchConfig(), spli
     import tempfile
 
     from .data import SplitConfig, scan_dataset
-    from .runtime import read_metadata
+    from .runtime import read_metadata, verify_model
 
     model_path = Path(model_path)
     meta = read_metadata(model_path) or {}
+    if meta.get("model_sha256"):
+        verify_model(model_path)  # a damaged file is refused, not measured
     labels = meta.get("labels")
     size = (meta.get("input") or {}).get("size")
     if not labels or not size:

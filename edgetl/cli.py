@@ -299,7 +299,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .backbones import WeightsNotFoundError
     from .data import DatasetError
 
-    errors: list[type[BaseException]] = [DatasetError, WeightsNotFoundError, FileNotFoundError, ValueError]
+    from .files import DiskError
+
+    errors: list[type[BaseException]] = [DatasetError, WeightsNotFoundError, FileNotFoundError, ValueError,
+                                         DiskError]
     if os.environ.get("EDGETL_DEBUG"):
         return ()
     try:

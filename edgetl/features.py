@@ -18,7 +18,7 @@ from platformdirs import user_cache_dir
 from tqdm import tqdm
 
 from .data import PREPROCESS_VERSION, ImageRecord, load_image
-from .files import atomic_write_bytes
+from .files import DiskError, atomic_write_bytes, checkpoint, disk_reason
 
 DIGEST_BYTES = 16
 
@@ -85,6 +85,17 @@ def _write_entry(path: Path, vector: np.ndarray) -> None:
     atomic_write_bytes(path, data + hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest())
 
 
+def _cache(path: Path, vector: np.ndarray, cache_dir: Path) -> bool:
+    """Write one cache entry; False (after one warning) when the cache cannot be written at all."""
+    try:
+        _write_entry(path, vector)
+        return True
+    except DiskError as e:
+        tqdm.write(f"warning: the bottleneck cache {cache_dir} cannot be written ({disk_reason(e)}); "
+                   "features are computed in memory and nothing more is cached this run")
+        return False
+
+
 def _decode(record: ImageRecord, size: int) -> tuple[np.ndarray | None, str]:
     try:
         return load_image(record.path, size), ""
@@ -116,6 +127,7 @@ def compute_features(
             dim = vector.size
     todo = [i for i in range(len(records)) if i not in found]
     failed: dict[Path, str] = {}
+    cache_ok = True  # a cache that cannot be written costs the cache, not the run
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     with ThreadPoolExecutor(decode_workers) as pool, tqdm(
         total=len(todo), desc=desc, unit="img", disable=not todo, leave=False
@@ -135,9 +147,11 @@ def compute_features(
             if good:
                 vectors = np.asarray(embed(np.stack([p for _, p in good]).astype(np.float32)), dtype=np.float32)
                 for (i, _), vector in zip(good, vectors):
-                    _write_entry(_entry_path(cache_dir, key, records[i].content_hash), vector)
                     found[i] = vector
+                    if cache_ok:
+                        cache_ok = _cache(_entry_path(cache_dir, key, records[i].content_hash), vector, cache_dir)
             bar.update(len(batch))
+            checkpoint("features")
 
     kept = [i for i in range(len(records)) if i in found]
     features = np.stack([found[i] for i in kept]) if kept else np.zeros((0, 0), np.float32)

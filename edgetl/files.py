@@ -1,4 +1,5 @@
-"""Small file helpers every stage shares: atomic writes, a file's SHA-256, an error as one line.
+"""Small file helpers every stage shares: atomic writes, disk faults as user errors, a file's SHA-256, an
+error as one line, and the named kill points the fault tests use.
 
 Atomic writes go to a temp file in the target's folder, then os.replace, so a reader (or a re-run after
 a crash) sees either the old file or the new one, never half of one. Stdlib only: the device imports it.
@@ -6,10 +7,14 @@ a crash) sees either the old file or the new one, never half of one. Stdlib only
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 
 def _umask() -> int:
@@ -18,29 +23,31 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "a file") -> Path:
+    """Write `data` to `path` so a reader sees the old file or the new one; a disk fault is a DiskError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not land before the bytes do
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make shared caches and runs private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path, what, len(data)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # the rename must not land before the bytes do
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make shared caches and runs private
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, what: str = "a file") -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), what)
 
 
-def atomic_write_json(path: str | os.PathLike, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj, what: str = "a file") -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n", what)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -61,3 +68,91 @@ def one_line(e: BaseException, limit: int = 500) -> str:
     """
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Disk faults as user errors
+
+
+class DiskError(Exception):
+    """A write failed because of the disk (full, read-only, no permission, over quota): the message names the
+    path, what was being written and, when known, how much space it needed. The CLI prints it and exits 2."""
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+# What TensorFlow's and onnxruntime's wrappers say when the OS said one of the above.
+_DISK_MESSAGES = ("no space left on device", "read-only file system", "permission denied", "disk quota exceeded",
+                  "file too large")
+
+
+def disk_reason(e: BaseException | None) -> str | None:
+    """Why `e` (or an exception it was raised from) is a disk fault, e.g. "no space left on device"; else None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+            return os.strerror(e.errno).lower()
+        text = str(e).lower()
+        for message in _DISK_MESSAGES:
+            if message in text:
+                return message
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def describe_disk_error(e: BaseException, path: str | os.PathLike, what: str, needed: int | None = None) -> DiskError:
+    free = ""
+    try:
+        probe = Path(path)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = f"; {shutil.disk_usage(probe).free / 1e6:.1f} MB free there"
+    except OSError:
+        pass
+    size = f" ({needed / 1e6:.1f} MB)" if needed else ""
+    return DiskError(f"cannot write {what}{size} to {path}: {disk_reason(e)}{free}. Everything finished before is "
+                     "kept; free some space or choose a writable directory, then run the same command again")
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, what: str, needed: int | None = None, cleanup: tuple = ()) -> Iterator[None]:
+    """Run a write; on any failure remove the `cleanup` paths (temp files and folders of this write), and turn a
+    disk fault into a DiskError naming `path` and `what`."""
+    try:
+        yield
+    except BaseException as e:
+        for temp in cleanup:
+            shutil.rmtree(temp, ignore_errors=True) if Path(temp).is_dir() else Path(temp).unlink(missing_ok=True)
+        if isinstance(e, DiskError) or disk_reason(e) is None:
+            raise
+        raise describe_disk_error(e, path, what, needed) from e
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Named kill points, so fault tests stop a run at exact places instead of timed ones
+
+
+KILL_AT_ENV = "EDGETL_KILL_AT"  # "stage" or "stage#n": SIGKILL this process at the n-th time it reaches stage
+TRACE_ENV = "EDGETL_TRACE"  # a file each reached stage is appended to (which units a run really did)
+_reached: dict[str, int] = {}
+
+
+def checkpoint(stage: str) -> None:
+    """Mark that the process reached `stage` (e.g. "convert:tflite-int8"); a no-op unless a test asks.
+
+    With EDGETL_KILL_AT naming it, the process kills itself here with SIGKILL, as a power cut or the OOM
+    killer would: nothing after this point runs, no cleanup, no flush.
+    """
+    trace, kill_at = os.environ.get(TRACE_ENV), os.environ.get(KILL_AT_ENV)
+    if not trace and not kill_at:
+        return
+    _reached[stage] = _reached.get(stage, 0) + 1
+    if trace:
+        with open(trace, "a") as f:
+            f.write(f"{stage}\n")
+    if kill_at:
+        name, _, nth = kill_at.partition("#")
+        if name == stage and _reached[stage] == int(nth or 1):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num_threads", type=int, default=DEFAULT_NUM_THREADS,
                    help=f"interpreter threads (default {DEFAULT_NUM_THREADS})")
     p.add_argument("-k", "--top_k", type=int, default=5, help="how many top classes to print (default 5)")
+    p.add_argument("--verify", action="store_true",
+                   help="refuse a damaged model: check its bytes against the SHA-256 recorded in its metadata")
     p.add_argument(
         "-v", "--verbose", action="store_true", help="describe the model and the backend running it on stderr"
     )
@@ -83,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported here so `--help` and usage errors stay instant.
     from edgetl.data import load_image
-    from edgetl.runtime import ModelFileError, load_model, read_labels
+    from edgetl.runtime import ModelFileError, load_model, read_labels, verify_model
 
     try:
+        if args.verify:
+            verify_model(args.model_file)
         model = load_model(args.model_file, num_threads=args.num_threads, mean=args.input_mean, std=args.input_std)
     except ModelFileError as e:
         _error(str(e))

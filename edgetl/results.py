@@ -58,6 +58,7 @@ class ArtifactResult:
     predictions: list[int] = field(default_factory=list)  # top-1 class per test image, in test-split order
     labels: list[int] = field(default_factory=list)  # the true class of each of those images
     latency_source: str = "host"  # "host" (the sweep's machine), "device" (measured there), "estimate"
+    sha256: str = ""  # of the artifact file as measured
 
     def to_dict(self) -> dict:
         return asdict(self)

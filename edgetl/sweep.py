@@ -30,7 +30,7 @@ from .bench import BenchConfig, measure, prepare_test_images
 from .data import Dataset, SplitConfig, scan_dataset
 from .export import ExportConfig
 from .features import FeatureConfig
-from .files import atomic_write_json, one_line
+from .files import DiskError, atomic_write_json, checkpoint, one_line, sha256_file
 from .head import HeadConfig
 from .pareto import Budget, PickConfig, pick
 from .report import write_model_card, write_report
@@ -188,13 +188,28 @@ def bench_artifact(config: SweepConfig, spec: BackboneSpec, fmt: str, artifact: 
         point=spec.id, backbone=spec.version, alpha=spec.alpha, resolution=spec.resolution, format=fmt,
         path=str(artifact.relative_to(config.output_dir)), macs=run["backbone"]["macs"] + run["head"]["macs"],
         params=run["backbone"]["params"] + run["head"]["params"], num_threads=config.bench.num_threads,
-        status=status, **m.result_fields(labels, run["classes"]),
+        status=status, sha256=sha256_file(artifact), **m.result_fields(labels, run["classes"]),
     )
     return row, {"backend": m.backend, "input_dtype": m.input_dtype}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # the in-process runner
+
+
+def _intact(point: Path, entry: dict) -> bool:
+    """True when the artifact export.json describes is there with the SHA-256 recorded for it."""
+    path = point / entry.get("path", "-")
+    return path.is_file() and (not entry.get("sha256") or sha256_file(path) == entry["sha256"])
+
+
+def _trained(point: Path) -> bool:
+    """A readable run.json whose model files still hash to what it records (a power cut truncates files)."""
+    run = _read_json(point / "run.json")
+    if not run:
+        return False
+    return all((point / name).is_file() and sha256_file(point / name) == digest
+               for name, digest in run.get("files", {}).items())
 
 
 def _export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], state: dict, dataset, log) -> None:
@@ -204,8 +219,7 @@ def _export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], 
     out = point_dir(config, spec)
     exported = read_export_summary(out)
     todo = [f for f in config.export.formats
-            if state["export"].get(f) != keys[f] or f not in exported
-            or not (out / exported[f].get("path", "-")).is_file()]
+            if state["export"].get(f) != keys[f] or f not in exported or not _intact(out, exported[f])]
     if not todo:
         return
     inputs = load_run_inputs(out, dataset)
@@ -228,7 +242,7 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
     state = {} if config.force else _read_json(state_path)
     weights = resolve_weights(spec, config.features.weights, config.features.weights_dir)
     trained = train_key(config, spec, weights)
-    if state.get("train") != trained or not (out / "run.json").is_file():
+    if state.get("train") != trained or not _trained(out):
         stage.set_description_str(f"{spec.id}: training")
         train_point(config, spec, dataset, weights, log)
         state = {"train": trained, "export": {}, "bench": {}}
@@ -244,15 +258,16 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
     for fmt in config.export.formats:
         entry, key = exported.get(fmt, {}), bench_key(config, keys[fmt])
         saved = _read_json(out / "bench" / f"{fmt}.json")
-        if saved.get("key") == key and state["bench"].get(fmt) == key:
+        if saved.get("key") == key and state["bench"].get(fmt) == key and _intact(out, entry):
             rows.append(ArtifactResult(**saved["result"]))
             continue
         artifact = out / entry.get("path", "-")
-        if not artifact.is_file():
+        if not artifact.is_file() or not _intact(out, entry):
             rows.append(failed_result(spec.id, spec.version, spec.alpha, spec.resolution, fmt,
                                       entry.get("status", "export failed: no artifact"), config.bench.num_threads))
             continue
         stage.set_description_str(f"{spec.id}: benchmarking {fmt}")
+        checkpoint(f"bench:{fmt}")
         test_set = test_set or prepare_test_images(dataset, spec.resolution, out / "test_images.npz")
         row, ran_on = bench_artifact(config, spec, fmt, artifact, test_set, run, entry.get("status", "ok"))
         rows.append(row)
@@ -262,6 +277,53 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
         state["bench"][fmt] = key
         atomic_write_json(state_path, state)
     return rows
+
+
+#: Rough no-top parameter counts at alpha 1 (they scale with alpha squared): what the space check assumes.
+_PARAMS_AT_ALPHA_1 = {"v1": 3.2e6, "v2": 2.3e6}
+_BYTES_PER_WEIGHT = {"float32": 4.0, "float16": 2.0, "dynamic": 1.1, "int8": 1.1}
+_MIN_FILE_BYTES = 4096  # a cache entry is a small file: one file-system block at least
+SPACE_MARGIN = 1.5
+
+
+def estimate_space(config: SweepConfig, dataset: Dataset) -> tuple[int, int]:
+    """(bytes the bottleneck cache, bytes the output directory) a sweep may need, with a 1.5x margin for what
+    the estimate leaves out (directories, JSON, SavedModel graphs); it came to 98 / 469 MB without the margin
+    for the README sweep, which used 150 / 506 MB."""
+    from .export import FORMATS
+
+    n, n_test = len(dataset.records), len(dataset.split("testing"))
+    cache = output = 0
+    for spec in config.points:
+        dim = int(1024 * spec.alpha) if spec.version == "v1" else int(1280 * max(1.0, spec.alpha))
+        cache += n * max(dim * 4 + 16, _MIN_FILE_BYTES)
+        params = _PARAMS_AT_ALPHA_1[spec.version] * spec.alpha ** 2
+        per_weight = 3 * 4.0 + sum(_BYTES_PER_WEIGHT[FORMATS[f].quantization] for f in config.export.formats)
+        output += int(params * per_weight) + n_test * spec.resolution ** 2 * 3
+    return int(cache * SPACE_MARGIN), int(output * SPACE_MARGIN)
+
+
+def _free_bytes(path: Path) -> int | None:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def check_space(config: SweepConfig, dataset: Dataset, say) -> None:
+    """Warn before the long work when the output or the cache file system looks too small for the sweep."""
+    from .features import default_cache_dir
+
+    cache_need, out_need = estimate_space(config, dataset)
+    for what, path, need in (("output directory", Path(config.output_dir), out_need),
+                             ("bottleneck cache", Path(config.features.bottleneck_dir or default_cache_dir()),
+                              cache_need)):
+        free = _free_bytes(path)
+        if free is not None and free < need:
+            say(f"warning: the sweep may need about {need / 1e6:.0f} MB in its {what} {path}, which has "
+                f"{free / 1e6:.0f} MB free; finished work is kept if it runs out, and the same command resumes")
 
 
 def _scan(config: SweepConfig, say) -> Dataset:
@@ -280,6 +342,7 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
     atomic_write_json(out / "sweep.json", {"edgetl_version": __version__, "settings": asdict(config)})
     say = log or (lambda msg: tqdm.write(msg))
     dataset = _scan(config, say)
+    check_space(config, dataset, say)
     results: list[ArtifactResult] = []
     with tqdm(total=len(config.points), desc="grid", unit="point", position=0) as overall, \
             tqdm(bar_format="{desc}", position=1, leave=False) as stage:
@@ -287,6 +350,8 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
             overall.set_postfix_str(spec.id)
             try:
                 rows = run_point(config, spec, dataset, stage, say)
+            except DiskError:
+                raise  # the next point would hit the same disk; what is finished is saved
             except WeightsNotFoundError as e:
                 first_line = str(e).splitlines()[0]
                 notes.append(f"{spec.id} skipped: {first_line}")
@@ -304,6 +369,7 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
     if not results:
         raise ValueError("no grid point produced an artifact:\n  " + "\n  ".join(notes))
     write_results(results, out, notes)
+    checkpoint("report")
     chosen = pick(results, config.budget, config.pick)
     report = write_report(results, chosen, config.budget, out, notes=notes)
     if chosen.chosen is not None:

@@ -22,7 +22,7 @@ from .backbones import (
 )
 from .data import Dataset, SplitConfig, scan_dataset
 from .features import FeatureConfig, cache_key, compute_features
-from .files import atomic_write_json, atomic_write_text
+from .files import atomic_write_json, atomic_write_text, checkpoint, sha256_file, writing
 from .head import Head, HeadConfig, accuracy, train_head
 
 
@@ -150,6 +150,7 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
     if len(np.unique(train_y)) < 2:
         raise ValueError("after skipping undecodable files, fewer than two classes have training images")
     head = train_head(train_x, train_y, val_x, val_y, len(dataset.classes), config.head, log=log)
+    checkpoint("head")
 
     test_probs = head.predict_proba(test_x)
     metrics = {
@@ -199,19 +200,25 @@ def save_run(run_dir: Path, model, run: dict, log=print) -> None:
     """Write the run directory; each piece lands atomically and run.json last (it marks the run complete)."""
     from .export import ModelSource, artifact_metadata, export_artifact
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").unlink(missing_ok=True)  # until rewritten, the directory is not a finished run
-    atomic_write_text(run_dir / "labels.txt", "\n".join(run["classes"]) + "\n")
+    with writing(run_dir, "the run directory"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "run.json").unlink(missing_ok=True)  # until rewritten, the directory is not a finished run
+    atomic_write_text(run_dir / "labels.txt", "\n".join(run["classes"]) + "\n", "the labels")
     tmp_keras = run_dir / ".model.tmp.keras"
-    model.save(tmp_keras)
-    os.replace(tmp_keras, run_dir / "model.keras")
+    with writing(run_dir / "model.keras", "the Keras model", cleanup=(tmp_keras,)):
+        model.save(tmp_keras)
+        os.replace(tmp_keras, run_dir / "model.keras")
+    checkpoint("save_run:saved_model")
     tmp_saved = run_dir / ".saved_model.tmp"
     shutil.rmtree(tmp_saved, ignore_errors=True)
-    model.export(str(tmp_saved), verbose=False)
-    if (run_dir / "saved_model").exists():
-        shutil.rmtree(run_dir / "saved_model")
-    os.replace(tmp_saved, run_dir / "saved_model")
+    with writing(run_dir / "saved_model", "the SavedModel", cleanup=(tmp_saved,)):
+        model.export(str(tmp_saved), verbose=False)
+        if (run_dir / "saved_model").exists():
+            shutil.rmtree(run_dir / "saved_model")
+        os.replace(tmp_saved, run_dir / "saved_model")
     export_artifact(ModelSource(model, run_dir / "saved_model"), "tflite-float32", run_dir / "model.tflite",
                     artifact_metadata(run, "tflite-float32"))
-    atomic_write_json(run_dir / "run.json", run)
+    # What the model files hash to, so a resumed sweep notices one a power cut truncated.
+    run = {**run, "files": {name: sha256_file(run_dir / name) for name in ("model.keras", "model.tflite")}}
+    atomic_write_json(run_dir / "run.json", run, "run.json")
     log(f"wrote {run_dir}/model.tflite, model.keras, saved_model/, labels.txt, run.json")

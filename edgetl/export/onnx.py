@@ -5,6 +5,7 @@ Returns serialized ModelProto bytes with the edgetl metadata in `metadata_props`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -193,4 +194,6 @@ def convert(source, fmt: str, metadata: dict, calibration_images: np.ndarray | N
             raise ValueError("onnx-int8 needs calibration images")
         proto = quantize_int8(proto, calibration_images)
     proto.doc_string = f"edgetl {fmt}"
+    # The graph's bytes (ModelProto field 7) are what `label_image --verify` hashes again on the device.
+    metadata = {**metadata, "model_sha256": hashlib.sha256(proto.graph.SerializeToString()).hexdigest()}
     return with_metadata(proto, metadata).SerializeToString()

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgetl.files import atomic_write_json, one_line
+from edgetl.files import DiskError, atomic_write_json, checkpoint, one_line, sha256_file, writing
 
 from .artifact import ModelSource, artifact_metadata, export_artifact
 from .config import ExportConfig
@@ -192,6 +192,7 @@ def _calibration(inputs: RunInputs, config: ExportConfig, log: Log):
     from . import calibration as calib
 
     if inputs.calibration is None:
+        checkpoint("calibration")
         resolution = int(inputs.run["backbone"]["resolution"])
         if config.calibration_manifest is not None:
             inputs.calibration = calib.calibration_set_from_manifest(
@@ -211,12 +212,15 @@ def _int8_source(inputs: RunInputs, config: ExportConfig, log: Log) -> ModelSour
         from .bias_correction import correct_biases
 
         model = load_keras_model(inputs.run_dir / "model.keras")  # a copy to change
-        report = correct_biases(model, _calibration(inputs, config, log).images)
+        calibration = _calibration(inputs, config, log)
+        checkpoint("bias_correction")
+        report = correct_biases(model, calibration.images)
         log(f"note: int8 bias correction: {report.layers} layer(s) shifted by up to {report.max_shift:.3g}, "
             f"from {report.images} calibration images")
         saved_model_dir = Path(tempfile.mkdtemp(prefix="edgetl-int8-saved-model-"))
         inputs.temp_dirs.append(saved_model_dir)
-        model.export(str(saved_model_dir), verbose=False)
+        with writing(saved_model_dir, "the bias-corrected SavedModel", cleanup=(saved_model_dir,)):
+            model.export(str(saved_model_dir), verbose=False)
         inputs.int8_source = ModelSource(model, saved_model_dir)
     return inputs.int8_source
 
@@ -257,6 +261,7 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
                     calibration_images=calibration.images, io_type=config.io_type)
     manifest_path = out_path.parent / f"{fmt}.calibration.json"
     calib.write_manifest(manifest_path, calibration.manifest)
+    checkpoint(f"manifest:{fmt}")
     return {"calibration_manifest": manifest_path, "num_calibration_images": len(calibration.images),
             "bias_correction": config.bias_correction}
 
@@ -265,6 +270,7 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
     """Run the artifact on the test split and compare it with the Keras model."""
     from edgetl.runtime import load_model
 
+    checkpoint(f"check:{fmt}")
     try:
         probs = np.asarray(load_model(out_path, config.num_threads).predict(inputs.test_images, batch_size=PREDICT_BATCH),
                            np.float32)
@@ -295,7 +301,7 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
               "num_test_images": len(inputs.test_labels), "io_type": config.io_type if fmt == "tflite-int8" else None}
     try:
         made = _convert_step(inputs, fmt, config, out_path, log)
-    except ExportError:
+    except (ExportError, DiskError):
         raise
     except Exception as e:  # a converter crash on one format must not lose the others
         result = ExportResult(**common, path=None, size_bytes=0, test_accuracy=None, agreement=None, max_abs_diff=None,
@@ -309,7 +315,8 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
     result = ExportResult(**common, **checked, path=out_path, size_bytes=out_path.stat().st_size,
                           seconds=round(time.time() - started, 2),
                           calibration_manifest=made.pop("calibration_manifest", None))
-    _merge_summary(inputs.run_dir, result, {"description": spec.description, **made})
+    # The file's SHA-256 beside it: a resumed sweep redoes a format whose file was truncated or damaged.
+    _merge_summary(inputs.run_dir, result, {"description": spec.description, "sha256": sha256_file(out_path), **made})
     if not result.ok:
         log(f"{fmt}: {result.status} (artifact kept at {out_path})")
     return result
@@ -330,7 +337,7 @@ def _merge_summary(run_dir: Path, result: ExportResult, extra: dict) -> None:
     formats[result.format] = {**result.to_dict(relative_to=run_dir), **extra}
     summary.update(edgetl_version=__version__, run=str(run_dir.resolve()),
                    formats={k: formats[k] for k in sorted(formats)})
-    atomic_write_json(path, summary)
+    atomic_write_json(path, summary, "export.json")
 
 
 def read_export_summary(run_dir: Path) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -93,19 +94,21 @@ def convert(source, fmt: str, metadata: dict, calibration_images: np.ndarray | N
 
 def finish(flatbuffer: bytes, metadata: dict) -> bytes:
     """The converter's flatbuffer as edgetl writes it: standard TFLite Metadata added (MediaPipe Tasks, the
-    Task Library and Android Studio read it; its associated files are the appended labels.txt and
-    edgetl.json edgetl's own reader uses), then each quantization vector stored once.
+    Task Library and Android Studio read it), then each quantization vector stored once, then the
+    associated files (labels.txt, and edgetl.json with the SHA-256 of the flatbuffer before them, which
+    `label_image --verify` checks).
 
-    In that order because adding the metadata unpacks the model with the object API, which gives every
-    tensor its own copy of the vectors again.
+    Sharing comes after the metadata because adding it unpacks the model with the object API, which gives
+    every tensor its own copy of the vectors again.
     """
     from edgetl.runtime import appended_zip_start
 
-    from .tflite_metadata import standard_info, with_standard_metadata
+    from .tflite_metadata import associated_files, standard_info, with_standard_metadata
 
     data = with_standard_metadata(flatbuffer, standard_info(metadata))
-    start = appended_zip_start(data)
-    return share_quantization_vectors(data[:start]) + data[start:]
+    model = share_quantization_vectors(data[: appended_zip_start(data)])
+    metadata = {**metadata, "model_sha256": hashlib.sha256(model).hexdigest()}
+    return model + associated_files(standard_info(metadata))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -294,11 +294,14 @@ def with_standard_metadata(model_bytes: bytes, info: dict) -> bytes:
     model.buffers = [AlignedBuffer(schema, b) for b in buffers]
     builder = flatbuffers.Builder(len(model_bytes) + len(metadata_buf) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    flatbuffer = bytes(builder.Output())
+    return bytes(builder.Output()) + associated_files(info)
 
+
+def associated_files(info: dict) -> bytes:
+    """The archive appended after the flatbuffer: labels.txt and edgetl.json, as the metadata names them."""
     labels_txt = "\n".join(info["labels"]).encode("utf-8")  # as MediaPipe's writer exports labels
     edgetl_json = json.dumps(info["edgetl_json"], indent=1, sort_keys=False).encode("utf-8")
-    return flatbuffer + _zip_files([(LABELS_FILE, labels_txt), (EDGETL_FILE, edgetl_json)])
+    return _zip_files([(LABELS_FILE, labels_txt), (EDGETL_FILE, edgetl_json)])
 
 
 def standard_info(metadata: dict) -> dict:

@@ -10,6 +10,7 @@ Stdlib only: it runs on devices with nothing but numpy, Pillow and a TFLite runt
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import struct
@@ -184,36 +185,71 @@ def _parse_string_pair(blob: bytes) -> tuple[str, str]:
     return key, value
 
 
+def _onnx_fields(f, size: int):
+    """(field number, position, length) of each length-delimited top-level field of a ModelProto."""
+    while (tag := _read_varint(f)) is not None:
+        field, wire = tag >> 3, tag & 7
+        if field == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            _read_varint(f)
+        elif wire == 1:
+            f.seek(8, io.SEEK_CUR)
+        elif wire == 5:
+            f.seek(4, io.SEEK_CUR)
+        elif wire == 2:
+            n = _read_varint(f)
+            if n is None or f.tell() + n > size:
+                raise EOFError("truncated field")
+            yield field, f.tell(), n
+            f.seek(n, io.SEEK_CUR)
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if f.tell() > size:
+            raise EOFError("truncated field")
+
+
 def _onnx_metadata_props(path: Path) -> dict[str, str]:
     """ModelProto.metadata_props (field 14) read straight from the protobuf wire format."""
     props: dict[str, str] = {}
-    size = path.stat().st_size
     with open(path, "rb") as f:
-        while (tag := _read_varint(f)) is not None:
-            field, wire = tag >> 3, tag & 7
-            if field == 0:
-                raise ValueError("field number 0")
-            if wire == 0:
-                _read_varint(f)
-            elif wire == 1:
-                f.seek(8, io.SEEK_CUR)
-            elif wire == 5:
-                f.seek(4, io.SEEK_CUR)
-            elif wire == 2:
-                n = _read_varint(f)
-                if n is None or f.tell() + n > size:
-                    raise EOFError("truncated field")
-                if field == 14:
-                    key, value = _parse_string_pair(f.read(n))
-                    props[key] = value
-                else:
-                    f.seek(n, io.SEEK_CUR)
-            else:
-                raise ValueError(f"unsupported wire type {wire}")
-            if f.tell() > size:
-                raise EOFError("truncated field")
+        for field, pos, n in list(_onnx_fields(f, path.stat().st_size)):
+            if field == 14:
+                f.seek(pos)
+                key, value = _parse_string_pair(f.read(n))
+                props[key] = value
     return props
 
+
+def model_sha256(path: str | Path) -> str:
+    """SHA-256 of a model's own bytes, the part its metadata cannot contain: a .tflite's flatbuffer (the file
+    before the appended archive), an .onnx's graph (ModelProto field 7)."""
+    path = Path(path)
+    if model_kind(path) == "tflite":
+        data = path.read_bytes()
+        return hashlib.sha256(data[: appended_zip_start(data) or len(data)]).hexdigest()
+    with open(path, "rb") as f:
+        graph = [(pos, n) for field, pos, n in _onnx_fields(f, path.stat().st_size) if field == 7]
+        if not graph:
+            raise ModelFileError(f"{path}: not a valid ONNX model (no graph)")
+        f.seek(graph[0][0])
+        return hashlib.sha256(f.read(graph[0][1])).hexdigest()
+
+
+def verify_model(path: str | Path) -> None:
+    """ModelFileError unless the model's bytes hash to the SHA-256 its own metadata records."""
+    path = Path(path)
+    recorded = (read_embedded(path)[0] or {}).get("model_sha256")
+    if not recorded:
+        raise ModelFileError(f"{path}: no SHA-256 of its model bytes is recorded in its metadata "
+                             "(exported before edgetl recorded one, or not by edgetl): cannot verify it")
+    try:
+        actual = model_sha256(path)
+    except (ValueError, EOFError) as e:
+        raise ModelFileError(f"{path}: damaged: its model bytes cannot be read ({e})") from e
+    if actual != recorded:
+        raise ModelFileError(f"{path}: damaged: its model bytes hash to {actual[:16]}..., its metadata records "
+                             f"{recorded[:16]}...; copy or export it again")
 
 
 # ---------------------------------------------------------------------------------------------------------
