@@ -321,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         print(f"edgetl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a disk fault no stage named (the last line of defence): still a message, not a traceback
+        from .files import describe_disk_error, disk_reason
+
+        if disk_reason(e) is None or os.environ.get("EDGETL_DEBUG"):
+            raise
+        print(f"edgetl {args.command}: error: {describe_disk_error(e, e.filename or '.', 'a file')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"edgetl {args.command}: interrupted; finished work is saved", file=sys.stderr)
         return 130

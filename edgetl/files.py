@@ -100,17 +100,21 @@ def disk_reason(e: BaseException | None) -> str | None:
     return None
 
 
-def describe_disk_error(e: BaseException, path: str | os.PathLike, what: str, needed: int | None = None) -> DiskError:
-    free = ""
+def _free_space_note(path: str | os.PathLike) -> str:
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
-        probe = Path(path)
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        free = f"; {shutil.disk_usage(probe).free / 1e6:.1f} MB free there"
+        return f"; {shutil.disk_usage(probe).free / 1e6:.1f} MB free there"
     except OSError:
-        pass
+        return ""
+
+
+def describe_disk_error(e: BaseException, path: str | os.PathLike, what: str, needed: int | None = None) -> DiskError:
+    reason = disk_reason(e)
+    note = "; a file-size limit (ulimit -f) is in force" if reason == "file too large" else _free_space_note(path)
     size = f" ({needed / 1e6:.1f} MB)" if needed else ""
-    return DiskError(f"cannot write {what}{size} to {path}: {disk_reason(e)}{free}. Everything finished before is "
+    return DiskError(f"cannot write {what}{size} to {path}: {reason}{note}. Everything finished before is "
                      "kept; free some space or choose a writable directory, then run the same command again")
 
 

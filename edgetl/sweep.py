@@ -30,7 +30,7 @@ from .bench import BenchConfig, measure, prepare_test_images
 from .data import Dataset, SplitConfig, scan_dataset
 from .export import ExportConfig
 from .features import FeatureConfig
-from .files import DiskError, atomic_write_json, checkpoint, one_line, sha256_file
+from .files import DiskError, atomic_write_json, checkpoint, one_line, sha256_file, writing
 from .head import HeadConfig
 from .pareto import Budget, PickConfig, pick
 from .report import write_model_card, write_report
@@ -337,7 +337,8 @@ def _scan(config: SweepConfig, say) -> Dataset:
 
 def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> SweepResult:
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out, "the sweep's output directory"):
+        out.mkdir(parents=True, exist_ok=True)
     notes = list(notes or [])
     atomic_write_json(out / "sweep.json", {"edgetl_version": __version__, "settings": asdict(config)})
     say = log or (lambda msg: tqdm.write(msg))

@@ -216,6 +216,7 @@ def save_run(run_dir: Path, model, run: dict, log=print) -> None:
         if (run_dir / "saved_model").exists():
             shutil.rmtree(run_dir / "saved_model")
         os.replace(tmp_saved, run_dir / "saved_model")
+    checkpoint("save_run:tflite")
     export_artifact(ModelSource(model, run_dir / "saved_model"), "tflite-float32", run_dir / "model.tflite",
                     artifact_metadata(run, "tflite-float32"))
     # What the model files hash to, so a resumed sweep notices one a power cut truncated.

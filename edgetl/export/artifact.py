@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.files import atomic_write_bytes, checkpoint, writing
+from edgetl.files import atomic_write_bytes, writing
 
 from .formats import FORMATS, ExportError, check_io_type
 
@@ -63,7 +63,6 @@ def export_artifact(source: ModelSource, fmt: str, out_path: str | Path, metadat
     if fmt == "tflite-int8":
         metadata.setdefault("input", {})["dtype"] = io_type
     converter = importlib.import_module(f"edgetl.export.{spec.runtime}")
-    checkpoint(f"convert:{fmt}")
     with writing(out_path, f"the {fmt} conversion's temporary files"):
         data = converter.convert(source, fmt, metadata, calibration_images, io_type)
     return atomic_write_bytes(out_path, data, f"the {fmt} artifact")

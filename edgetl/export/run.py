@@ -250,6 +250,7 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
     from . import calibration as calib
 
     spec = FORMATS[fmt]
+    checkpoint(f"convert:{fmt}")
     metadata = artifact_metadata(inputs.run, fmt)
     if not spec.needs_calibration:
         export_artifact(inputs.source, fmt, out_path, metadata, io_type=config.io_type)
