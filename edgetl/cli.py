@@ -224,6 +224,29 @@ def cmd_label(args: argparse.Namespace) -> int:
     return label_main(args.label_args)
 
 
+def _add_sweep_parser(sub) -> None:
+    from .export import add_shared_export_arguments
+    from .sweep import SWEEP_FORMATS
+
+    p = sub.add_parser("sweep", help="train, export and benchmark a width x resolution grid; pick on the Pareto front")
+    _add_data_arguments(p)
+    p.add_argument("--backbones", type=_csv(str), default=["v1", "v2"])
+    p.add_argument("--alphas", type=_csv(float), default=[0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--resolutions", type=_csv(int), default=[128, 160, 192, 224])
+    p.add_argument("--grid", type=Path, default=None, help="YAML/TOML grid file (overrides the three lists)")
+    p.add_argument("--formats", type=_csv(str), default=list(SWEEP_FORMATS),
+                   help=f"comma list of format names (default {','.join(SWEEP_FORMATS)})")
+    add_shared_export_arguments(p)
+    _add_bench_arguments(p)
+    _add_budget_arguments(p)
+    _add_backbone_arguments(p)
+    _add_head_arguments(p)
+    p.add_argument("--output_dir", type=Path, required=True)
+    p.add_argument("--force", action="store_true", help="redo every stage even if finished")
+    _add_device_arguments(p)
+    p.set_defaults(func=cmd_sweep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgetl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,26 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_arguments(p)
     p.set_defaults(func=run_export_command)
 
-    from .export import add_shared_export_arguments
-    from .sweep import SWEEP_FORMATS
-
-    p = sub.add_parser("sweep", help="train, export and benchmark a width x resolution grid; pick on the Pareto front")
-    _add_data_arguments(p)
-    p.add_argument("--backbones", type=_csv(str), default=["v1", "v2"])
-    p.add_argument("--alphas", type=_csv(float), default=[0.25, 0.5, 0.75, 1.0])
-    p.add_argument("--resolutions", type=_csv(int), default=[128, 160, 192, 224])
-    p.add_argument("--grid", type=Path, default=None, help="YAML/TOML grid file (overrides the three lists)")
-    p.add_argument("--formats", type=_csv(str), default=list(SWEEP_FORMATS),
-                   help=f"comma list of format names (default {','.join(SWEEP_FORMATS)})")
-    add_shared_export_arguments(p)
-    _add_bench_arguments(p)
-    _add_budget_arguments(p)
-    _add_backbone_arguments(p)
-    _add_head_arguments(p)
-    p.add_argument("--output_dir", type=Path, required=True)
-    p.add_argument("--force", action="store_true", help="redo every stage even if finished")
-    _add_device_arguments(p)
-    p.set_defaults(func=cmd_sweep)
+    _add_sweep_parser(sub)
 
     p = sub.add_parser("bench", help="measure one .tflite/.onnx on a dataset's test split")
     p.add_argument("model", type=Path)

@@ -35,6 +35,7 @@ from .head import HeadConfig
 from .pareto import Budget, PickConfig, pick
 from .report import write_model_card, write_report
 from .results import ArtifactResult, failed_result, write_results
+from .space import check_space
 from .train import TrainConfig, train
 
 #: What a sweep exports unless told otherwise: the float and int8 file of each runtime.
@@ -277,53 +278,6 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
         state["bench"][fmt] = key
         atomic_write_json(state_path, state)
     return rows
-
-
-#: Rough no-top parameter counts at alpha 1 (they scale with alpha squared): what the space check assumes.
-_PARAMS_AT_ALPHA_1 = {"v1": 3.2e6, "v2": 2.3e6}
-_BYTES_PER_WEIGHT = {"float32": 4.0, "float16": 2.0, "dynamic": 1.1, "int8": 1.1}
-_MIN_FILE_BYTES = 4096  # a cache entry is a small file: one file-system block at least
-SPACE_MARGIN = 1.5
-
-
-def estimate_space(config: SweepConfig, dataset: Dataset) -> tuple[int, int]:
-    """(bytes the bottleneck cache, bytes the output directory) a sweep may need, with a 1.5x margin for what
-    the estimate leaves out (directories, JSON, SavedModel graphs); it came to 98 / 469 MB without the margin
-    for the README sweep, which used 150 / 506 MB."""
-    from .export import FORMATS
-
-    n, n_test = len(dataset.records), len(dataset.split("testing"))
-    cache = output = 0
-    for spec in config.points:
-        dim = int(1024 * spec.alpha) if spec.version == "v1" else int(1280 * max(1.0, spec.alpha))
-        cache += n * max(dim * 4 + 16, _MIN_FILE_BYTES)
-        params = _PARAMS_AT_ALPHA_1[spec.version] * spec.alpha ** 2
-        per_weight = 3 * 4.0 + sum(_BYTES_PER_WEIGHT[FORMATS[f].quantization] for f in config.export.formats)
-        output += int(params * per_weight) + n_test * spec.resolution ** 2 * 3
-    return int(cache * SPACE_MARGIN), int(output * SPACE_MARGIN)
-
-
-def _free_bytes(path: Path) -> int | None:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
-
-
-def check_space(config: SweepConfig, dataset: Dataset, say) -> None:
-    """Warn before the long work when the output or the cache file system looks too small for the sweep."""
-    from .features import default_cache_dir
-
-    cache_need, out_need = estimate_space(config, dataset)
-    for what, path, need in (("output directory", Path(config.output_dir), out_need),
-                             ("bottleneck cache", Path(config.features.bottleneck_dir or default_cache_dir()),
-                              cache_need)):
-        free = _free_bytes(path)
-        if free is not None and free < need:
-            say(f"warning: the sweep may need about {need / 1e6:.0f} MB in its {what} {path}, which has "
-                f"{free / 1e6:.0f} MB free; finished work is kept if it runs out, and the same command resumes")
 
 
 def _scan(config: SweepConfig, say) -> Dataset:
