@@ -199,3 +199,24 @@ def test_damaged_model_bytes_are_refused_by_label_image_verify_and_bench(photos,
     assert bench.returncode == 2 and "damaged" in bench.stderr
     rows = json.loads((reference / "results.json").read_text())["results"]
     assert all(len(r["sha256"]) == 64 for r in rows)
+
+
+def test_a_sweep_warns_before_starting_when_the_disk_looks_too_small(photos, tmp_path):
+    from edgetl.backbones import BackboneSpec
+    from edgetl.data import scan_dataset
+    from edgetl.space import check_space, estimate_space
+    from edgetl.sweep import SweepConfig
+
+    with tmpfs(tmp_path / "tiny", "1m") as disk:
+        config = SweepConfig(image_dir=photos, output_dir=disk / "run", points=(BackboneSpec("v2", 1.0, 224),))
+        dataset = scan_dataset(photos)
+        cache_need, out_need = estimate_space(config, dataset)
+        assert out_need > 20e6 and cache_need > len(dataset.records) * 4096  # a V2 1.0 point: tens of MB
+        said: list[str] = []
+        check_space(config, dataset, said.append)
+        assert len(said) == 1 and str(disk / "run") in said[0] and "MB free" in said[0]
+        roomy = SweepConfig(image_dir=photos, output_dir=tmp_path / "run", points=config.points,
+                            features=config.features)
+        said.clear()
+        check_space(roomy, dataset, said.append)
+        assert not [s for s in said if "output directory" in s]
