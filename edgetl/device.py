@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bench import BUSY_OTHER_CORES
 from .results import ArtifactResult
 
 DEVICE_KIND = "edgetl-device-results"
@@ -93,7 +94,7 @@ def _measured_row(host: ArtifactResult, d: dict) -> ArtifactResult:
                    load_ms=d.get("load_ms"), first_inference_ms=d.get("first_inference_ms"),
                    peak_rss_mb=d.get("peak_rss_mb", host.peak_rss_mb), num_threads=d["num_threads"],
                    other_cpu_cores=d.get("other_cpu_cores"), latency_source="device",
-                   warning="" if (d.get("other_cpu_cores") or 0) <= 0.25 else "busy device while timed")
+                   warning="" if (d.get("other_cpu_cores") or 0) <= BUSY_OTHER_CORES else "busy device while timed")
 
 
 def device_rows(host_rows: list[ArtifactResult], results: DeviceResults,

@@ -100,14 +100,20 @@ def disk_reason(e: BaseException | None) -> str | None:
     return None
 
 
-def _free_space_note(path: str | os.PathLike) -> str:
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Free space of the file system `path` is (or would be) on: its nearest existing folder's; None if unknown."""
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     try:
-        return f"; {shutil.disk_usage(probe).free / 1e6:.1f} MB free there"
+        return shutil.disk_usage(probe).free
     except OSError:
-        return ""
+        return None
+
+
+def _free_space_note(path: str | os.PathLike) -> str:
+    free = free_bytes(path)
+    return "" if free is None else f"; {free / 1e6:.1f} MB free there"
 
 
 def describe_disk_error(e: BaseException, path: str | os.PathLike, what: str, needed: int | None = None) -> DiskError:

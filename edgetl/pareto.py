@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from edgetl.budget import BYTES_PER_MB, Budget, _fmt_num  # noqa: F401 (re-exported)
+from edgetl.budget import BYTES_PER_MB, Budget  # noqa: F401 (re-exported)
 from edgetl.results import ArtifactResult
 
 

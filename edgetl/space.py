@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+
+from .files import free_bytes
 
 #: Rough no-top parameter counts at alpha 1 (they scale with alpha squared): what the space check assumes.
 _PARAMS_AT_ALPHA_1 = {"v1": 3.2e6, "v2": 2.3e6}
@@ -29,15 +30,6 @@ def estimate_space(config, dataset) -> tuple[int, int]:
     return int(cache * SPACE_MARGIN), int(output * SPACE_MARGIN)
 
 
-def _free_bytes(path: Path) -> int | None:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
-
-
 def check_space(config, dataset, say) -> None:
     """Warn before the long work when the output or the cache file system looks too small for the sweep."""
     from .features import default_cache_dir
@@ -46,7 +38,7 @@ def check_space(config, dataset, say) -> None:
     for what, path, need in (("output directory", Path(config.output_dir), out_need),
                              ("bottleneck cache", Path(config.features.bottleneck_dir or default_cache_dir()),
                               cache_need)):
-        free = _free_bytes(path)
+        free = free_bytes(path)
         if free is not None and free < need:
             say(f"warning: the sweep may need about {need / 1e6:.0f} MB in its {what} {path}, which has "
                 f"{free / 1e6:.0f} MB free; finished work is kept if it runs out, and the same command resumes")

@@ -204,13 +204,13 @@ def _intact(point: Path, entry: dict) -> bool:
     return path.is_file() and (not entry.get("sha256") or sha256_file(path) == entry["sha256"])
 
 
-def _trained(point: Path) -> bool:
-    """A readable run.json whose model files still hash to what it records (a power cut truncates files)."""
+def _trained_run(point: Path) -> dict | None:
+    """run.json, when it is readable and the model files still hash to what it records (a power cut
+    truncates files); else None."""
     run = _read_json(point / "run.json")
-    if not run:
-        return False
-    return all((point / name).is_file() and sha256_file(point / name) == digest
-               for name, digest in run.get("files", {}).items())
+    intact = run and all((point / name).is_file() and sha256_file(point / name) == digest
+                         for name, digest in run.get("files", {}).items())
+    return run if intact else None
 
 
 def _export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], state: dict, dataset, log) -> None:
@@ -243,12 +243,12 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
     state = {} if config.force else _read_json(state_path)
     weights = resolve_weights(spec, config.features.weights, config.features.weights_dir)
     trained = train_key(config, spec, weights)
-    if state.get("train") != trained or not _trained(out):
+    run = _trained_run(out) if state.get("train") == trained else None
+    if run is None:
         stage.set_description_str(f"{spec.id}: training")
-        train_point(config, spec, dataset, weights, log)
+        run = train_point(config, spec, dataset, weights, log)
         state = {"train": trained, "export": {}, "bench": {}}
         atomic_write_json(state_path, state)
-    run = json.loads((out / "run.json").read_text())
 
     keys = {f: export_key(config, trained, f) for f in config.export.formats}
     stage.set_description_str(f"{spec.id}: exporting")
@@ -258,12 +258,12 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
     rows, test_set = [], None
     for fmt in config.export.formats:
         entry, key = exported.get(fmt, {}), bench_key(config, keys[fmt])
-        saved = _read_json(out / "bench" / f"{fmt}.json")
-        if saved.get("key") == key and state["bench"].get(fmt) == key and _intact(out, entry):
+        saved, intact = _read_json(out / "bench" / f"{fmt}.json"), _intact(out, entry)
+        if saved.get("key") == key and state["bench"].get(fmt) == key and intact:
             rows.append(ArtifactResult(**saved["result"]))
             continue
         artifact = out / entry.get("path", "-")
-        if not artifact.is_file() or not _intact(out, entry):
+        if not intact:
             rows.append(failed_result(spec.id, spec.version, spec.alpha, spec.resolution, fmt,
                                       entry.get("status", "export failed: no artifact"), config.bench.num_threads))
             continue

@@ -14,7 +14,6 @@ CPU, cores, OS, runtime versions), for `edgetl report SWEEP --device_results FIL
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -49,10 +48,6 @@ def describe_device(name: str | None) -> dict:
             "runtimes": versions}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _has_onnxruntime() -> bool:
     try:
         import onnxruntime  # noqa: F401
@@ -77,13 +72,15 @@ def measure_one(bundle: Path, entry: dict, threads: int, args) -> dict:
 
     with np.load(images) as data:
         labels = data["labels"]
+    from edgetl.bench import latency_percentiles
+
     top1 = np.asarray(m["predictions"]).argmax(axis=1)
-    lat = np.asarray(m["latencies_ms"])
+    lat = latency_percentiles(m["latencies_ms"])
     host = entry.get("host_predictions") or []
     return {**row, "status": "ok", "backend": m["backend"], "accuracy": float((top1 == labels).mean()),
             "agreement_with_host": float((top1 == np.asarray(host)).mean()) if len(host) == len(top1) else None,
-            "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p90": float(np.percentile(lat, 90)),
-            "latency_ms_p99": float(np.percentile(lat, 99)), "latency_ms_mean": float(lat.mean()),
+            "latency_ms_p50": lat["p50"], "latency_ms_p90": lat["p90"], "latency_ms_p99": lat["p99"],
+            "latency_ms_mean": lat["mean"],
             "load_ms": m["load_ms"], "first_inference_ms": m["first_inference_ms"],
             "peak_rss_mb": m["peak_rss_mb"], "other_cpu_cores": m["other_cpu_cores"],
             "num_test_images": int(len(labels))}
@@ -101,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sys.path.insert(0, str(args.bundle))
     from edgetl.bench import BenchConfig  # the bundled package: numpy and the standard library only
+    from edgetl.files import sha256_file
 
     defaults = BenchConfig()
     args.min_timed_runs = defaults.min_timed_runs if args.min_timed_runs is None else args.min_timed_runs
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i}/{len(manifest['artifacts'])}] {entry['point']} {entry['format']}: skipped (no onnxruntime)")
             rows.append({"point": entry["point"], "format": entry["format"], "status": "skipped: no onnxruntime"})
             continue
-        if _sha256(args.bundle / entry["path"]) != entry["sha256"]:
+        if sha256_file(args.bundle / entry["path"]) != entry["sha256"]:
             rows.append({"point": entry["point"], "format": entry["format"], "status": "damaged: SHA-256 differs"})
             continue
         for t in threads:

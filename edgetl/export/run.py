@@ -327,18 +327,11 @@ def _merge_summary(run_dir: Path, result: ExportResult, extra: dict) -> None:
     """Update this format's entry of export.json, keeping the others (exports may be done one by one)."""
     from edgetl import __version__
 
-    path = run_dir / ARTIFACTS_DIR / EXPORT_SUMMARY
-    summary: dict = {}
-    if path.is_file():
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, ValueError):
-            summary = {}
-    formats = summary.get("formats") if isinstance(summary.get("formats"), dict) else {}
+    formats = read_export_summary(run_dir)
     formats[result.format] = {**result.to_dict(relative_to=run_dir), **extra}
-    summary.update(edgetl_version=__version__, run=str(run_dir.resolve()),
-                   formats={k: formats[k] for k in sorted(formats)})
-    atomic_write_json(path, summary, "export.json")
+    summary = {"edgetl_version": __version__, "run": str(run_dir.resolve()),
+               "formats": {k: formats[k] for k in sorted(formats)}}
+    atomic_write_json(run_dir / ARTIFACTS_DIR / EXPORT_SUMMARY, summary, "export.json")
 
 
 def read_export_summary(run_dir: Path) -> dict:

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np

@@ -109,6 +109,11 @@ def _read_appended_zip(path: Path) -> dict[str, bytes] | None:
         blob = f.read()
     if blob[:4] != b"PK\x03\x04":
         return None
+    return zip_members(blob, path)
+
+
+def zip_members(blob: bytes, path) -> dict[str, bytes]:
+    """The files of the metadata archive `blob` (cut from the end of the model at `path`), by name."""
     try:
         with zipfile.ZipFile(io.BytesIO(blob)) as zf:
             return {name: zf.read(name) for name in zf.namelist()}
@@ -128,8 +133,7 @@ def embed_tflite_metadata(model_bytes: bytes, meta: dict) -> bytes:
     members: dict[str, bytes] = {}
     start = appended_zip_start(model_bytes)
     if start is not None:
-        with zipfile.ZipFile(io.BytesIO(model_bytes[start:])) as zf:
-            members = {name: zf.read(name) for name in zf.namelist()}
+        members = zip_members(model_bytes[start:], "embed_tflite_metadata")
         model_bytes = model_bytes[:start]
     members[METADATA_FILE] = json.dumps(meta, indent=1, sort_keys=False).encode("utf-8")
     labels = meta.get("labels")

@@ -5,13 +5,11 @@ schemas. The writer is `edgetl.export.tflite_metadata`; the layout it writes is 
 
 from __future__ import annotations
 
-import io
 import json
 import struct
-import zipfile
 from pathlib import Path
 
-from .metadata import LABELS_FILE, METADATA_FILE as EDGETL_FILE, appended_zip_start, is_tflite
+from .metadata import LABELS_FILE, METADATA_FILE as EDGETL_FILE, appended_zip_start, is_tflite, zip_members
 
 METADATA_FIELD_NAME = "TFLITE_METADATA"  # the name MetadataPopulator and every reader use
 METADATA_IDENTIFIER = b"M001"
@@ -163,13 +161,7 @@ def _tensor(fb: _Flat, t: int) -> dict:
 def _appended_files(data: bytes, what: str) -> dict[str, bytes]:
     """The members of the ZIP appended to the model (either offset convention), {} when there is none."""
     start = appended_zip_start(data)
-    if start is None:
-        return {}
-    try:
-        with zipfile.ZipFile(io.BytesIO(data[start:])) as zf:
-            return {name: zf.read(name) for name in zf.namelist()}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ValueError(f"{what}: the associated files appended to the model are corrupt ({e})") from e
+    return {} if start is None else zip_members(data[start:], what)
 
 
 def read_standard_metadata(path) -> dict | None:
