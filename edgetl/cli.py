@@ -35,41 +35,86 @@ def _add_backbone_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder holding Keras' ImageNet weight files (default: $EDGETL_WEIGHTS_DIR, then Keras' cache)")
     p.add_argument("--bottleneck_dir", type=Path, default=d.bottleneck_dir,
                    help="bottleneck feature cache (default: $EDGETL_CACHE_DIR or the user cache dir)")
+    p.add_argument("--augment_views", type=int, default=d.augment_views,
+                   help="augmented views (flip, crop, rotation, colour) of each training image whose features are "
+                        f"cached and trained on beside the image's own (default {d.augment_views})")
 
 
 def _features_from_args(args: argparse.Namespace):
     from .features import FeatureConfig
 
-    return FeatureConfig(weights=args.weights, weights_dir=args.weights_dir, bottleneck_dir=args.bottleneck_dir)
+    return FeatureConfig(weights=args.weights, weights_dir=args.weights_dir, bottleneck_dir=args.bottleneck_dir,
+                         augment_views=args.augment_views)
 
 
 def _add_head_arguments(p: argparse.ArgumentParser) -> None:
-    from .head import HeadConfig
+    from .head import CLASS_WEIGHTS, HeadConfig
+    from .tuning import TuneConfig
 
-    d = HeadConfig()
+    d, t = HeadConfig(), TuneConfig()
     p.add_argument("--how_many_training_steps", type=int, default=d.how_many_training_steps)
-    p.add_argument("--learning_rate", type=float, default=d.learning_rate)
     p.add_argument("--train_batch_size", type=int, default=d.train_batch_size)
     p.add_argument("--eval_step_interval", type=int, default=d.eval_step_interval)
-    p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--l2", type=float, default=d.l2, help="weight decay on the head's kernel")
+    # The searched settings default to None: a value given here is held fixed, the others are searched.
+    for name, help_text in (("learning_rate", "the head's Adam learning rate"),
+                            ("l2", "weight decay on the head's kernel"),
+                            ("dropout", "dropout on the features while training the head"),
+                            ("label_smoothing", "share of each target spread over all classes")):
+        p.add_argument(f"--{name}", type=float, default=None,
+                       help=f"{help_text}; fixes it (default: chosen on validation from "
+                            f"{', '.join(f'{v:g}' for v in getattr(t, name))})")
+    p.add_argument("--class_weights", choices=CLASS_WEIGHTS, default=d.class_weights,
+                   help="'balanced' weighs each class by n / (classes * n_class) in the loss, for unbalanced folders")
     p.add_argument("--early_stopping_patience", type=int, default=d.early_stopping_patience)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no_tune", dest="tune", action="store_false",
+                   help="skip the search on validation: train with the given (or default) settings only")
+    p.add_argument("--no_refit", dest="refit", action="store_false",
+                   help="keep the head trained on the training split instead of refitting on train + validation")
 
 
 def head_config_from_args(args: argparse.Namespace):
     from .head import HeadConfig
+    from .tuning import SEARCHED
 
+    given = {name: getattr(args, name) for name in SEARCHED if getattr(args, name) is not None}
     return HeadConfig(
         how_many_training_steps=args.how_many_training_steps,
-        learning_rate=args.learning_rate,
         train_batch_size=args.train_batch_size,
         eval_step_interval=args.eval_step_interval,
-        dropout=args.dropout,
-        l2=args.l2,
+        class_weights=args.class_weights,
         early_stopping_patience=args.early_stopping_patience,
         seed=args.seed,
+        **given,
     )
+
+
+def tune_config_from_args(args: argparse.Namespace):
+    from .tuning import SEARCHED, TuneConfig
+
+    given = {name: getattr(args, name) for name in SEARCHED if getattr(args, name) is not None}
+    return TuneConfig(search=args.tune, refit=args.refit).fixing(**given)
+
+
+def _add_fine_tune_arguments(p: argparse.ArgumentParser, switch: bool) -> None:
+    from .finetune import FineTuneConfig
+
+    d = FineTuneConfig()
+    if switch:
+        p.add_argument("--fine_tune", action="store_true",
+                       help="after the head, train the backbone's top layers with it on augmented photos")
+    p.add_argument("--fine_tune_layers", type=int, default=d.layers,
+                   help=f"backbone layers (from the top) that fine-tuning trains; batch norm stays frozen (default {d.layers})")
+    p.add_argument("--fine_tune_learning_rate", type=float, default=d.learning_rate)
+    p.add_argument("--fine_tune_epochs", type=int, default=d.max_epochs,
+                   help=f"most epochs of fine-tuning; early stopping on validation loss ends sooner (default {d.max_epochs})")
+
+
+def fine_tune_config_from_args(args: argparse.Namespace):
+    from .finetune import FineTuneConfig
+
+    return FineTuneConfig(layers=args.fine_tune_layers, learning_rate=args.fine_tune_learning_rate,
+                          max_epochs=args.fine_tune_epochs, seed=args.seed)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -83,6 +128,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         split=_split_from_args(args),
         features=_features_from_args(args),
         head=head_config_from_args(args),
+        tune=tune_config_from_args(args),
+        fine_tune=fine_tune_config_from_args(args) if args.fine_tune else None,
         print_misclassified_test_images=args.print_misclassified_test_images,
         tfhub_module=args.tfhub_module,
     )
@@ -163,6 +210,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = SweepConfig(
         image_dir=args.image_dir, output_dir=args.output_dir, points=tuple(points), split=_split_from_args(args),
         features=_features_from_args(args), head=head_config_from_args(args),
+        tune=tune_config_from_args(args),
         export=export_config_from_args(args, args.formats), bench=_bench_from_args(args),
         budget=_budget_from_args(args), pick=_pick_from_args(args), force=args.force,
     )
@@ -258,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=224)
     _add_backbone_arguments(p)
     _add_head_arguments(p)
+    _add_fine_tune_arguments(p, switch=True)
     p.add_argument("--tfhub_module", default=None,
                    help="TF Hub image feature-vector module (URL or local SavedModel dir) instead of MobileNet; "
                         "--resolution must match what the module expects")

@@ -209,19 +209,22 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def open_rgb(path: str | Path) -> Image.Image:
+    """Decode a photo upright, as RGB (alpha composited on white). Raises OSError/ValueError (from
+    Pillow) for files that cannot be decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's palette/EXIF chatter is not the user's problem
+        with Image.open(path) as im:
+            im.load()
+            return _to_rgb(ImageOps.exif_transpose(im))
+
+
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Decode a photo into the model input: uint8 RGB array of shape (size, size, 3).
 
     Raises OSError/ValueError (from Pillow) for files that cannot be decoded.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Pillow's palette/EXIF chatter is not the user's problem
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            im = _to_rgb(im)
-            im = im.resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+    return np.asarray(open_rgb(path).resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
 def decode_images(records: list[ImageRecord], size: int) -> tuple[np.ndarray, list[ImageRecord], list[str]]:

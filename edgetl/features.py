@@ -17,6 +17,7 @@ import numpy as np
 from platformdirs import user_cache_dir
 from tqdm import tqdm
 
+from .augment import AUGMENT_VERSION, augmented_image
 from .data import PREPROCESS_VERSION, ImageRecord, load_image
 from .files import DiskError, atomic_write_bytes, checkpoint, disk_reason
 
@@ -36,12 +37,15 @@ class FeatureConfig:
     weights_dir: Path | None = None
     bottleneck_dir: Path | None = None
     batch_size: int = 32
+    augment_views: int = 0  # augmented views of each training image cached beside the image itself
 
     def __post_init__(self) -> None:
         if not isinstance(self.weights, str) or not self.weights:
             raise ValueError(f"weights must be 'imagenet', 'none' or a weights file path, got {self.weights!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        if isinstance(self.augment_views, bool) or not isinstance(self.augment_views, int) or self.augment_views < 0:
+            raise ValueError(f"augment_views must be a whole number >= 0, got {self.augment_views!r}")
 
 
 @dataclass
@@ -60,6 +64,11 @@ def default_cache_dir() -> Path:
 def cache_key(backbone_id: str, weights_sha256: str, resolution: int) -> str:
     text = f"{backbone_id}|{weights_sha256 or 'random'}|{resolution}|preprocess-v{PREPROCESS_VERSION}"
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def view_key(key: str, view: int) -> str:
+    """The cache key of augmented view `view` of the images under `key` (view 0 is the image itself)."""
+    return key if view == 0 else f"{key}-aug{AUGMENT_VERSION}-view{view}"
 
 
 def _entry_path(cache_dir: Path, key: str, content_hash: str) -> Path:
@@ -96,8 +105,10 @@ def _cache(path: Path, vector: np.ndarray, cache_dir: Path) -> bool:
         return False
 
 
-def _decode(record: ImageRecord, size: int) -> tuple[np.ndarray | None, str]:
+def _decode(record: ImageRecord, size: int, view: int) -> tuple[np.ndarray | None, str]:
     try:
+        if view:
+            return augmented_image(record.path, record.content_hash, size, view), ""
         return load_image(record.path, size), ""
     except Exception as e:  # any decoder failure is one bad file, not a crashed run
         return None, f"{type(e).__name__}: {e}"
@@ -112,12 +123,17 @@ def compute_features(
     batch_size: int = FeatureConfig.batch_size,
     decode_workers: int = 4,
     desc: str = "bottlenecks",
+    view: int = 0,
 ) -> FeatureSet:
     """Features for `records`, from the cache where present, else `embed(uint8 batch) -> (n, D)`.
+
+    `view` 1, 2, ... embeds that augmented view of each image instead (`edgetl.augment`), cached under
+    `view_key(key, view)`.
 
     Decoding of the next batch runs in threads while the current batch is embedded.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = view_key(key, view)
     found: dict[int, np.ndarray] = {}
     dim = None
     for i, r in enumerate(records):
@@ -132,7 +148,7 @@ def compute_features(
     with ThreadPoolExecutor(decode_workers) as pool, tqdm(
         total=len(todo), desc=desc, unit="img", disable=not todo, leave=False
     ) as bar:
-        submit = lambda batch: [pool.submit(_decode, records[i], resolution) for i in batch]  # noqa: E731
+        submit = lambda batch: [pool.submit(_decode, records[i], resolution, view) for i in batch]  # noqa: E731
         pending = submit(batches[0]) if batches else []
         for n, batch in enumerate(batches):
             decoded = [f.result() for f in pending]

@@ -1,8 +1,9 @@
 """The classification head: one softmax layer trained on cached bottleneck features.
 
-Trained in numpy (mini-batch Adam, optional dropout on the features, early stopping on validation
-cross-entropy), because a single dense layer needs no framework and numpy makes it bit-for-bit
-repeatable for a given seed. The learned weights are then placed into a Keras Dense layer for export.
+Trained in numpy (mini-batch Adam, optional dropout on the features, label smoothing, class weights,
+early stopping on validation cross-entropy), because a single dense layer needs no framework and numpy
+makes it bit-for-bit repeatable for a given seed. The learned weights are then placed into a Keras
+Dense layer for export.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,8 @@ class HeadConfig:
     eval_step_interval: int = 50
     dropout: float = 0.0
     l2: float = 0.0  # weight decay on the dense kernel
+    label_smoothing: float = 0.0  # share of each target spread evenly over the classes
+    class_weights: str = "none"  # "balanced": each class weighs n / (classes * n_class) in the loss
     early_stopping_patience: int = 10  # evaluations without a better validation loss
     seed: int = 0
 
@@ -30,11 +35,15 @@ class HeadConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         # `not x > 0` also catches NaN, which would otherwise train to NaN weights without a word.
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
         if not (self.l2 >= 0 and math.isfinite(self.l2)):
             raise ValueError(f"l2 must be a number >= 0, got {self.l2}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weights!r}")
 
 
 @dataclass
@@ -54,12 +63,43 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(probs[np.arange(len(labels)), labels] + 1e-12)))
+def cross_entropy(probs: np.ndarray, labels: np.ndarray, sample_weights: np.ndarray | None = None) -> float:
+    losses = -np.log(probs[np.arange(len(labels)), labels] + 1e-12)
+    if sample_weights is None:
+        return float(np.mean(losses))
+    return float(np.sum(losses * sample_weights) / np.sum(sample_weights))
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(probs.argmax(axis=1) == labels)) if len(labels) else float("nan")
+
+
+def class_weights(labels: np.ndarray, num_classes: int, rule: str) -> np.ndarray:
+    """Per-class loss weights: ones, or n / (classes * n_class) ("balanced", as scikit-learn defines it)."""
+    if rule == "none":
+        return np.ones(num_classes, np.float32)
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    # A class absent from the labels gets weight 0 rather than a division by zero.
+    return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0).astype(np.float32)
+
+
+class _Adam:
+    """Adam on (kernel, bias), written out so the update order, and so the result, is fixed for a seed."""
+
+    def __init__(self, w: np.ndarray, b: np.ndarray, learning_rate: float) -> None:
+        self.params, self.learning_rate = (w, b), learning_rate
+        self.moments = [(np.zeros_like(w), np.zeros_like(w)), (np.zeros_like(b), np.zeros_like(b))]
+
+    def step(self, step: int, grads: tuple[np.ndarray, np.ndarray]) -> None:
+        beta1, beta2, eps = 0.9, 0.999, 1e-7
+        for param, grad, (m, v) in zip(self.params, grads, self.moments):
+            m *= beta1
+            m += (1 - beta1) * grad
+            v *= beta2
+            v += (1 - beta2) * grad * grad
+            m_hat = m / (1 - beta1**step)
+            v_hat = v / (1 - beta2**step)
+            param -= (self.learning_rate * m_hat / (np.sqrt(v_hat) + eps)).astype(np.float32)
 
 
 def train_head(
@@ -70,11 +110,12 @@ def train_head(
     num_classes: int,
     config: HeadConfig = HeadConfig(),
     log=print,
+    fixed_steps: int | None = None,
 ) -> Head:
     """Fit the softmax layer; returns the weights with the best validation loss seen.
 
-    One loop with Adam written inline (over 60 lines): the update order is what makes training
-    bit-for-bit repeatable for a seed, and it reads best in one place.
+    `fixed_steps`: train exactly that many steps and return the final weights, no early stopping (the
+    refit on train + validation, whose step count was chosen on validation before).
     """
     if len(train_x) == 0:
         raise ValueError("no training features")
@@ -86,16 +127,17 @@ def train_head(
     limit = np.sqrt(6.0 / (dim + num_classes))
     w = rng.uniform(-limit, limit, (dim, num_classes)).astype(np.float32)
     b = np.zeros(num_classes, np.float32)
-    moments = [np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)]
-    beta1, beta2, eps = 0.9, 0.999, 1e-7
+    adam = _Adam(w, b, config.learning_rate)
+    weight_of = class_weights(train_y, num_classes, config.class_weights)
+    smooth = config.label_smoothing
     # Early stopping falls back to training loss when there is no validation split.
     monitor_x, monitor_y = (val_x, val_y) if len(val_x) else (train_x, train_y)
+    total_steps = fixed_steps or config.how_many_training_steps
 
     head = Head(w.copy(), b.copy())
     best_loss, stale = np.inf, 0
-    order = rng.permutation(len(train_x))
-    cursor = 0
-    for step in range(1, config.how_many_training_steps + 1):
+    order, cursor = rng.permutation(len(train_x)), 0
+    for step in range(1, total_steps + 1):
         if cursor + config.train_batch_size > len(order):
             order, cursor = rng.permutation(len(train_x)), 0
         idx = order[cursor : cursor + config.train_batch_size]
@@ -104,42 +146,46 @@ def train_head(
         if config.dropout:
             keep = 1.0 - config.dropout
             x = x * (rng.random(x.shape) < keep) / keep
-        probs = _softmax(x @ w + b)
-        probs[np.arange(len(y)), y] -= 1.0
-        grad_w = x.T @ probs / len(y) + config.l2 * w
-        grad_b = probs.mean(axis=0)
-        for param, grad, m, v in ((w, grad_w, moments[0], moments[1]), (b, grad_b, moments[2], moments[3])):
-            m *= beta1
-            m += (1 - beta1) * grad
-            v *= beta2
-            v += (1 - beta2) * grad * grad
-            m_hat = m / (1 - beta1**step)
-            v_hat = v / (1 - beta2**step)
-            param -= (config.learning_rate * m_hat / (np.sqrt(v_hat) + eps)).astype(np.float32)
+        delta = _softmax(x @ w + b)  # d(loss)/d(logits) = probs - target
+        if smooth:
+            delta -= smooth / num_classes
+        delta[np.arange(len(y)), y] -= 1.0 - smooth
+        if config.class_weights != "none":
+            delta *= weight_of[y][:, None]
+        adam.step(step, (x.T @ delta / len(y) + config.l2 * w, delta.mean(axis=0)))
 
-        if step % config.eval_step_interval == 0 or step == config.how_many_training_steps:
-            train_probs = _softmax(train_x @ w + b)
-            val_probs = _softmax(monitor_x @ w + b)
-            record = {
-                "step": step,
-                "train_accuracy": accuracy(train_probs, train_y),
-                "train_cross_entropy": cross_entropy(train_probs, train_y),
-                "validation_accuracy": accuracy(val_probs, monitor_y),
-                "validation_cross_entropy": cross_entropy(val_probs, monitor_y),
-            }
-            head.history.append(record)
-            log(
-                f"step {step:5d}: train accuracy {record['train_accuracy']:.1%}, "
-                f"cross entropy {record['train_cross_entropy']:.4f}; "
-                f"validation accuracy {record['validation_accuracy']:.1%}, "
-                f"cross entropy {record['validation_cross_entropy']:.4f}"
-            )
-            if record["validation_cross_entropy"] < best_loss - 1e-5:
-                best_loss, stale = record["validation_cross_entropy"], 0
-                head.weights, head.bias, head.best_step = w.copy(), b.copy(), step
-            else:
-                stale += 1
-                if stale >= config.early_stopping_patience:
-                    log(f"early stopping at step {step}: best validation loss {best_loss:.4f} at step {head.best_step}")
-                    break
+        if step % config.eval_step_interval and step != total_steps:
+            continue
+        record = _evaluate(step, w, b, (train_x, train_y), (monitor_x, monitor_y), weight_of, config)
+        head.history.append(record)
+        log(
+            f"step {step:5d}: train accuracy {record['train_accuracy']:.1%}, "
+            f"cross entropy {record['train_cross_entropy']:.4f}; "
+            f"validation accuracy {record['validation_accuracy']:.1%}, "
+            f"cross entropy {record['validation_cross_entropy']:.4f}"
+        )
+        if fixed_steps:
+            continue
+        if record["validation_cross_entropy"] < best_loss - 1e-5:
+            best_loss, stale = record["validation_cross_entropy"], 0
+            head.weights, head.bias, head.best_step = w.copy(), b.copy(), step
+        else:
+            stale += 1
+            if stale >= config.early_stopping_patience:
+                log(f"early stopping at step {step}: best validation loss {best_loss:.4f} at step {head.best_step}")
+                break
+    if fixed_steps:
+        head.weights, head.bias, head.best_step = w.copy(), b.copy(), total_steps
     return head
+
+
+def _evaluate(step: int, w, b, train: tuple, monitor: tuple, weight_of: np.ndarray, config: HeadConfig) -> dict:
+    """One history record. Cross-entropy is on the hard labels (what the model is judged on), weighted
+    by class when class weights are on, so early stopping watches the loss being optimised."""
+    weighted = config.class_weights != "none"
+    record = {"step": step}
+    for name, (x, y) in (("train", train), ("validation", monitor)):
+        probs = _softmax(x @ w + b)
+        record[f"{name}_accuracy"] = accuracy(probs, y)
+        record[f"{name}_cross_entropy"] = cross_entropy(probs, y, weight_of[y] if weighted else None)
+    return record

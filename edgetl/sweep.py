@@ -37,6 +37,7 @@ from .report import write_model_card, write_report
 from .results import ArtifactResult, failed_result, write_results
 from .space import check_space
 from .train import TrainConfig, train
+from .tuning import TuneConfig
 
 #: What a sweep exports unless told otherwise: the float and int8 file of each runtime.
 SWEEP_FORMATS = ("tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8")
@@ -52,6 +53,7 @@ class SweepConfig:
     split: SplitConfig = SplitConfig()
     features: FeatureConfig = FeatureConfig()
     head: HeadConfig = HeadConfig()
+    tune: TuneConfig = TuneConfig()
     export: ExportConfig = ExportConfig(formats=SWEEP_FORMATS)
     bench: BenchConfig = BenchConfig()
     budget: Budget = Budget()
@@ -83,6 +85,7 @@ def train_key(config: SweepConfig, spec: BackboneSpec, weights: ResolvedWeights)
     return settings_key(
         __version__, str(Path(config.image_dir).resolve()), config.split.validation_percentage,
         config.split.testing_percentage, asdict(spec), config.features.weights, weights.sha256, asdict(config.head),
+        asdict(config.tune), config.features.augment_views,
     )
 
 
@@ -165,7 +168,7 @@ def train_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, weigh
     """Unit 1: bottlenecks and head of one point, written to its run directory; returns its run.json."""
     out = point_dir(config, spec)
     train(TrainConfig(image_dir=config.image_dir, output_dir=out, backbone=spec, split=config.split,
-                      features=config.features, head=config.head),
+                      features=config.features, head=config.head, tune=config.tune),
           log=lambda msg: None if msg.startswith("step ") else log(msg),  # per-step lines: train's own job
           dataset=dataset, weights=weights)
     return json.loads((out / "run.json").read_text())

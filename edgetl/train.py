@@ -23,7 +23,9 @@ from .backbones import (
 from .data import Dataset, SplitConfig, scan_dataset
 from .features import FeatureConfig, cache_key, compute_features
 from .files import atomic_write_json, atomic_write_text, checkpoint, sha256_file, writing
-from .head import Head, HeadConfig, accuracy, train_head
+from .finetune import FineTuneConfig, fine_tune, predict
+from .head import Head, HeadConfig, accuracy
+from .tuning import TuneConfig, fit_head
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,9 @@ class TrainConfig:
     backbone: BackboneSpec
     split: SplitConfig = SplitConfig()
     features: FeatureConfig = FeatureConfig()
-    head: HeadConfig = HeadConfig()
+    head: HeadConfig = HeadConfig()  # the given settings: the search's starting point and accuracy floor
+    tune: TuneConfig = TuneConfig()
+    fine_tune: FineTuneConfig | None = None  # None: the head only, on frozen features
     tfhub_module: str | None = None  # handle (URL or local SavedModel dir); replaces the MobileNet backbone
     print_misclassified_test_images: bool = False
 
@@ -47,6 +51,7 @@ class Bottlenecks:
     dataset: Dataset  # without the files that failed to decode
     splits: dict[str, tuple[np.ndarray, np.ndarray, list]]  # split -> (features, labels, records)
     extractor: object  # the Keras backbone (raw pixels -> pooled features)
+    augmented: tuple[np.ndarray, np.ndarray]  # features and labels of the training images' augmented views
     backbone_info: dict  # run.json's "backbone"
     computed: int  # features computed now; the rest came from the cache
     cached: int
@@ -112,6 +117,20 @@ def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: Resolve
             np.array([result.records[i].label_index for i in rows], dtype=np.int64),
             [result.records[i] for i in rows],
         )
+    views_x, views_y, computed = [], [], result.computed
+    for view in range(1, config.features.augment_views + 1):  # training images only, never validation or test
+        views = compute_features(splits["training"][2], lambda batch: extractor.predict_on_batch(batch), key,
+                                 spec.resolution, cache_dir=config.features.bottleneck_dir,
+                                 batch_size=config.features.batch_size, view=view,
+                                 desc=f"augmented view {view}/{config.features.augment_views}")
+        views_x.append(views.features)
+        views_y.append(np.array([r.label_index for r in views.records], dtype=np.int64))
+        computed += views.computed
+    if views_x:
+        log(f"augmented views: {config.features.augment_views} per training image, {sum(map(len, views_y))} features")
+    dim = result.features.shape[1]
+    augmented = (np.concatenate(views_x) if views_x else np.zeros((0, dim), np.float32),
+                 np.concatenate(views_y) if views_y else np.zeros(0, np.int64))
     backbone_info = {
         "version": version,
         "alpha": alpha,
@@ -123,7 +142,7 @@ def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: Resolve
         "macs": count_macs(extractor),
         "params": int(extractor.count_params()),
     }
-    return Bottlenecks(dataset, splits, extractor, backbone_info, result.computed, result.cached)
+    return Bottlenecks(dataset, splits, extractor, augmented, backbone_info, computed, result.cached)
 
 
 def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
@@ -149,19 +168,34 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
     )
     if len(np.unique(train_y)) < 2:
         raise ValueError("after skipping undecodable files, fewer than two classes have training images")
-    head = train_head(train_x, train_y, val_x, val_y, len(dataset.classes), config.head, log=log)
+    fit = fit_head((train_x, train_y), (val_x, val_y), len(dataset.classes), config.head, config.tune, log=log,
+                   extra_train=bottlenecks.augmented)
+    head = fit.head
     checkpoint("head")
 
-    test_probs = head.predict_proba(test_x)
     metrics = {
         "train_accuracy": accuracy(head.predict_proba(train_x), train_y),
-        "validation_accuracy": accuracy(head.predict_proba(val_x), val_y) if len(val_y) else None,
-        "test_accuracy": accuracy(test_probs, test_y),
-        "best_step": head.best_step,
+        # Of the head trained without validation images (after a refit, validation is training data).
+        "validation_accuracy": accuracy(fit.selected.predict_proba(val_x), val_y) if len(val_y) else None,
+        "best_step": fit.selected.best_step,
+        "refit_steps": fit.refit_steps,
         "num_train": len(train_y),
+        "num_augmented": len(bottlenecks.augmented[1]),
         "num_validation": len(val_y),
         "num_test": len(test_y),
     }
+    fine_tuned = None
+    if config.fine_tune is None:
+        model = build_classifier(bottlenecks.extractor, head, len(dataset.classes))
+        test_probs = head.predict_proba(test_x)
+    else:
+        # From the head that never saw validation images, so early stopping on them stays honest.
+        fine_tuned = fine_tune(build_classifier(bottlenecks.extractor, fit.selected, len(dataset.classes)), splits,
+                               config.backbone.resolution, fit.chosen, config.fine_tune, log)
+        model, test_probs = fine_tuned.model, predict(fine_tuned.model, test_records, config.backbone.resolution)
+        best = fine_tuned.info["history"][fine_tuned.info["best_epoch"] - 1]
+        metrics.update(train_accuracy=best["accuracy"], validation_accuracy=best["val_accuracy"])  # train: augmented
+    metrics["test_accuracy"] = accuracy(test_probs, test_y)
     log(f"final test accuracy = {metrics['test_accuracy']:.1%} (N={len(test_y)})")
     misclassified = [
         (str(r.path), dataset.classes[t], dataset.classes[p])
@@ -181,15 +215,18 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
         "testing_percentage": config.split.testing_percentage,
         "classes": dataset.classes,
         "backbone": bottlenecks.backbone_info,
-        "training": asdict(config.head),
+        "training": asdict(fit.chosen),
+        "tuning": fit.summary(config.head),
+        "augment_views": config.features.augment_views,
+        "fine_tune": fine_tuned.info if fine_tuned else None,
         "head": {"macs": int(head.weights.size), "params": int(head.weights.size + head.bias.size)},
         "metrics": metrics,
-        "history": head.history,
+        "history": fit.selected.history,
         "num_skipped_files": len(dataset.skipped),
         "skipped_files": [[str(p), why] for p, why in dataset.skipped],
         "seconds": round(time.time() - started, 1),
     }
-    save_run(run_dir, build_classifier(bottlenecks.extractor, head, len(dataset.classes)), run, log)
+    save_run(run_dir, model, run, log)
     return TrainResult(
         run_dir, dataset.classes, metrics, bottlenecks.computed, bottlenecks.cached,
         [(str(p), why) for p, why in dataset.skipped], misclassified,
