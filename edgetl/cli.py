@@ -106,6 +106,8 @@ def _add_fine_tune_arguments(p: argparse.ArgumentParser, switch: bool) -> None:
     p.add_argument("--fine_tune_layers", type=int, default=d.layers,
                    help=f"backbone layers (from the top) that fine-tuning trains; batch norm stays frozen (default {d.layers})")
     p.add_argument("--fine_tune_learning_rate", type=float, default=d.learning_rate)
+    p.add_argument("--fine_tune_patience", type=int, default=d.patience,
+                   help=f"epochs without a lower validation loss before fine-tuning stops (default {d.patience})")
     p.add_argument("--fine_tune_epochs", type=int, default=d.max_epochs,
                    help=f"most epochs of fine-tuning; early stopping on validation loss ends sooner (default {d.max_epochs})")
 
@@ -114,7 +116,7 @@ def fine_tune_config_from_args(args: argparse.Namespace):
     from .finetune import FineTuneConfig
 
     return FineTuneConfig(layers=args.fine_tune_layers, learning_rate=args.fine_tune_learning_rate,
-                          max_epochs=args.fine_tune_epochs, seed=args.seed)
+                          max_epochs=args.fine_tune_epochs, patience=args.fine_tune_patience, seed=args.seed)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -213,6 +215,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         tune=tune_config_from_args(args),
         export=export_config_from_args(args, args.formats), bench=_bench_from_args(args),
         budget=_budget_from_args(args), pick=_pick_from_args(args), force=args.force,
+        fine_tune_front=args.fine_tune_front, fine_tune_settings=fine_tune_config_from_args(args),
     )
     result = sweep(config, notes)
     if args.device_results:
@@ -289,6 +292,10 @@ def _add_sweep_parser(sub) -> None:
     _add_budget_arguments(p)
     _add_backbone_arguments(p)
     _add_head_arguments(p)
+    p.add_argument("--fine_tune_front", type=int, default=0, metavar="K",
+                   help="after the head-only grid, fine-tune the K most accurate points of its Pareto front and add "
+                        "them as points <id>-ft (exported and benchmarked like the others)")
+    _add_fine_tune_arguments(p, switch=False)
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--force", action="store_true", help="redo every stage even if finished")
     _add_device_arguments(p)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import product
 from pathlib import Path
 
@@ -32,10 +32,11 @@ from .export import ExportConfig
 from .features import FeatureConfig
 from .files import DiskError, atomic_write_json, checkpoint, one_line, sha256_file, writing
 from .head import HeadConfig
-from .pareto import Budget, PickConfig, pick
+from .pareto import Budget, PickConfig, pareto_front, pick
 from .report import write_model_card, write_report
 from .results import ArtifactResult, failed_result, write_results
 from .space import check_space
+from .finetune import FineTuneConfig
 from .train import TrainConfig, train
 from .tuning import TuneConfig
 
@@ -59,11 +60,16 @@ class SweepConfig:
     budget: Budget = Budget()
     pick: PickConfig = PickConfig()
     force: bool = False  # redo every unit, finished or not
+    fine_tune_front: int = 0  # after the head-only grid, fine-tune this many of the front's most accurate points
+    fine_tune_settings: FineTuneConfig = FineTuneConfig()
+    fine_tune: FineTuneConfig | None = None  # set on the config of the fine-tuning pass: its points are fine-tuned
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "points", tuple(dict.fromkeys(self.points)))
         if not self.points:
             raise ValueError("the grid has no points; give --backbones, --alphas and --resolutions (or --grid)")
+        if isinstance(self.fine_tune_front, bool) or not isinstance(self.fine_tune_front, int) or self.fine_tune_front < 0:
+            raise ValueError(f"fine_tune_front must be a whole number >= 0, got {self.fine_tune_front!r}")
         if self.export.calibration_manifest is not None:
             raise ValueError("a sweep draws calibration images per point; a calibration manifest is for `edgetl export`")
 
@@ -85,7 +91,7 @@ def train_key(config: SweepConfig, spec: BackboneSpec, weights: ResolvedWeights)
     return settings_key(
         __version__, str(Path(config.image_dir).resolve()), config.split.validation_percentage,
         config.split.testing_percentage, asdict(spec), config.features.weights, weights.sha256, asdict(config.head),
-        asdict(config.tune), config.features.augment_views,
+        asdict(config.tune), config.features.augment_views, asdict(config.fine_tune) if config.fine_tune else None,
     )
 
 
@@ -148,8 +154,13 @@ def read_grid_file(path: Path) -> tuple[list[BackboneSpec], list[str]]:
     return list(dict.fromkeys(points)), notes
 
 
+def point_name(config: SweepConfig, spec: BackboneSpec) -> str:
+    """The point's name in rows and under points/: the backbone's id, "-ft" when fine-tuned."""
+    return spec.id + ("-ft" if config.fine_tune else "")
+
+
 def point_dir(config: SweepConfig, spec: BackboneSpec) -> Path:
-    return Path(config.output_dir) / "points" / spec.id
+    return Path(config.output_dir) / "points" / point_name(config, spec)
 
 
 def _read_json(path: Path) -> dict:
@@ -168,7 +179,7 @@ def train_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, weigh
     """Unit 1: bottlenecks and head of one point, written to its run directory; returns its run.json."""
     out = point_dir(config, spec)
     train(TrainConfig(image_dir=config.image_dir, output_dir=out, backbone=spec, split=config.split,
-                      features=config.features, head=config.head, tune=config.tune),
+                      features=config.features, head=config.head, tune=config.tune, fine_tune=config.fine_tune),
           log=lambda msg: None if msg.startswith("step ") else log(msg),  # per-step lines: train's own job
           dataset=dataset, weights=weights)
     return json.loads((out / "run.json").read_text())
@@ -185,11 +196,11 @@ def bench_artifact(config: SweepConfig, spec: BackboneSpec, fmt: str, artifact: 
     try:
         m = measure(artifact, images_path, config.bench)
     except Exception as e:  # one artifact that won't run is a row, not a dead sweep
-        failed = failed_result(spec.id, spec.version, spec.alpha, spec.resolution, fmt,
+        failed = failed_result(point_name(config, spec), spec.version, spec.alpha, spec.resolution, fmt,
                                f"benchmark failed: {one_line(e)}", config.bench.num_threads)
         return failed, {}
     row = ArtifactResult(
-        point=spec.id, backbone=spec.version, alpha=spec.alpha, resolution=spec.resolution, format=fmt,
+        point=point_name(config, spec), backbone=spec.version, alpha=spec.alpha, resolution=spec.resolution, format=fmt,
         path=str(artifact.relative_to(config.output_dir)), macs=run["backbone"]["macs"] + run["head"]["macs"],
         params=run["backbone"]["params"] + run["head"]["params"], num_threads=config.bench.num_threads,
         status=status, sha256=sha256_file(artifact), **m.result_fields(labels, run["classes"]),
@@ -248,13 +259,13 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
     trained = train_key(config, spec, weights)
     run = _trained_run(out) if state.get("train") == trained else None
     if run is None:
-        stage.set_description_str(f"{spec.id}: training")
+        stage.set_description_str(f"{point_name(config, spec)}: training")
         run = train_point(config, spec, dataset, weights, log)
         state = {"train": trained, "export": {}, "bench": {}}
         atomic_write_json(state_path, state)
 
     keys = {f: export_key(config, trained, f) for f in config.export.formats}
-    stage.set_description_str(f"{spec.id}: exporting")
+    stage.set_description_str(f"{point_name(config, spec)}: exporting")
     _export_todo(config, spec, keys, state, dataset, log)
     exported = read_export_summary(out)
 
@@ -267,10 +278,10 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
             continue
         artifact = out / entry.get("path", "-")
         if not intact:
-            rows.append(failed_result(spec.id, spec.version, spec.alpha, spec.resolution, fmt,
+            rows.append(failed_result(point_name(config, spec), spec.version, spec.alpha, spec.resolution, fmt,
                                       entry.get("status", "export failed: no artifact"), config.bench.num_threads))
             continue
-        stage.set_description_str(f"{spec.id}: benchmarking {fmt}")
+        stage.set_description_str(f"{point_name(config, spec)}: benchmarking {fmt}")
         checkpoint(f"bench:{fmt}")
         test_set = test_set or prepare_test_images(dataset, spec.resolution, out / "test_images.npz")
         row, ran_on = bench_artifact(config, spec, fmt, artifact, test_set, run, entry.get("status", "ok"))
@@ -292,6 +303,45 @@ def _scan(config: SweepConfig, say) -> Dataset:
     return dataset
 
 
+def run_grid(config: SweepConfig, dataset: Dataset, notes: list[str], say,
+             results: list[ArtifactResult] | None = None) -> list[ArtifactResult]:
+    """Every point of `config`, in process; rows appended to `results` and written after each point."""
+    out, results = Path(config.output_dir), list(results or [])
+    desc = "fine-tuning" if config.fine_tune else "grid"
+    with tqdm(total=len(config.points), desc=desc, unit="point", position=0) as overall, \
+            tqdm(bar_format="{desc}", position=1, leave=False) as stage:
+        for spec in config.points:
+            name = point_name(config, spec)
+            overall.set_postfix_str(name)
+            try:
+                rows = run_point(config, spec, dataset, stage, say)
+            except DiskError:
+                raise  # the next point would hit the same disk; what is finished is saved
+            except WeightsNotFoundError as e:
+                first_line = str(e).splitlines()[0]
+                notes.append(f"{name} skipped: {first_line}")
+                say(f"skipping {name}: {first_line}")
+                rows = []
+            except Exception as e:  # one broken grid point must not cost the others (finished work is saved)
+                first_line = (str(e).splitlines() or [""])[0]
+                notes.append(f"{name} failed: {type(e).__name__}: {first_line}")
+                say(f"grid point {name} failed: {type(e).__name__}: {first_line}")
+                rows = []
+            results.extend(rows)
+            if results:
+                write_results(results, out, notes)  # after every point, so a kill keeps what is finished
+            overall.update(1)
+    return results
+
+
+def fine_tune_pass(config: SweepConfig, results: list[ArtifactResult]) -> SweepConfig:
+    """The config that fine-tunes the `fine_tune_front` most accurate points on the head-only front."""
+    front = sorted(pareto_front(results), key=lambda r: (-r.accuracy, r.latency_ms_p50))
+    chosen = list(dict.fromkeys((r.backbone, r.alpha, r.resolution) for r in front))[: config.fine_tune_front]
+    points = tuple(BackboneSpec(version, alpha, resolution) for version, alpha, resolution in chosen)
+    return replace(config, points=points, fine_tune=config.fine_tune_settings, fine_tune_front=0)
+
+
 def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> SweepResult:
     out = Path(config.output_dir)
     with writing(out, "the sweep's output directory"):
@@ -301,29 +351,12 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
     say = log or (lambda msg: tqdm.write(msg))
     dataset = _scan(config, say)
     check_space(config, dataset, say)
-    results: list[ArtifactResult] = []
-    with tqdm(total=len(config.points), desc="grid", unit="point", position=0) as overall, \
-            tqdm(bar_format="{desc}", position=1, leave=False) as stage:
-        for spec in config.points:
-            overall.set_postfix_str(spec.id)
-            try:
-                rows = run_point(config, spec, dataset, stage, say)
-            except DiskError:
-                raise  # the next point would hit the same disk; what is finished is saved
-            except WeightsNotFoundError as e:
-                first_line = str(e).splitlines()[0]
-                notes.append(f"{spec.id} skipped: {first_line}")
-                say(f"skipping {spec.id}: {first_line}")
-                rows = []
-            except Exception as e:  # one broken grid point must not cost the others (finished work is saved)
-                first_line = (str(e).splitlines() or [""])[0]
-                notes.append(f"{spec.id} failed: {type(e).__name__}: {first_line}")
-                say(f"grid point {spec.id} failed: {type(e).__name__}: {first_line}")
-                rows = []
-            results.extend(rows)
-            if results:
-                write_results(results, out, notes)  # after every point, so a kill keeps what is finished
-            overall.update(1)
+    results = run_grid(config, dataset, notes, say)
+    if config.fine_tune_front and results:
+        fine_config = fine_tune_pass(config, results)
+        say(f"fine-tuning {len(fine_config.points)} point(s) of the front: "
+            + ", ".join(spec.id for spec in fine_config.points))
+        results = run_grid(fine_config, dataset, notes, say, results)
     if not results:
         raise ValueError("no grid point produced an artifact:\n  " + "\n  ".join(notes))
     write_results(results, out, notes)
@@ -355,7 +388,9 @@ def copy_best(best: ArtifactResult, config: SweepConfig, out: Path) -> Path:
         "split (train/validation/test images)":
             f"{run['metrics']['num_train']}/{run['metrics']['num_validation']}/{run['metrics']['num_test']}",
         "backbone weights": run["backbone"]["weights"],
-        "training": "softmax head on frozen bottleneck features; " + json.dumps(run["training"]),
+        "training": ("softmax head on frozen bottleneck features; " + json.dumps(run["training"])
+                     + (f"; then the backbone's last {run['fine_tune']['layers']} layers fine-tuned for "
+                        f"{run['fine_tune']['best_epoch']} epoch(s)" if run.get("fine_tune") else "")),
         "measured with": f"{config.bench.num_threads} thread(s), batch 1, on the test split",
         "budget": config.budget.describe() if config.budget.is_set else "none (knee of the Pareto front)",
     }, tmp / "model_card.md")

@@ -215,3 +215,20 @@ def test_device_bench_from_a_bundle_runs_without_tensorflow_and_re_picks(finishe
     assert main(["report", str(out), "--device_results", str(device_json)]) == 0
     assert "## On devices" in (out / "report.md").read_text()
     assert (out / "devices" / venv.strip(".") / "report.md").is_file()
+
+
+def test_fine_tune_front_adds_fine_tuned_rows_for_the_most_accurate_front_point(tiny_data, tmp_path):
+    from edgetl.pareto import pareto_front
+
+    out = tmp_path / "run"
+    argv = sweep_args(tiny_data, out, "--formats", "tflite-float32,tflite-int8", "--fine_tune_front", "1",
+                      "--fine_tune_layers", "4", "--fine_tune_epochs", "1")
+    assert main(argv) in (0, 1)
+    rows = read_results(out)
+    head_rows = [r for r in rows if not r.point.endswith("-ft")]
+    fine_rows = [r for r in rows if r.point.endswith("-ft")]
+    best = max(pareto_front(head_rows), key=lambda r: (r.accuracy, -r.latency_ms_p50))
+    assert {(r.point, r.format) for r in fine_rows} == {(best.point + "-ft", f) for f in ("tflite-float32", "tflite-int8")}
+    run = json.loads((out / "points" / (best.point + "-ft") / "run.json").read_text())
+    assert run["fine_tune"]["layers"] == 4 and run["fine_tune"]["epochs_run"] == 1
+    assert "-ft" in (out / "report.md").read_text()
