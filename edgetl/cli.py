@@ -35,6 +35,9 @@ def _add_backbone_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder holding Keras' ImageNet weight files (default: $EDGETL_WEIGHTS_DIR, then Keras' cache)")
     p.add_argument("--bottleneck_dir", type=Path, default=d.bottleneck_dir,
                    help="bottleneck feature cache (default: $EDGETL_CACHE_DIR or the user cache dir)")
+    p.add_argument("--feature_engine", choices=["litert", "tensorflow"], default=d.engine,
+                   help="what computes the bottlenecks: the backbone converted to TFLite in LiteRT on all cores "
+                        "(default; checked against TensorFlow on the first batch), or TensorFlow's forward pass")
     p.add_argument("--augment_views", type=int, default=d.augment_views,
                    help="augmented views (flip, crop, rotation, colour) of each training image whose features are "
                         f"cached and trained on beside the image's own (default {d.augment_views})")
@@ -44,7 +47,7 @@ def _features_from_args(args: argparse.Namespace):
     from .features import FeatureConfig
 
     return FeatureConfig(weights=args.weights, weights_dir=args.weights_dir, bottleneck_dir=args.bottleneck_dir,
-                         augment_views=args.augment_views)
+                         augment_views=args.augment_views, engine=args.feature_engine)
 
 
 def _add_head_arguments(p: argparse.ArgumentParser) -> None:

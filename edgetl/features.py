@@ -18,6 +18,7 @@ from platformdirs import user_cache_dir
 from tqdm import tqdm
 
 from .augment import AUGMENT_VERSION, augmented_image
+from .feature_engine import ENGINES
 from .data import PREPROCESS_VERSION, ImageRecord, load_image
 from .files import DiskError, atomic_write_bytes, checkpoint, disk_reason
 
@@ -38,12 +39,15 @@ class FeatureConfig:
     bottleneck_dir: Path | None = None
     batch_size: int = 32
     augment_views: int = 0  # augmented views of each training image cached beside the image itself
+    engine: str = "litert"  # what runs the backbone: "litert" (XNNPACK, all cores) or "tensorflow"
 
     def __post_init__(self) -> None:
         if not isinstance(self.weights, str) or not self.weights:
             raise ValueError(f"weights must be 'imagenet', 'none' or a weights file path, got {self.weights!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if isinstance(self.augment_views, bool) or not isinstance(self.augment_views, int) or self.augment_views < 0:
             raise ValueError(f"augment_views must be a whole number >= 0, got {self.augment_views!r}")
 
@@ -61,8 +65,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("EDGETL_CACHE_DIR", user_cache_dir("edgetl"))) / "bottlenecks"
 
 
-def cache_key(backbone_id: str, weights_sha256: str, resolution: int) -> str:
+def cache_key(backbone_id: str, weights_sha256: str, resolution: int, engine: str = "tensorflow") -> str:
     text = f"{backbone_id}|{weights_sha256 or 'random'}|{resolution}|preprocess-v{PREPROCESS_VERSION}"
+    if engine != "tensorflow":  # TensorFlow's features keep the keys they always had
+        text += f"|engine-{engine}"
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

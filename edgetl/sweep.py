@@ -91,7 +91,7 @@ def train_key(config: SweepConfig, spec: BackboneSpec, weights: ResolvedWeights)
     return settings_key(
         __version__, str(Path(config.image_dir).resolve()), config.split.validation_percentage,
         config.split.testing_percentage, asdict(spec), config.features.weights, weights.sha256, asdict(config.head),
-        asdict(config.tune), config.features.augment_views, asdict(config.fine_tune) if config.fine_tune else None,
+        asdict(config.tune), config.features.augment_views, config.features.engine, asdict(config.fine_tune) if config.fine_tune else None,
     )
 
 

@@ -21,6 +21,7 @@ from .backbones import (
     resolve_weights,
 )
 from .data import Dataset, SplitConfig, scan_dataset
+from .feature_engine import Embedder
 from .features import FeatureConfig, cache_key, compute_features
 from .files import atomic_write_json, atomic_write_text, checkpoint, sha256_file, writing
 from .finetune import FineTuneConfig, fine_tune, predict
@@ -97,10 +98,11 @@ def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: Resolve
         weights_desc, weights_source = weights.description, weights.source
         version, alpha = spec.version, spec.alpha
     log(f"backbone {backbone_id} at {spec.resolution}px: {weights_note}")
-    key = cache_key(backbone_id, fingerprint, spec.resolution)
+    key = cache_key(backbone_id, fingerprint, spec.resolution, config.features.engine)
+    embed = Embedder(extractor, config.features.engine)
     result = compute_features(
         dataset.records,
-        lambda batch: extractor.predict_on_batch(batch),
+        embed,
         key,
         spec.resolution,
         cache_dir=config.features.bottleneck_dir,
@@ -119,7 +121,7 @@ def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: Resolve
         )
     views_x, views_y, computed = [], [], result.computed
     for view in range(1, config.features.augment_views + 1):  # training images only, never validation or test
-        views = compute_features(splits["training"][2], lambda batch: extractor.predict_on_batch(batch), key,
+        views = compute_features(splits["training"][2], embed, key,
                                  spec.resolution, cache_dir=config.features.bottleneck_dir,
                                  batch_size=config.features.batch_size, view=view,
                                  desc=f"augmented view {view}/{config.features.augment_views}")
@@ -141,6 +143,7 @@ def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: Resolve
         "weights_sha256": fingerprint,
         "macs": count_macs(extractor),
         "params": int(extractor.count_params()),
+        "feature_engine": embed.info if computed else {"engine": config.features.engine, "note": "all cached"},
     }
     return Bottlenecks(dataset, splits, extractor, augmented, backbone_info, computed, result.cached)
 
