@@ -87,3 +87,29 @@ def test_correction_moves_only_biases_and_restores_the_int8_output_means(run):
     corrected_error = np.abs(features(_with_int8_kernels(corrected)).mean(0) - float_features.mean(0)).mean()
     print(f"\nmean |feature mean shift| with int8 kernels: {plain_error:.4g} plain, {corrected_error:.4g} corrected")
     assert corrected_error < 0.5 * plain_error
+
+
+@pytest.mark.parametrize("kind,kernel,strides,padding", [
+    ("conv", 3, 1, "same"), ("conv", 3, 2, "same"), ("conv", 1, 1, "valid"), ("conv", 3, 2, "valid"),
+    ("depthwise", 3, 1, "same"), ("depthwise", 3, 2, "same"), ("depthwise", 3, 2, "valid"),
+])
+def test_rounding_error_sums_equal_running_the_layer_with_the_kernel_error(kind, kernel, strides, padding):
+    """The fast sums over kernel taps give what convolving with W - W_q gives, padding and stride included."""
+    import keras
+
+    from edgetl.export import bias_correction as bc
+
+    rng = np.random.default_rng(0)
+    layer = (keras.layers.Conv2D(8, kernel, strides=strides, padding=padding, use_bias=False) if kind == "conv"
+             else keras.layers.DepthwiseConv2D(kernel, strides=strides, padding=padding, depth_multiplier=2,
+                                               use_bias=False))
+    x = rng.uniform(0, 6, (3, 11, 10, 4)).astype(np.float32)
+    layer(x)
+    float_kernel = layer.get_weights()[0]
+    layer.set_weights([bc.quantize_like_int8(float_kernel, bc._reduce_axes(layer))])
+    fast, n = bc._rounding_error(layer, float_kernel, x)
+    layer.set_weights([float_kernel - layer.get_weights()[0]])
+    out = np.asarray(layer(x), np.float64)
+    slow = out.reshape(-1, out.shape[-1])
+    np.testing.assert_allclose(fast, slow.sum(0), rtol=1e-4, atol=1e-5)
+    assert n == len(slow)

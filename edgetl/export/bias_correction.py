@@ -116,6 +116,36 @@ def _output_gain(absorber) -> np.ndarray | float:
     return gamma / np.sqrt(weights[-1].astype(np.float64) + absorber.epsilon)
 
 
+def _conv_plan(layer, shape: tuple[int, ...]):
+    """(top, left padding, output height, width) of a stride-s conv, as TensorFlow pads "same"/"valid";
+    None for what the sums below do not cover (dilation, channels-first)."""
+    if tuple(layer.dilation_rate) != (1, 1) or getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None
+    (kh, kw), (sh, sw), (_, h, w, _) = layer.kernel_size, layer.strides, shape
+    if layer.padding == "valid":
+        return 0, 0, (h - kh) // sh + 1, (w - kw) // sw + 1
+    oh, ow = -(-h // sh), -(-w // sw)
+    return max((oh - 1) * sh + kh - h, 0) // 2, max((ow - 1) * sw + kw - w, 0) // 2, oh, ow
+
+
+def _offset_sums(x: np.ndarray, layer, plan) -> np.ndarray:
+    """S[i, j, c]: the sum over images and output positions of the input the kernel tap (i, j) reads.
+
+    A conv's output summed over positions is then sum_ij S[i, j] . W[i, j]: the rounding error's sum
+    needs these few vectors, not a convolution with W - W_q (which is what made this step slow).
+    """
+    top, left, oh, ow = plan
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
+    n, h, w, c = x.shape
+    padded = np.zeros((n, max(h + top, (oh - 1) * sh + kh), max(w + left, (ow - 1) * sw + kw), c), np.float64)
+    padded[:, top : top + h, left : left + w] = x
+    sums = np.empty((kh, kw, c))
+    for i in range(kh):
+        for j in range(kw):
+            sums[i, j] = padded[:, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw].sum(axis=(0, 1, 2))
+    return sums
+
+
 def _rounding_error(layer, float_kernel: np.ndarray, x) -> tuple[np.ndarray, int]:
     """(sum over positions of layer_W(x) - layer_Wq(x) per output channel, number of positions).
 
@@ -125,6 +155,17 @@ def _rounding_error(layer, float_kernel: np.ndarray, x) -> tuple[np.ndarray, int
     import keras
 
     weights = layer.get_weights()
+    x = np.asarray(x)
+    convs = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    plan = _conv_plan(layer, x.shape) if isinstance(layer, convs) else None
+    if plan is not None:
+        delta = float_kernel.astype(np.float64) - weights[0]
+        sums = _offset_sums(x, layer, plan)
+        if isinstance(layer, keras.layers.DepthwiseConv2D):  # (kh, kw, c, m) -> channel c * m + k
+            total = np.einsum("ijc,ijcm->cm", sums, delta).reshape(-1)
+        else:
+            total = np.einsum("ijc,ijco->o", sums, delta)
+        return total, x.shape[0] * plan[2] * plan[3]
     if isinstance(layer, keras.layers.Dense):
         x = np.asarray(x, np.float64)
         out = x.reshape(-1, x.shape[-1]) @ (float_kernel.astype(np.float64) - weights[0])
