@@ -65,6 +65,26 @@ def _check_reachable(address: str) -> None:
                            "`ray start --head`, or check the address and that its port is open") from None
 
 
+def _no_cluster(cluster: ClusterConfig, why: str) -> ClusterError:
+    return ClusterError(f"no running Ray cluster found for --ray {cluster.address} ({why}): start one with "
+                        "`ray start --head` (other machines join with `ray start --address=HEAD:6379`), or use "
+                        "--ray without an address for a Ray on this machine only")
+
+
+def _auto_address(cluster: ClusterConfig) -> str:
+    """The head `auto` means (RAY_ADDRESS, the last `ray start` here, a running GCS). Ray's own lookup would
+    retry the address a killed head left behind for minutes; resolving it first lets it be checked."""
+    from ray._private.services import canonicalize_bootstrap_address  # not public, but what ray.init calls
+
+    try:
+        address = canonicalize_bootstrap_address("auto")
+    except ConnectionError as e:
+        raise _no_cluster(cluster, one_line(e)) from None
+    if not address:
+        raise _no_cluster(cluster, "none recorded on this machine")
+    return address
+
+
 def connect(cluster: ClusterConfig):
     """Ray, connected as `cluster` says; a Ray the caller already started (ray.init) is used as it is.
     Returns (the ray module, whether this call started the connection and must shut it down)."""
@@ -74,16 +94,19 @@ def connect(cluster: ClusterConfig):
         raise ClusterError("--ray needs Ray: pip install 'edgetl[ray]' (tools/install.sh installs it)") from None
     if ray.is_initialized():
         return ray, False
-    if cluster.address not in (LOCAL, "auto"):
+    if cluster.address == "auto":
+        _check_reachable(_auto_address(cluster))
+    elif cluster.address != LOCAL:
         _check_reachable(cluster.address)
     options = {"include_dashboard": False} if cluster.address == LOCAL else {}
     try:
         # Task output comes back with each result instead (their logs), not interleaved with the bars.
         ray.init(address=cluster.address, log_to_driver=False, **options)
     except ConnectionError as e:
-        raise ClusterError(f"no running Ray cluster found for --ray {cluster.address} ({one_line(e)}): start one "
-                           "with `ray start --head` (other machines join with `ray start --address=HEAD:6379`), "
-                           "or use --ray without an address for a Ray on this machine only") from None
+        if "auth" in type(e.__cause__).__name__.lower() or "token" in str(e.__cause__).lower():
+            raise ClusterError(f"the Ray cluster at {cluster.address} requires its token: set RAY_AUTH_MODE=token and "
+                               "copy the head's ~/.ray/auth_token here (or set RAY_AUTH_TOKEN)") from None
+        raise _no_cluster(cluster, one_line(e)) from None
     return ray, True
 
 
