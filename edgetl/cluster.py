@@ -8,6 +8,7 @@ is imported only here and in `edgetl.distributed`, and only when `--ray` is give
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import shutil
 import socket
@@ -207,19 +208,44 @@ def train_unit(config: SweepConfig, spec: BackboneSpec, dataset, weights_sha256:
         return {k: v for k, v in files.items() if _is_model_file(k)}, report
 
 
-def export_unit(config: SweepConfig, spec: BackboneSpec, fmt: str, model: dict, dataset, version: str, board):
-    """Unit 2 on a node: returns the report with this format's export.json entry and artifact files."""
-    from .export import ARTIFACTS_DIR, EXPORT_SUMMARY, export_format, load_run_inputs, read_export_summary
+# This worker's last point, loaded: what every format of a point shares (the model, the test images and the
+# float predictions, the calibration set and the bias-corrected copy), kept as the in-process export loop keeps
+# it, so the formats of one point that land on one worker load it once. (train key, RunInputs) or None.
+_loaded: list = [None]
 
-    with _unit(board, f"export {spec.id} {fmt}", f"exporting {spec.id} {fmt}", version) as (tmp, report):
-        _write_tree(tmp, model)
-        inputs = load_run_inputs(tmp, dataset)
-        try:
-            export_format(inputs, fmt, config.export, report["logs"].append)
-        finally:
-            inputs.cleanup()
-        report["entry"] = read_export_summary(tmp)[fmt]
-        report["files"] = _read_tree(tmp / ARTIFACTS_DIR, skip=(EXPORT_SUMMARY,))
+
+def _run_inputs(train_key: str, model: dict, dataset):
+    from .export import load_run_inputs
+
+    if _loaded[0] is not None and _loaded[0][0] == train_key:
+        return _loaded[0][1]
+    _forget_inputs()
+    run_dir = Path(tempfile.mkdtemp(prefix="edgetl-ray-run-"))
+    _write_tree(run_dir, model)
+    _loaded[0] = (train_key, load_run_inputs(run_dir, dataset))
+    return _loaded[0][1]
+
+
+@atexit.register
+def _forget_inputs() -> None:
+    if _loaded[0] is not None:
+        _loaded[0][1].cleanup()
+        shutil.rmtree(_loaded[0][1].run_dir, ignore_errors=True)
+        _loaded[0] = None
+
+
+def export_unit(config: SweepConfig, spec: BackboneSpec, fmt: str, train_key: str, model: dict, dataset,
+                version: str, board):
+    """Unit 2 on a node: returns the report with this format's export.json entry and artifact files."""
+    from .export import ARTIFACTS_DIR, export_format, read_export_summary
+
+    with _unit(board, f"export {spec.id} {fmt}", f"exporting {spec.id} {fmt}", version) as (_, report):
+        inputs = _run_inputs(train_key, model, dataset)
+        export_format(inputs, fmt, config.export, report["logs"].append)
+        report["entry"] = read_export_summary(inputs.run_dir)[fmt]
+        # This format's files only: the directory also holds the formats exported before on this worker.
+        report["files"] = {k: v for k, v in _read_tree(inputs.run_dir / ARTIFACTS_DIR).items()
+                           if k.startswith(f"{fmt}.")}
         return report
 
 

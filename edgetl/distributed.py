@@ -139,8 +139,8 @@ class _RaySweep:
             point.model = self.ray.put(read_model(point_dir(self.config, point.spec)))
         for fmt in self.config.export.formats:
             if fmt in todo:
-                ref = self.tasks["export"].remote(self.remote_config, point.spec, fmt, point.model, self.dataset,
-                                                  __version__, self.board)
+                ref = self.tasks["export"].remote(self.remote_config, point.spec, fmt, point.state["train"],
+                                                  point.model, self.dataset, __version__, self.board)
                 self._submit(ref, _Unit("export", point, fmt, point.keys[fmt]))
             else:
                 self._plan_bench(point, fmt)
