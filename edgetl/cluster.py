@@ -170,9 +170,8 @@ def _unit(board, unit: str, what: str, version: str):
         board.end.remote(unit)
 
 
-def _read_tree(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(Path(root).rglob("*"))
-            if p.is_file() and p.name not in skip}
+def _read_tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
 
 
 def _write_tree(root: Path, files: dict[str, bytes]) -> None:
@@ -210,28 +209,34 @@ def train_unit(config: SweepConfig, spec: BackboneSpec, dataset, weights_sha256:
 
 # This worker's last point, loaded: what every format of a point shares (the model, the test images and the
 # float predictions, the calibration set and the bias-corrected copy), kept as the in-process export loop keeps
-# it, so the formats of one point that land on one worker load it once. (train key, RunInputs) or None.
-_loaded: list = [None]
+# it, so the formats of one point that land on one worker load it once: (train key, RunInputs) or None.
+_loaded = None
 
 
 def _run_inputs(train_key: str, model: dict, dataset):
+    global _loaded
     from .export import load_run_inputs
 
-    if _loaded[0] is not None and _loaded[0][0] == train_key:
-        return _loaded[0][1]
+    if _loaded is not None and _loaded[0] == train_key:
+        return _loaded[1]
     _forget_inputs()
     run_dir = Path(tempfile.mkdtemp(prefix="edgetl-ray-run-"))
-    _write_tree(run_dir, model)
-    _loaded[0] = (train_key, load_run_inputs(run_dir, dataset))
-    return _loaded[0][1]
+    try:
+        _write_tree(run_dir, model)
+        _loaded = (train_key, load_run_inputs(run_dir, dataset))
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return _loaded[1]
 
 
 @atexit.register
 def _forget_inputs() -> None:
-    if _loaded[0] is not None:
-        _loaded[0][1].cleanup()
-        shutil.rmtree(_loaded[0][1].run_dir, ignore_errors=True)
-        _loaded[0] = None
+    global _loaded
+    if _loaded is not None:
+        _loaded[1].cleanup()
+        shutil.rmtree(_loaded[1].run_dir, ignore_errors=True)
+        _loaded = None
 
 
 def export_unit(config: SweepConfig, spec: BackboneSpec, fmt: str, train_key: str, model: dict, dataset,

@@ -199,6 +199,8 @@ class _RaySweep:
         except self.ray.exceptions.RayError as e:  # the worker or node died (after Ray's retries)
             self._note(f"{unit.name}: {unit.kind} lost ({type(e).__name__}: its worker or node died); "
                        "re-run the same command to finish it")
+        except Exception as e:  # writing or planning what follows: this unit's point only, as in-process
+            self._note(f"{unit.name}: {unit.kind} failed: {type(e).__name__}: {one_line(e)}")
 
     def _note(self, note: str) -> None:
         self.notes.append(note)
@@ -258,7 +260,8 @@ def _absolute(config: SweepConfig) -> SweepConfig:
         return None if path is None else Path(path).expanduser().resolve()
 
     weights = f.weights if f.weights in ("imagenet", "none") else str(absolute(f.weights))
-    features = replace(f, weights=weights, weights_dir=absolute(f.weights_dir), bottleneck_dir=absolute(f.bottleneck_dir))
+    features = replace(f, weights=weights, weights_dir=absolute(f.weights_dir),
+                       bottleneck_dir=absolute(f.bottleneck_dir))
     return replace(config, image_dir=absolute(config.image_dir), features=features)
 
 
@@ -310,7 +313,12 @@ def sweep_on_ray(config: SweepConfig, cluster: ClusterConfig = ClusterConfig(), 
         progress = _Progress(runner, len(config.points))
         try:
             for spec in config.points:
-                runner.plan(spec)
+                try:
+                    runner.plan(spec)
+                except DiskError:
+                    raise
+                except Exception as e:  # one broken grid point must not cost the others
+                    point_failed(spec, e, notes, say)
             while runner.in_flight or runner.benches:
                 runner.submit_benches()
                 ready, _ = ray.wait(list(runner.in_flight), num_returns=1, timeout=1.0)

@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}}
     (work / "bench_ray.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(f"\n{'':28}{'in-process':>12}{'ray':>12}")
-    print(f"{'wall':28}{local['wall_s']:11.1f}s{cluster['wall_s']:11.1f}s   (ray start-up {cluster['ray_start_s']:.1f} s)")
+    print(f"{'wall':28}{local['wall_s']:11.1f}s{cluster['wall_s']:11.1f}s   "
+          f"(ray start-up {cluster['ray_start_s']:.1f} s)")
     print(f"{'train + export':28}{t1:11.1f}s{tp:11.1f}s   (span on {cluster['nodes']} node(s), {p:g} CPUs; "
           f"unit time {cluster['train_export_unit_s']:.1f} s)")
     print(f"{'benchmarks':28}{local['bench_s']:11.1f}s{cluster['bench_s']:11.1f}s")
