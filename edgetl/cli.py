@@ -220,7 +220,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         budget=_budget_from_args(args), pick=_pick_from_args(args), force=args.force,
         fine_tune_front=args.fine_tune_front, fine_tune_settings=fine_tune_config_from_args(args),
     )
-    result = sweep(config, notes)
+    if args.ray is not None:
+        from .distributed import ClusterConfig, sweep_on_ray
+
+        result = sweep_on_ray(config, ClusterConfig(args.ray, args.bench_resource), notes)
+    elif args.bench_resource is not None:
+        raise ValueError("--bench_resource names the Ray nodes that measure latency; it needs --ray")
+    else:
+        result = sweep(config, notes)
     if args.device_results:
         from .report import rebuild_report
 
@@ -302,6 +309,12 @@ def _add_sweep_parser(sub) -> None:
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--force", action="store_true", help="redo every stage even if finished")
     _add_device_arguments(p)
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the units as Ray tasks (pip install 'edgetl[ray]'): without ADDRESS on a Ray started "
+                        "here, 'auto' on the cluster this machine has joined, or the head's host:port")
+    p.add_argument("--bench_resource", default=None, metavar="NAME",
+                   help="with --ray: measure latency on the nodes offering this custom resource (ray start "
+                        "--resources='{\"NAME\": 1}'), one at a time per node (default: on this machine's node)")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -364,8 +377,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from .files import DiskError
 
+    from .cluster import ClusterError
+
     errors: list[type[BaseException]] = [DatasetError, WeightsNotFoundError, FileNotFoundError, ValueError,
-                                         DiskError]
+                                         DiskError, ClusterError]
     if os.environ.get("EDGETL_DEBUG"):
         return ()
     try:

@@ -92,6 +92,21 @@ def results_table(results: Sequence[ArtifactResult], pick: Pick) -> str:
     return "\n".join(lines)
 
 
+def _measured_on(ok: Sequence[ArtifactResult]) -> list[str]:
+    """Which machine (and Ray node) timed the latencies; a warning when they are not all one machine."""
+    counts: dict[str, int] = {}
+    for r in ok:
+        if r.measured_on:
+            counts[r.measured_on] = counts.get(r.measured_on, 0) + 1
+    if not counts:
+        return []
+    lines = ["", "Latency measured on: " + "; ".join(f"{m} ({n})" for m, n in sorted(counts.items())) + "."]
+    if len({m.split(" (")[0] for m in counts}) > 1:
+        lines += ["", "**Warning:** the latencies were measured on different machines, which are not comparable; "
+                  "re-run with `--bench_resource` naming one kind of node, or without `--ray`."]
+    return lines
+
+
 def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget | None,
                  out_dir: str | os.PathLike, title: str = "edgetl sweep", notes: Sequence[str] = (),
                  sections: Sequence[str] = ()) -> Path:
@@ -133,6 +148,7 @@ def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget |
     if busy:
         md += ["", f"**Warning:** {len(busy)} latency measurement(s) ran on a busy machine (other processes "
                "used CPU while they were timed); their latencies are inflated. Re-run on an idle machine."]
+    md += _measured_on(ok)
     md += ["", "## Artifacts", "",
            "◆ = on the Pareto front, = tied with the most accurate, ★ = the pick. Accuracy with its 95% Wilson "
            "interval; *vs best* / *vs float32*: accuracy difference in points against the most accurate artifact "

@@ -59,6 +59,7 @@ class ArtifactResult:
     labels: list[int] = field(default_factory=list)  # the true class of each of those images
     latency_source: str = "host"  # "host" (the sweep's machine), "device" (measured there), "estimate"
     sha256: str = ""  # of the artifact file as measured
+    measured_on: str = ""  # the machine that timed it: its hostname (with --ray, also the Ray node id)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,7 +10,9 @@ Each unit's output carries a key of the settings that produced it (train -> expo
 folding in the one before; `train_key`, `export_key`, `bench_key`), written atomically when the unit
 finishes. `run_point` is the in-process runner of one point: it redoes only the units whose key
 changed, so an interrupted sweep loses at most the unit in flight. The dataset is scanned and each
-point's weights are resolved once, and passed down.
+point's weights are resolved once, and passed down. `edgetl.distributed` runs the same units as Ray
+tasks; both runners decide what is finished with the same checks (`finished_train`, `export_todo`,
+`settled_row`) and record it with the same writes (`record_train`, `record_export`, `record_bench`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 from dataclasses import asdict, dataclass, replace
 from itertools import product
 from pathlib import Path
@@ -37,6 +40,8 @@ from .report import write_model_card, write_report
 from .results import ArtifactResult, failed_result, write_results
 from .space import check_space
 from .finetune import FineTuneConfig
+from .sweep_state import (TEST_IMAGES, export_todo, finished_train, point_dir, point_name, read_json, read_state,
+                          record_bench, record_export, record_train, settled_row)
 from .train import TrainConfig, train
 from .tuning import TuneConfig
 
@@ -91,7 +96,8 @@ def train_key(config: SweepConfig, spec: BackboneSpec, weights: ResolvedWeights)
     return settings_key(
         __version__, str(Path(config.image_dir).resolve()), config.split.validation_percentage,
         config.split.testing_percentage, asdict(spec), config.features.weights, weights.sha256, asdict(config.head),
-        asdict(config.tune), config.features.augment_views, config.features.engine, asdict(config.fine_tune) if config.fine_tune else None,
+        asdict(config.tune), config.features.augment_views, config.features.engine,
+        asdict(config.fine_tune) if config.fine_tune else None,
     )
 
 
@@ -101,6 +107,11 @@ def export_key(config: SweepConfig, train_key: str, fmt: str) -> str:
     e = config.export
     return settings_key(train_key, fmt, e.io_type, e.num_calibration_images, RECIPE_VERSION, e.bias_correction,
                         e.max_accuracy_drop)
+
+
+def export_keys(config: SweepConfig, trained: str) -> dict[str, str]:
+    """Each format's export key for the point whose train key is `trained`."""
+    return {f: export_key(config, trained, f) for f in config.export.formats}
 
 
 # Bump when a benchmark row gains figures: 2 added per-image predictions, start-up cost and busy warnings.
@@ -154,23 +165,6 @@ def read_grid_file(path: Path) -> tuple[list[BackboneSpec], list[str]]:
     return list(dict.fromkeys(points)), notes
 
 
-def point_name(config: SweepConfig, spec: BackboneSpec) -> str:
-    """The point's name in rows and under points/: the backbone's id, "-ft" when fine-tuned."""
-    return spec.id + ("-ft" if config.fine_tune else "")
-
-
-def point_dir(config: SweepConfig, spec: BackboneSpec) -> Path:
-    return Path(config.output_dir) / "points" / point_name(config, spec)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the units
 
@@ -203,7 +197,8 @@ def bench_artifact(config: SweepConfig, spec: BackboneSpec, fmt: str, artifact: 
         point=point_name(config, spec), backbone=spec.version, alpha=spec.alpha, resolution=spec.resolution, format=fmt,
         path=str(artifact.relative_to(config.output_dir)), macs=run["backbone"]["macs"] + run["head"]["macs"],
         params=run["backbone"]["params"] + run["head"]["params"], num_threads=config.bench.num_threads,
-        status=status, sha256=sha256_file(artifact), **m.result_fields(labels, run["classes"]),
+        status=status, sha256=sha256_file(artifact), measured_on=socket.gethostname(),
+        **m.result_fields(labels, run["classes"]),
     )
     return row, {"backend": m.backend, "input_dtype": m.input_dtype}
 
@@ -212,38 +207,18 @@ def bench_artifact(config: SweepConfig, spec: BackboneSpec, fmt: str, artifact: 
 # the in-process runner
 
 
-def _intact(point: Path, entry: dict) -> bool:
-    """True when the artifact export.json describes is there with the SHA-256 recorded for it."""
-    path = point / entry.get("path", "-")
-    return path.is_file() and (not entry.get("sha256") or sha256_file(path) == entry["sha256"])
-
-
-def _trained_run(point: Path) -> dict | None:
-    """run.json, when it is readable and the model files still hash to what it records (a power cut
-    truncates files); else None."""
-    run = _read_json(point / "run.json")
-    intact = run and all((point / name).is_file() and sha256_file(point / name) == digest
-                         for name, digest in run.get("files", {}).items())
-    return run if intact else None
-
-
 def _export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], state: dict, dataset, log) -> None:
     """Unit 2 for each format whose export key changed (or whose artifact is gone); state updated."""
-    from .export import export_format, load_run_inputs, read_export_summary
+    from .export import export_format, load_run_inputs
 
-    out = point_dir(config, spec)
-    exported = read_export_summary(out)
-    todo = [f for f in config.export.formats
-            if state["export"].get(f) != keys[f] or f not in exported or not _intact(out, exported[f])]
+    todo = export_todo(config, spec, keys, state)
     if not todo:
         return
-    inputs = load_run_inputs(out, dataset)
+    inputs = load_run_inputs(point_dir(config, spec), dataset)
     try:
         for fmt in todo:
             export_format(inputs, fmt, config.export, log)
-            state["export"][fmt] = keys[fmt]
-            state["bench"].pop(fmt, None)
-            atomic_write_json(out / "sweep_state.json", state)
+            record_export(config, spec, fmt, keys[fmt], state)
     finally:
         inputs.cleanup()
 
@@ -253,18 +228,16 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
     from .export import read_export_summary
 
     out = point_dir(config, spec)
-    state_path = out / "sweep_state.json"
-    state = {} if config.force else _read_json(state_path)
+    state = read_state(config, spec)
     weights = resolve_weights(spec, config.features.weights, config.features.weights_dir)
     trained = train_key(config, spec, weights)
-    run = _trained_run(out) if state.get("train") == trained else None
+    run = finished_train(config, spec, state, trained)
     if run is None:
         stage.set_description_str(f"{point_name(config, spec)}: training")
         run = train_point(config, spec, dataset, weights, log)
-        state = {"train": trained, "export": {}, "bench": {}}
-        atomic_write_json(state_path, state)
+        state = record_train(config, spec, trained)
 
-    keys = {f: export_key(config, trained, f) for f in config.export.formats}
+    keys = export_keys(config, trained)
     stage.set_description_str(f"{point_name(config, spec)}: exporting")
     _export_todo(config, spec, keys, state, dataset, log)
     exported = read_export_summary(out)
@@ -272,25 +245,15 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
     rows, test_set = [], None
     for fmt in config.export.formats:
         entry, key = exported.get(fmt, {}), bench_key(config, keys[fmt])
-        saved, intact = _read_json(out / "bench" / f"{fmt}.json"), _intact(out, entry)
-        if saved.get("key") == key and state["bench"].get(fmt) == key and intact:
-            rows.append(ArtifactResult(**saved["result"]))
-            continue
-        artifact = out / entry.get("path", "-")
-        if not intact:
-            rows.append(failed_result(point_name(config, spec), spec.version, spec.alpha, spec.resolution, fmt,
-                                      entry.get("status", "export failed: no artifact"), config.bench.num_threads))
-            continue
-        stage.set_description_str(f"{point_name(config, spec)}: benchmarking {fmt}")
-        checkpoint(f"bench:{fmt}")
-        test_set = test_set or prepare_test_images(dataset, spec.resolution, out / "test_images.npz")
-        row, ran_on = bench_artifact(config, spec, fmt, artifact, test_set, run, entry.get("status", "ok"))
+        row = settled_row(config, spec, fmt, entry, key, state)
+        if row is None:
+            stage.set_description_str(f"{point_name(config, spec)}: benchmarking {fmt}")
+            checkpoint(f"bench:{fmt}")
+            test_set = test_set or prepare_test_images(dataset, spec.resolution, out / TEST_IMAGES)
+            row, ran_on = bench_artifact(config, spec, fmt, out / entry["path"], test_set, run,
+                                         entry.get("status", "ok"))
+            record_bench(config, spec, fmt, key, row, ran_on, state)
         rows.append(row)
-        if row.status.startswith("benchmark failed"):
-            continue
-        atomic_write_json(out / "bench" / f"{fmt}.json", {"key": key, **ran_on, "result": row.to_dict()})
-        state["bench"][fmt] = key
-        atomic_write_json(state_path, state)
     return rows
 
 
@@ -303,60 +266,34 @@ def _scan(config: SweepConfig, say) -> Dataset:
     return dataset
 
 
-def run_grid(config: SweepConfig, dataset: Dataset, notes: list[str], say,
-             results: list[ArtifactResult] | None = None) -> list[ArtifactResult]:
-    """Every point of `config`, in process; rows appended to `results` and written after each point."""
-    out, results = Path(config.output_dir), list(results or [])
-    desc = "fine-tuning" if config.fine_tune else "grid"
-    with tqdm(total=len(config.points), desc=desc, unit="point", position=0) as overall, \
-            tqdm(bar_format="{desc}", position=1, leave=False) as stage:
-        for spec in config.points:
-            name = point_name(config, spec)
-            overall.set_postfix_str(name)
-            try:
-                rows = run_point(config, spec, dataset, stage, say)
-            except DiskError:
-                raise  # the next point would hit the same disk; what is finished is saved
-            except WeightsNotFoundError as e:
-                first_line = str(e).splitlines()[0]
-                notes.append(f"{name} skipped: {first_line}")
-                say(f"skipping {name}: {first_line}")
-                rows = []
-            except Exception as e:  # one broken grid point must not cost the others (finished work is saved)
-                first_line = (str(e).splitlines() or [""])[0]
-                notes.append(f"{name} failed: {type(e).__name__}: {first_line}")
-                say(f"grid point {name} failed: {type(e).__name__}: {first_line}")
-                rows = []
-            results.extend(rows)
-            if results:
-                write_results(results, out, notes)  # after every point, so a kill keeps what is finished
-            overall.update(1)
-    return results
-
-
-def fine_tune_pass(config: SweepConfig, results: list[ArtifactResult]) -> SweepConfig:
-    """The config that fine-tunes the `fine_tune_front` most accurate points on the head-only front."""
-    front = sorted(pareto_front(results), key=lambda r: (-r.accuracy, r.latency_ms_p50))
-    chosen = list(dict.fromkeys((r.backbone, r.alpha, r.resolution) for r in front))[: config.fine_tune_front]
-    points = tuple(BackboneSpec(version, alpha, resolution) for version, alpha, resolution in chosen)
-    return replace(config, points=points, fine_tune=config.fine_tune_settings, fine_tune_front=0)
-
-
-def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> SweepResult:
+def start_sweep(config: SweepConfig, log=None):
+    """What every runner does first: the output directory, sweep.json, the scan (once), the space check.
+    Returns the dataset and the function that prints a message."""
     out = Path(config.output_dir)
     with writing(out, "the sweep's output directory"):
         out.mkdir(parents=True, exist_ok=True)
-    notes = list(notes or [])
     atomic_write_json(out / "sweep.json", {"edgetl_version": __version__, "settings": asdict(config)})
     say = log or (lambda msg: tqdm.write(msg))
     dataset = _scan(config, say)
     check_space(config, dataset, say)
-    results = run_grid(config, dataset, notes, say)
-    if config.fine_tune_front and results:
-        fine_config = fine_tune_pass(config, results)
-        say(f"fine-tuning {len(fine_config.points)} point(s) of the front: "
-            + ", ".join(spec.id for spec in fine_config.points))
-        results = run_grid(fine_config, dataset, notes, say, results)
+    return dataset, say
+
+
+def point_failed(name: str, e: Exception, notes: list[str], say) -> None:
+    """Note why grid point `name` produced nothing: missing weights skip it, any other error fails it alone."""
+    if isinstance(e, WeightsNotFoundError):
+        first_line = str(e).splitlines()[0]
+        notes.append(f"{name} skipped: {first_line}")
+        say(f"skipping {name}: {first_line}")
+    else:
+        first_line = (str(e).splitlines() or [""])[0]
+        notes.append(f"{name} failed: {type(e).__name__}: {first_line}")
+        say(f"grid point {name} failed: {type(e).__name__}: {first_line}")
+
+
+def finish_sweep(config: SweepConfig, results: list[ArtifactResult], notes: list[str]) -> SweepResult:
+    """What every runner does last: results.json/csv, the pick, report.md and best/."""
+    out = Path(config.output_dir)
     if not results:
         raise ValueError("no grid point produced an artifact:\n  " + "\n  ".join(notes))
     write_results(results, out, notes)
@@ -366,6 +303,54 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
     if chosen.chosen is not None:
         copy_best(chosen.chosen, config, out)
     return SweepResult(results, chosen.chosen, report, notes)
+
+
+def run_grid(config: SweepConfig, dataset: Dataset, notes: list[str], say,
+             results: list[ArtifactResult] | None = None) -> list[ArtifactResult]:
+    """Every point of `config` in process, one after the other; rows added to `results`, written after each."""
+    results = list(results or [])
+    with tqdm(total=len(config.points), desc="fine-tuning" if config.fine_tune else "grid", unit="point",
+              position=0) as overall, tqdm(bar_format="{desc}", position=1, leave=False) as stage:
+        for spec in config.points:
+            overall.set_postfix_str(point_name(config, spec))
+            try:
+                rows = run_point(config, spec, dataset, stage, say)
+            except DiskError:
+                raise  # the next point would hit the same disk; what is finished is saved
+            except Exception as e:  # one broken grid point must not cost the others (finished work is saved)
+                point_failed(point_name(config, spec), e, notes, say)
+                rows = []
+            results.extend(rows)
+            if results:
+                write_results(results, config.output_dir, notes)  # after every point: a kill keeps those
+            overall.update(1)
+    return results
+
+
+def fine_tune_pass(config: SweepConfig, results: list[ArtifactResult]) -> SweepConfig | None:
+    """The config that fine-tunes the `fine_tune_front` most accurate points of the head-only front
+    (None when there is nothing to fine-tune)."""
+    if not config.fine_tune_front or not results:
+        return None
+    front = sorted(pareto_front(results), key=lambda r: (-r.accuracy, r.latency_ms_p50))
+    chosen = list(dict.fromkeys((r.backbone, r.alpha, r.resolution) for r in front))[: config.fine_tune_front]
+    if not chosen:
+        return None
+    points = tuple(BackboneSpec(version, alpha, resolution) for version, alpha, resolution in chosen)
+    return replace(config, points=points, fine_tune=config.fine_tune_settings, fine_tune_front=0)
+
+
+def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> SweepResult:
+    """The in-process runner: the grid points one after the other (`edgetl.distributed` for Ray), then
+    the fine-tuning pass over the front when asked for."""
+    notes = list(notes or [])
+    dataset, say = start_sweep(config, log)
+    results = run_grid(config, dataset, notes, say)
+    fine = fine_tune_pass(config, results)
+    if fine is not None:
+        say(f"fine-tuning {len(fine.points)} point(s) of the front: " + ", ".join(p.id for p in fine.points))
+        results = run_grid(fine, dataset, notes, say, results)
+    return finish_sweep(config, results, notes)
 
 
 def copy_best(best: ArtifactResult, config: SweepConfig, out: Path) -> Path:
@@ -379,7 +364,7 @@ def copy_best(best: ArtifactResult, config: SweepConfig, out: Path) -> Path:
     point = out / "points" / best.point
     shutil.copy2(point / "labels.txt", tmp / "labels.txt")
     run = json.loads((point / "run.json").read_text())
-    dtype = _read_json(point / "bench" / f"{best.format}.json").get("input_dtype", "float32")
+    dtype = read_json(point / "bench" / f"{best.format}.json").get("input_dtype", "float32")
     write_model_card(best, {
         "input_type": f"raw RGB pixels 0..255 as {dtype}, shape [1, {best.resolution}, {best.resolution}, 3] "
                       "(the [-1, 1] scaling is inside the model)",

@@ -11,7 +11,7 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -e ".[test,ray]"  # ray: `edgetl sweep --ray`, tested in CI
 bash tools/make_device_venvs.sh
 bash tools/make_client_venvs.sh
 echo "installed: $(.venv/bin/edgetl --help >/dev/null && echo edgetl OK) in $REPO/.venv"

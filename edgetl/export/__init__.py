@@ -34,6 +34,7 @@ from .run import (
     export_format,
     export_run,
     load_run_inputs,
+    merge_export_entry,
     read_export_summary,
     read_run,
 )
@@ -42,5 +43,6 @@ __all__ = [
     "ARTIFACTS_DIR", "EXPORT_SUMMARY", "FORMATS", "IO_TYPES", "ONNX_OPSET", "QUANTIZATIONS", "RECIPE_VERSION",
     "RUNTIMES", "ExportConfig", "ExportError", "ExportResult", "FormatSpec", "ModelSource", "add_export_arguments",
     "add_shared_export_arguments", "artifact_metadata", "check_status", "export_artifact", "export_format", "export_run",
-    "formats_from_flags", "load_run_inputs", "read_export_summary", "read_run", "run_export_command",
+    "formats_from_flags", "load_run_inputs", "merge_export_entry", "read_export_summary", "read_run",
+    "run_export_command",
 ]

@@ -325,10 +325,16 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
 
 def _merge_summary(run_dir: Path, result: ExportResult, extra: dict) -> None:
     """Update this format's entry of export.json, keeping the others (exports may be done one by one)."""
+    merge_export_entry(run_dir, result.format, {**result.to_dict(relative_to=run_dir), **extra})
+
+
+def merge_export_entry(run_dir: Path, fmt: str, entry: dict) -> None:
+    """Set one format's entry of RUN/artifacts/export.json (paths in it relative to RUN), keeping the others;
+    also how a Ray sweep records a format exported on another node."""
     from edgetl import __version__
 
     formats = read_export_summary(run_dir)
-    formats[result.format] = {**result.to_dict(relative_to=run_dir), **extra}
+    formats[fmt] = entry
     summary = {"edgetl_version": __version__, "run": str(run_dir.resolve()),
                "formats": {k: formats[k] for k in sorted(formats)}}
     atomic_write_json(run_dir / ARTIFACTS_DIR / EXPORT_SUMMARY, summary, "export.json")
