@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import shutil
 import socket
 import tempfile
@@ -150,9 +151,30 @@ class Board:
         return dict(self.doing)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process
+    return True
+
+
+def _temp_dir(kind: str) -> Path:
+    """A temp dir named after this worker process. Ray ends workers without running their exit handlers, and a
+    killed one cleans nothing, so the dirs of processes that are gone are removed first."""
+    for old in Path(tempfile.gettempdir()).glob("edgetl-ray-*-*-*"):  # edgetl-ray-<kind>-<pid>-<random>
+        pid = old.name.split("-")[3]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"edgetl-ray-{kind}-{os.getpid()}-"))
+
+
 @contextlib.contextmanager
-def _unit(board, unit: str, what: str, version: str):
-    """A task's frame: its own temp dir, the board told, and the report it returns (node, times, logs)."""
+def _unit(board, unit: str, what: str, version: str, workdir: bool = True):
+    """A task's frame: its own temp dir (unless `workdir` is False), the board told, and the report it returns
+    (node, times, logs)."""
     import ray
 
     node = ray.get_runtime_context().get_node_id()
@@ -161,11 +183,12 @@ def _unit(board, unit: str, what: str, version: str):
         raise ClusterError(f"{report['node']} has edgetl {__version__}, the driver {version}; install the same "
                            "edgetl on every node")
     board.begin.remote(unit, node, report["node"], what)
-    tmp = Path(tempfile.mkdtemp(prefix="edgetl-ray-"))
+    tmp = _temp_dir("unit") if workdir else None
     try:
         yield tmp, report
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         report["ended"] = time.time()
         board.end.remote(unit)
 
@@ -220,7 +243,7 @@ def _run_inputs(train_key: str, model: dict, dataset):
     if _loaded is not None and _loaded[0] == train_key:
         return _loaded[1]
     _forget_inputs()
-    run_dir = Path(tempfile.mkdtemp(prefix="edgetl-ray-run-"))
+    run_dir = _temp_dir("run")
     try:
         _write_tree(run_dir, model)
         _loaded = (train_key, load_run_inputs(run_dir, dataset))
@@ -244,7 +267,7 @@ def export_unit(config: SweepConfig, spec: BackboneSpec, fmt: str, train_key: st
     """Unit 2 on a node: returns the report with this format's export.json entry and artifact files."""
     from .export import ARTIFACTS_DIR, export_format, read_export_summary
 
-    with _unit(board, f"export {spec.id} {fmt}", f"exporting {spec.id} {fmt}", version) as (_, report):
+    with _unit(board, f"export {spec.id} {fmt}", f"exporting {spec.id} {fmt}", version, workdir=False) as (_, report):
         inputs = _run_inputs(train_key, model, dataset)
         export_format(inputs, fmt, config.export, report["logs"].append)
         report["entry"] = read_export_summary(inputs.run_dir)[fmt]

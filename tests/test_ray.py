@@ -58,7 +58,7 @@ def ray_head(env: dict, cpus: int = 2, resources: str = "{}"):
     `ray start --block` takes its processes down on SIGTERM (`ray stop` would stop every Ray on the machine)."""
     port = free_port()
     # Its own (short: socket paths) temp dir, so the address file it leaves does not send `auto` to a dead head.
-    temp_dir = tempfile.mkdtemp(prefix="edgetl-ray-")
+    temp_dir = tempfile.mkdtemp(prefix="ray-head-")
     proc = subprocess.Popen([str(RAY), "start", "--head", "--block", f"--port={port}", f"--num-cpus={cpus}",
                              f"--resources={resources}", f"--ray-client-server-port={free_port()}",
                              f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats"],
