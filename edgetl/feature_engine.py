@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .files import DiskError
+
 ENGINES = ("litert", "tensorflow")
 #: Largest |LiteRT - TensorFlow| accepted on the check batch; float32 round-off is around 1e-5 here.
 FEATURE_TOLERANCE = 1e-3
@@ -29,9 +31,12 @@ def convert_backbone(extractor) -> bytes:
 
     from .export.tflite import captured_native_stderr
 
+    from .files import writing
+
     saved = tempfile.mkdtemp(prefix="edgetl-backbone-")
     try:
-        extractor.export(saved, verbose=False)
+        with writing(saved, "the backbone's SavedModel (converted for LiteRT)"):
+            extractor.export(saved, verbose=False)
         with captured_native_stderr():
             return tf.lite.TFLiteConverter.from_saved_model(saved).convert()
     finally:
@@ -72,6 +77,8 @@ class Embedder:
             self._interpreter = interpreter_class(model_content=convert_backbone(self.extractor),
                                                   num_threads=self.num_threads)
             self._interpreter.allocate_tensors()
+        except DiskError:
+            raise  # a full disk is the run's problem, not the engine's: exit 2 like any other write
         except Exception as e:  # a backbone the converter cannot take (a TF Hub module, say) still trains
             tqdm.write(f"warning: the backbone does not run in LiteRT ({type(e).__name__}: {str(e)[:200]}); "
                        "computing features with TensorFlow")
