@@ -21,6 +21,7 @@ import pytest
 
 from conftest import FLOWERS, REPO_ROOT, WEIGHTS_DIR, copy_subset
 from edgetl.cli import main
+from test_faults import results, stages  # what must not depend on where a unit ran; the traced stages
 from edgetl.results import read_results
 
 FORMATS = "tflite-float32,onnx-float32"  # two runtimes; int8 is the slowest unit to convert
@@ -33,17 +34,6 @@ def sweep_args(data: Path, out: Path, *extra: str) -> list[str]:
             "--alphas", "0.25", "--resolutions", "96,128", "--formats", FORMATS, "--how_many_training_steps", "100",
             "--calibration_images", "12", "--min_timed_runs", "5", "--min_timed_seconds", "0",
             "--bottleneck_dir", str(out.parent / "bottlenecks"), "--output_dir", str(out), *extra]
-
-
-def results(out: Path) -> dict:
-    """What must not depend on where a unit ran: every figure but latency and memory (as in test_faults)."""
-    rows = json.loads((out / "results.json").read_text())["results"]
-    keep = ("accuracy", "size_bytes", "sha256", "status", "predictions", "confusion_matrix")
-    return {(r["point"], r["format"]): {k: r[k] for k in keep} for r in rows}
-
-
-def stages(trace: Path) -> list[str]:
-    return trace.read_text().split() if trace.exists() else []
 
 
 def free_port() -> int:
