@@ -20,14 +20,22 @@ from .runtime import DEFAULT_NUM_THREADS, check_num_threads
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """How latency is measured: batch-1 invokes at `num_threads`, after `warmup_runs` untimed ones, until
-    at least `min_timed_runs` and `min_timed_seconds` are both reached (at most `max_timed_runs`)."""
+    """How latency is measured: batch-1 invokes at `num_threads`, after `warmup_runs` untimed ones.
+
+    Timing goes on until at least `min_timed_runs` and `min_timed_seconds` are both reached, then until
+    the percentiles are stable: p50 and p90 moved by less than `stable_within` (relative), p99 by less
+    than 2.5x that, over the last STABILITY_STEP invokes. It stops anyway at `max_timed_seconds` or
+    `max_timed_runs`. A fast model is done in a fraction of a second instead of a fixed two; a slow or
+    noisy one gets the full time. `stable_within=0` turns the early stop off.
+    """
 
     num_threads: int = DEFAULT_NUM_THREADS
     warmup_runs: int = 10
-    min_timed_runs: int = 50
-    min_timed_seconds: float = 2.0
+    min_timed_runs: int = 100  # a p99 needs at least a hundred samples to be more than the maximum
+    min_timed_seconds: float = 0.0
+    max_timed_seconds: float = 2.0
     max_timed_runs: int = 2000
+    stable_within: float = 0.02
 
     def __post_init__(self) -> None:
         check_num_threads(self.num_threads)
@@ -35,10 +43,15 @@ class BenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup_runs" else 1):
                 raise ValueError(f"{name} must be a whole number >= {0 if name == 'warmup_runs' else 1}, got {value!r}")
-        if not self.min_timed_seconds >= 0:
-            raise ValueError(f"min_timed_seconds must be a number >= 0, got {self.min_timed_seconds!r}")
+        for name in ("min_timed_seconds", "max_timed_seconds", "stable_within"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
         if self.max_timed_runs < self.min_timed_runs:
             raise ValueError(f"max_timed_runs ({self.max_timed_runs}) must be >= min_timed_runs ({self.min_timed_runs})")
+
+
+#: How many invokes apart the percentiles are compared when deciding that they are stable.
+STABILITY_STEP = 50
 
 
 @dataclass
@@ -130,8 +143,15 @@ def latency_percentiles(latencies_ms: list[float]) -> dict[str, float]:
     }
 
 
+def _stable(before: dict[str, float], now: dict[str, float], within: float) -> bool:
+    """Whether p50, p90 (within `within`) and p99 (within 2.5x that) moved little between two looks."""
+    limits = {"p50": within, "p90": within, "p99": 2.5 * within}
+    return all(abs(now[k] - before[k]) <= limit * max(before[k], 1e-9) for k, limit in limits.items())
+
+
 def time_invocations(model, image, config: BenchConfig = BenchConfig()) -> list[float]:
-    """Batch-1 latencies in ms: warm-up, then timed invoke() calls until both minimums are met."""
+    """Batch-1 latencies in ms: warm-up, then timed invoke() calls until the minimums are met and the
+    percentiles are stable, or a maximum is reached (BenchConfig)."""
     import time
 
     model.set_input(image)
@@ -139,9 +159,17 @@ def time_invocations(model, image, config: BenchConfig = BenchConfig()) -> list[
         model.invoke()
     latencies: list[float] = []
     started = time.perf_counter()
-    while len(latencies) < config.max_timed_runs and (
-        len(latencies) < config.min_timed_runs or time.perf_counter() - started < config.min_timed_seconds
-    ):
+    last_look: dict[str, float] | None = None
+    while len(latencies) < config.max_timed_runs:
+        elapsed = time.perf_counter() - started
+        if len(latencies) >= config.min_timed_runs and elapsed >= config.min_timed_seconds:
+            if elapsed >= config.max_timed_seconds:
+                break
+            if len(latencies) % STABILITY_STEP == 0:
+                look = latency_percentiles(latencies)
+                if config.stable_within > 0 and last_look is not None and _stable(last_look, look, config.stable_within):
+                    break
+                last_look = look
         t0 = time.perf_counter()
         model.invoke()
         latencies.append((time.perf_counter() - t0) * 1000.0)
@@ -194,6 +222,9 @@ def measure_in_process(model_path: str, images_path: str, config: BenchConfig = 
     latencies = time_invocations(model, first[0], config)
     other_cpu_cores = monitor.other_cores()
     peak_rss_mb = peak_rss_mib()
+    cores = os.cpu_count() or 1
+    if cores > config.num_threads:  # accuracy is not latency: the test images run on every core
+        model = load_model(model_path, num_threads=cores)
     with np.load(images_path) as data:
         probabilities = model.predict(data["images"])
     return Measurement(
@@ -262,8 +293,9 @@ def _child_main(argv: list[str] | None = None) -> int:
 
 
 
-def prepare_test_images(dataset, resolution: int, path: Path) -> tuple[Path, np.ndarray]:
-    """Decode the test split once per resolution into an .npz the benchmark children read.
+def prepare_test_images(dataset, resolution: int, path: Path, load=None) -> tuple[Path, np.ndarray]:
+    """Decode the test split once per resolution into an .npz the benchmark children read (`load`, with
+    `load_image`'s signature, is where a sweep's pixels come from, decoded once for the grid).
 
     Returns the file and the labels; images that fail to decode are left out (with a warning).
     """
@@ -278,7 +310,7 @@ def prepare_test_images(dataset, resolution: int, path: Path) -> tuple[Path, np.
         with np.load(path) as data:
             if data["requested"].tolist() == [str(r.path) for r in records]:
                 return path, data["labels"]
-    images, kept, failed = decode_images(records, resolution)
+    images, kept, failed = decode_images(records, resolution, load)
     for line in failed:
         print(f"warning: skipping test image {line}")
     labels = np.array([r.label_index for r in kept], np.int64)

@@ -193,13 +193,16 @@ def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"latency: at least this many timed invokes (default {d.min_timed_runs})")
     p.add_argument("--min_timed_seconds", type=float, default=d.min_timed_seconds,
                    help=f"latency: and at least this long (default {d.min_timed_seconds:g} s)")
+    p.add_argument("--max_timed_seconds", type=float, default=d.max_timed_seconds,
+                   help=f"latency: then until the percentiles are stable, at most this long (default "
+                        f"{d.max_timed_seconds:g} s)")
 
 
 def _bench_from_args(args: argparse.Namespace):
     from .bench import BenchConfig
 
     return BenchConfig(num_threads=args.num_threads, min_timed_runs=args.min_timed_runs,
-                       min_timed_seconds=args.min_timed_seconds)
+                       min_timed_seconds=args.min_timed_seconds, max_timed_seconds=args.max_timed_seconds)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

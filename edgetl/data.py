@@ -227,15 +227,17 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     return np.asarray(open_rgb(path).resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
-def decode_images(records: list[ImageRecord], size: int) -> tuple[np.ndarray, list[ImageRecord], list[str]]:
+def decode_images(records: list[ImageRecord], size: int, load=None) -> tuple[np.ndarray, list[ImageRecord], list[str]]:
     """`load_image` for each record: (uint8 array (N, size, size, 3), the records that decoded, failures).
 
-    A file that cannot be decoded is one failure line naming it, never an exception.
+    A file that cannot be decoded is one failure line naming it, never an exception. `load` (with
+    `load_image`'s signature) is where the pixels come from: a sweep's `edgetl.pixels` store, decoded once.
     """
+    load = load or load_image
     images, kept, failed = [], [], []
     for r in records:
         try:
-            images.append(load_image(r.path, size))
+            images.append(load(r.path, size))
             kept.append(r)
         except Exception as e:  # any decoder failure is one bad file
             failed.append(f"{r.path}: {type(e).__name__}: {e}")

@@ -12,8 +12,7 @@ two engines are never mixed.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,18 +28,10 @@ def convert_backbone(extractor) -> bytes:
     """The Keras feature extractor as a float32 .tflite flatbuffer (raw pixels in, pooled features out)."""
     import tensorflow as tf
 
-    from .export.tflite import captured_native_stderr
+    from .export.tflite import captured_native_stderr, frozen_function
 
-    from .files import writing
-
-    saved = tempfile.mkdtemp(prefix="edgetl-backbone-")
-    try:
-        with writing(saved, "the backbone's SavedModel (converted for LiteRT)"):
-            extractor.export(saved, verbose=False)
-        with captured_native_stderr():
-            return tf.lite.TFLiteConverter.from_saved_model(saved).convert()
-    finally:
-        shutil.rmtree(saved, ignore_errors=True)
+    with captured_native_stderr():
+        return tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(extractor)]).convert()
 
 
 @dataclass
@@ -72,6 +63,7 @@ class Embedder:
 
         from .runtime.backends import tflite_interpreter_class
 
+        started = time.perf_counter()
         try:
             interpreter_class, backend = tflite_interpreter_class()
             self._interpreter = interpreter_class(model_content=convert_backbone(self.extractor),
@@ -84,10 +76,12 @@ class Embedder:
                        "computing features with TensorFlow")
             self.engine, self.info["engine"] = "tensorflow", "tensorflow (LiteRT conversion failed)"
             return self(batch)
-        ours, reference = self._litert(batch), np.asarray(self.extractor.predict_on_batch(batch), np.float32)
+        self.info["convert_s"], started = round(time.perf_counter() - started, 2), time.perf_counter()
+        # An eager call, not predict_on_batch: one batch does not repay tracing a graph (seconds per backbone).
+        ours, reference = self._litert(batch), np.asarray(self.extractor(batch, training=False), np.float32)
         diff = float(np.abs(ours - reference).max())
         self.info.update(backend=backend, num_threads=self.num_threads, max_abs_diff_vs_tensorflow=diff,
-                         checked_images=len(batch))
+                         checked_images=len(batch), check_s=round(time.perf_counter() - started, 2))
         if not diff <= FEATURE_TOLERANCE:
             tqdm.write(f"warning: LiteRT features differ from TensorFlow's by {diff:.3g} (> {FEATURE_TOLERANCE:g}); "
                        "computing them with TensorFlow")
@@ -96,6 +90,13 @@ class Embedder:
         return ours
 
     def _litert(self, batch: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self._invoke_each(batch)
+        finally:
+            self.info["forward_s"] = round(self.info.get("forward_s", 0.0) + time.perf_counter() - started, 3)
+
+    def _invoke_each(self, batch: np.ndarray) -> np.ndarray:
         interpreter = self._interpreter
         (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
         rows = []

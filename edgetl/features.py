@@ -97,7 +97,9 @@ def _read_entry(path: Path, dim: int | None) -> np.ndarray | None:
 
 def _write_entry(path: Path, vector: np.ndarray) -> None:
     data = np.ascontiguousarray(vector, dtype="<f4").tobytes()
-    atomic_write_bytes(path, data + hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest())
+    # Not fsynced: an entry a power cut leaves torn fails its digest and is computed again, and an fsync
+    # per image cost more than the forward pass of a small backbone.
+    atomic_write_bytes(path, data + hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest(), durable=False)
 
 
 def _cache(path: Path, vector: np.ndarray, cache_dir: Path) -> bool:
@@ -111,11 +113,11 @@ def _cache(path: Path, vector: np.ndarray, cache_dir: Path) -> bool:
         return False
 
 
-def _decode(record: ImageRecord, size: int, view: int) -> tuple[np.ndarray | None, str]:
+def _decode(record: ImageRecord, size: int, view: int, load) -> tuple[np.ndarray | None, str]:
     try:
         if view:
             return augmented_image(record.path, record.content_hash, size, view), ""
-        return load_image(record.path, size), ""
+        return load(record.path, size), ""
     except Exception as e:  # any decoder failure is one bad file, not a crashed run
         return None, f"{type(e).__name__}: {e}"
 
@@ -130,14 +132,17 @@ def compute_features(
     decode_workers: int = 4,
     desc: str = "bottlenecks",
     view: int = 0,
+    load=None,
 ) -> FeatureSet:
     """Features for `records`, from the cache where present, else `embed(uint8 batch) -> (n, D)`.
 
     `view` 1, 2, ... embeds that augmented view of each image instead (`edgetl.augment`), cached under
     `view_key(key, view)`.
 
-    Decoding of the next batch runs in threads while the current batch is embedded.
+    Decoding of the next batch runs in threads while the current batch is embedded. `load` (with
+    `load_image`'s signature) is where the pixels come from: a sweep's `edgetl.pixels` store, decoded once.
     """
+    load = load or load_image
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     key = view_key(key, view)
     found: dict[int, np.ndarray] = {}
@@ -154,7 +159,7 @@ def compute_features(
     with ThreadPoolExecutor(decode_workers) as pool, tqdm(
         total=len(todo), desc=desc, unit="img", disable=not todo, leave=False
     ) as bar:
-        submit = lambda batch: [pool.submit(_decode, records[i], resolution, view) for i in batch]  # noqa: E731
+        submit = lambda batch: [pool.submit(_decode, records[i], resolution, view, load) for i in batch]  # noqa: E731
         pending = submit(batches[0]) if batches else []
         for n, batch in enumerate(batches):
             decoded = [f.result() for f in pending]

@@ -23,8 +23,10 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "a file") -> Path:
-    """Write `data` to `path` so a reader sees the old file or the new one; a disk fault is a DiskError."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "a file", durable: bool = True) -> Path:
+    """Write `data` to `path` so a reader sees the old file or the new one; a disk fault is a DiskError.
+
+    `durable=False` skips the fsync, for files that check themselves (a digest) and can be made again."""
     path = Path(path)
     with writing(path, what, len(data)):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +35,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "a file
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())  # the rename must not land before the bytes do
+                if durable:
+                    os.fsync(f.fileno())  # the rename must not land before the bytes do
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make shared caches and runs private
             os.replace(tmp, path)
         except BaseException:

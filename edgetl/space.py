@@ -27,6 +27,7 @@ def estimate_space(config, dataset) -> tuple[int, int]:
         params = _PARAMS_AT_ALPHA_1[spec.version] * spec.alpha ** 2
         per_weight = 3 * 4.0 + sum(_BYTES_PER_WEIGHT[FORMATS[f].quantization] for f in config.export.formats)
         output += int(params * per_weight) + n_test * spec.resolution ** 2 * 3
+    output += n * sum(r * r * 3 for r in {p.resolution for p in config.points})  # OUTPUT_DIR/.pixels, while it runs
     return int(cache * SPACE_MARGIN), int(output * SPACE_MARGIN)
 
 

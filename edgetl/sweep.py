@@ -21,6 +21,7 @@ import hashlib
 import json
 import shutil
 import socket
+import time
 from dataclasses import asdict, dataclass, replace
 from itertools import product
 from pathlib import Path
@@ -35,6 +36,7 @@ from .export import ExportConfig
 from .features import FeatureConfig
 from .files import DiskError, atomic_write_json, checkpoint, one_line, sha256_file, writing
 from .head import HeadConfig
+from .pixels import PIXELS_DIR, LazyPixels
 from .pareto import Budget, PickConfig, pareto_front, pick
 from .report import write_model_card, write_report
 from .results import ArtifactResult, failed_result, write_results
@@ -114,13 +116,15 @@ def export_keys(config: SweepConfig, trained: str) -> dict[str, str]:
     return {f: export_key(config, trained, f) for f in config.export.formats}
 
 
-# Bump when a benchmark row gains figures: 2 added per-image predictions, start-up cost and busy warnings.
-BENCH_VERSION = 2
+# Bump when a benchmark row gains figures: 2 added per-image predictions, start-up cost and busy warnings;
+# 3 stops timing once the percentiles are stable.
+BENCH_VERSION = 3
 
 
 def bench_key(config: SweepConfig, export_key: str) -> str:
     b = config.bench
-    return settings_key(export_key, b.num_threads, b.min_timed_runs, b.min_timed_seconds, BENCH_VERSION)
+    return settings_key(export_key, b.num_threads, b.min_timed_runs, b.min_timed_seconds, b.max_timed_seconds,
+                        b.stable_within, BENCH_VERSION)
 
 
 def grid(backbones: list[str], alphas: list[float], resolutions: list[int]) -> tuple[list[BackboneSpec], list[str]]:
@@ -169,13 +173,15 @@ def read_grid_file(path: Path) -> tuple[list[BackboneSpec], list[str]]:
 # the units
 
 
-def train_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, weights: ResolvedWeights, log) -> dict:
-    """Unit 1: bottlenecks and head of one point, written to its run directory; returns its run.json."""
+def train_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, weights: ResolvedWeights, log,
+                load=None) -> dict:
+    """Unit 1: bottlenecks and head of one point, written to its run directory; returns its run.json.
+    `load` (`load_image`'s signature) is where the pixels come from: the in-process sweep's decoded-once store."""
     out = point_dir(config, spec)
     train(TrainConfig(image_dir=config.image_dir, output_dir=out, backbone=spec, split=config.split,
                       features=config.features, head=config.head, tune=config.tune, fine_tune=config.fine_tune),
           log=lambda msg: None if msg.startswith("step ") else log(msg),  # per-step lines: train's own job
-          dataset=dataset, weights=weights)
+          dataset=dataset, weights=weights, load=load)
     return json.loads((out / "run.json").read_text())
 
 
@@ -187,6 +193,7 @@ def bench_artifact(config: SweepConfig, spec: BackboneSpec, fmt: str, artifact: 
     carried into the row. A benchmark that fails is a failed row, not an exception.
     """
     images_path, labels = test_set
+    started = time.perf_counter()
     try:
         m = measure(artifact, images_path, config.bench)
     except Exception as e:  # one artifact that won't run is a row, not a dead sweep
@@ -200,21 +207,22 @@ def bench_artifact(config: SweepConfig, spec: BackboneSpec, fmt: str, artifact: 
         status=status, sha256=sha256_file(artifact), measured_on=socket.gethostname(),
         **m.result_fields(labels, run["classes"]),
     )
-    return row, {"backend": m.backend, "input_dtype": m.input_dtype}
+    return row, {"backend": m.backend, "input_dtype": m.input_dtype, "seconds": round(time.perf_counter() - started, 2)}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # the in-process runner
 
 
-def _export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], state: dict, dataset, log) -> None:
+def _export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], state: dict, dataset, log,
+                 load=None) -> None:
     """Unit 2 for each format whose export key changed (or whose artifact is gone); state updated."""
     from .export import export_format, load_run_inputs
 
     todo = export_todo(config, spec, keys, state)
     if not todo:
         return
-    inputs = load_run_inputs(point_dir(config, spec), dataset)
+    inputs = load_run_inputs(point_dir(config, spec), dataset, load)
     try:
         for fmt in todo:
             export_format(inputs, fmt, config.export, log)
@@ -223,8 +231,10 @@ def _export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], 
         inputs.cleanup()
 
 
-def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: tqdm, log) -> list[ArtifactResult]:
-    """Train, export and benchmark one grid point, reusing whatever an earlier run finished."""
+def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: tqdm, log,
+              load=None) -> list[ArtifactResult]:
+    """Train, export and benchmark one grid point, reusing whatever an earlier run finished; `load` gives
+    the pixels of every stage (`edgetl.pixels`: decoded once for the whole grid)."""
     from .export import read_export_summary
 
     out = point_dir(config, spec)
@@ -234,12 +244,12 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
     run = finished_train(config, spec, state, trained)
     if run is None:
         stage.set_description_str(f"{point_name(config, spec)}: training")
-        run = train_point(config, spec, dataset, weights, log)
+        run = train_point(config, spec, dataset, weights, log, load)
         state = record_train(config, spec, trained)
 
     keys = export_keys(config, trained)
     stage.set_description_str(f"{point_name(config, spec)}: exporting")
-    _export_todo(config, spec, keys, state, dataset, log)
+    _export_todo(config, spec, keys, state, dataset, log, load)
     exported = read_export_summary(out)
 
     rows, test_set = [], None
@@ -249,7 +259,7 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
         if row is None:
             stage.set_description_str(f"{point_name(config, spec)}: benchmarking {fmt}")
             checkpoint(f"bench:{fmt}")
-            test_set = test_set or prepare_test_images(dataset, spec.resolution, out / TEST_IMAGES)
+            test_set = test_set or prepare_test_images(dataset, spec.resolution, out / TEST_IMAGES, load)
             row, ran_on = bench_artifact(config, spec, fmt, out / entry["path"], test_set, run,
                                          entry.get("status", "ok"))
             record_bench(config, spec, fmt, key, row, ran_on, state)
@@ -306,7 +316,7 @@ def finish_sweep(config: SweepConfig, results: list[ArtifactResult], notes: list
 
 
 def run_grid(config: SweepConfig, dataset: Dataset, notes: list[str], say,
-             results: list[ArtifactResult] | None = None) -> list[ArtifactResult]:
+             results: list[ArtifactResult] | None = None, load=None) -> list[ArtifactResult]:
     """Every point of `config` in process, one after the other; rows added to `results`, written after each."""
     results = list(results or [])
     with tqdm(total=len(config.points), desc="fine-tuning" if config.fine_tune else "grid", unit="point",
@@ -314,7 +324,7 @@ def run_grid(config: SweepConfig, dataset: Dataset, notes: list[str], say,
         for spec in config.points:
             overall.set_postfix_str(point_name(config, spec))
             try:
-                rows = run_point(config, spec, dataset, stage, say)
+                rows = run_point(config, spec, dataset, stage, say, load)
             except DiskError:
                 raise  # the next point would hit the same disk; what is finished is saved
             except Exception as e:  # one broken grid point must not cost the others (finished work is saved)
@@ -344,13 +354,23 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
     """The in-process runner: the grid points one after the other (`edgetl.distributed` for Ray), then
     the fine-tuning pass over the front when asked for."""
     notes = list(notes or [])
+    started = time.perf_counter()
     dataset, say = start_sweep(config, log)
-    results = run_grid(config, dataset, notes, say)
+    # Each photo decoded once for the whole grid, on the first unit that needs pixels (a warm re-run never does).
+    pixels = LazyPixels(Path(config.output_dir) / PIXELS_DIR, dataset.records, {p.resolution for p in config.points})
+    results = run_grid(config, dataset, notes, say, load=pixels)
     fine = fine_tune_pass(config, results)
     if fine is not None:
         say(f"fine-tuning {len(fine.points)} point(s) of the front: " + ", ".join(p.id for p in fine.points))
-        results = run_grid(fine, dataset, notes, say, results)
-    return finish_sweep(config, results, notes)
+        results = run_grid(fine, dataset, notes, say, results, load=pixels)
+    finished = finish_sweep(config, results, notes)
+    pixels.remove()  # kept until here, so a killed sweep resumes without decoding again
+    # Where this run's time went besides each unit's own record (run.json, export.json, bench/*.json).
+    atomic_write_json(Path(config.output_dir) / "timings.json", {
+        "wall_s": round(time.perf_counter() - started, 2),
+        "decode_once_s": round(pixels.store.seconds, 2) if pixels.store else 0.0,
+        "decoded_resolutions": list(pixels.store.resolutions) if pixels.store else []})
+    return finished
 
 
 def copy_best(best: ArtifactResult, config: SweepConfig, out: Path) -> Path:

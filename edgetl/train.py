@@ -79,10 +79,12 @@ def build_classifier(extractor, head: Head, num_classes: int):
     return keras.Model(extractor.input, outputs, name="edgetl_classifier")
 
 
-def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: ResolvedWeights | None = None) -> Bottlenecks:
+def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: ResolvedWeights | None = None,
+              load=None) -> Bottlenecks:
     """Bottlenecks for every split, the backbone model, and what was resolved about the weights.
 
-    `weights` already resolved (by a sweep, once per point) saves resolving them again.
+    `weights` already resolved (by a sweep, once per point) saves resolving them again; `load` (with
+    `load_image`'s signature) is where a sweep's pixels come from, decoded once for the whole grid.
     """
     spec = config.backbone
     if config.tfhub_module:
@@ -108,6 +110,7 @@ def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: Resolve
         cache_dir=config.features.bottleneck_dir,
         batch_size=config.features.batch_size,
         desc=f"bottlenecks {backbone_id}",
+        load=load,
     )
     log(f"bottlenecks: {result.computed} computed, {result.cached} from cache, {len(result.failed)} failed to decode")
     dataset = dataset.without(result.failed)
@@ -149,10 +152,11 @@ def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: Resolve
 
 
 def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
-          weights: ResolvedWeights | None = None) -> TrainResult:
+          weights: ResolvedWeights | None = None, load=None) -> TrainResult:
     """Run one grid point end to end and write the run directory (docs/interfaces.md).
 
-    A sweep passes the `dataset` it scanned and the `weights` it resolved, once for every point.
+    A sweep passes the `dataset` it scanned and the `weights` it resolved, once for every point, and
+    `load`, its pixels decoded once for the whole grid (`edgetl.pixels`).
     Long because it is the stage's script, top to bottom: scan, features, head, metrics, run.json.
     """
     started = time.time()
@@ -164,7 +168,10 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
             log(f"warning: skipping {path}: {why}")
     log(f"dataset: {dataset.summary()}")
 
-    bottlenecks = featurize(dataset, config, log, weights)
+    timings = {}
+    clock = time.perf_counter()
+    bottlenecks = featurize(dataset, config, log, weights, load)
+    timings["features"], clock = time.perf_counter() - clock, time.perf_counter()
     dataset, splits = bottlenecks.dataset, bottlenecks.splits
     (train_x, train_y, _), (val_x, val_y, _), (test_x, test_y, test_records) = (
         splits["training"], splits["validation"], splits["testing"]
@@ -174,6 +181,7 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
     fit = fit_head((train_x, train_y), (val_x, val_y), len(dataset.classes), config.head, config.tune, log=log,
                    extra_train=bottlenecks.augmented)
     head = fit.head
+    timings["head"], clock = time.perf_counter() - clock, time.perf_counter()
     checkpoint("head")
 
     metrics = {
@@ -198,6 +206,8 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
         model, test_probs = fine_tuned.model, predict(fine_tuned.model, test_records, config.backbone.resolution)
         best = fine_tuned.info["history"][fine_tuned.info["best_epoch"] - 1]
         metrics.update(train_accuracy=best["accuracy"], validation_accuracy=best["val_accuracy"])  # train: augmented
+    if fine_tuned is not None:
+        timings["fine_tune"], clock = time.perf_counter() - clock, time.perf_counter()
     metrics["test_accuracy"] = accuracy(test_probs, test_y)
     log(f"final test accuracy = {metrics['test_accuracy']:.1%} (N={len(test_y)})")
     misclassified = [
@@ -227,7 +237,8 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
         "history": fit.selected.history,
         "num_skipped_files": len(dataset.skipped),
         "skipped_files": [[str(p), why] for p, why in dataset.skipped],
-        "seconds": round(time.time() - started, 1),
+        "seconds": round(time.time() - started, 1),  # without save_run's own, which "timings" has
+        "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     save_run(run_dir, model, run, log)
     return TrainResult(
@@ -240,6 +251,7 @@ def save_run(run_dir: Path, model, run: dict, log=print) -> None:
     """Write the run directory; each piece lands atomically and run.json last (it marks the run complete)."""
     from .export import ModelSource, artifact_metadata, export_artifact
 
+    started = time.perf_counter()
     with writing(run_dir, "the run directory"):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "run.json").unlink(missing_ok=True)  # until rewritten, the directory is not a finished run
@@ -260,6 +272,7 @@ def save_run(run_dir: Path, model, run: dict, log=print) -> None:
     export_artifact(ModelSource(model, run_dir / "saved_model"), "tflite-float32", run_dir / "model.tflite",
                     artifact_metadata(run, "tflite-float32"))
     # What the model files hash to, so a resumed sweep notices one a power cut truncated.
-    run = {**run, "files": {name: sha256_file(run_dir / name) for name in ("model.keras", "model.tflite")}}
+    run = {**run, "files": {name: sha256_file(run_dir / name) for name in ("model.keras", "model.tflite")},
+           "timings": {**run.get("timings", {}), "save": round(time.perf_counter() - started, 2)}}
     atomic_write_json(run_dir / "run.json", run, "run.json")
     log(f"wrote {run_dir}/model.tflite, model.keras, saved_model/, labels.txt, run.json")

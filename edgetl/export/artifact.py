@@ -21,10 +21,11 @@ from .formats import FORMATS, ExportError, check_io_type
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A trained model in the two forms the converters read: Keras (tf2onnx) and its SavedModel (TFLite)."""
+    """A trained model in the forms the converters read: Keras (tf2onnx) and its SavedModel (TFLite; None for a
+    model that exists only in memory, which TFLite converts from its frozen forward function)."""
 
     keras_model: object
-    saved_model_dir: Path
+    saved_model_dir: Path | None
 
 
 def artifact_metadata(run: dict, fmt: str) -> dict:

@@ -132,17 +132,19 @@ def _offset_sums(x: np.ndarray, layer, plan) -> np.ndarray:
     """S[i, j, c]: the sum over images and output positions of the input the kernel tap (i, j) reads.
 
     A conv's output summed over positions is then sum_ij S[i, j] . W[i, j]: the rounding error's sum
-    needs these few vectors, not a convolution with W - W_q (which is what made this step slow).
+    needs these few vectors, not a convolution with W - W_q (which is what made this step slow). The
+    images are summed first: every tap reads the same positions of each image, so one (h, w, c) map
+    serves them all, and the windows are taken once instead of once per image.
     """
     top, left, oh, ow = plan
     (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
-    n, h, w, c = x.shape
-    padded = np.zeros((n, max(h + top, (oh - 1) * sh + kh), max(w + left, (ow - 1) * sw + kw), c), np.float64)
-    padded[:, top : top + h, left : left + w] = x
+    _, h, w, c = x.shape
+    padded = np.zeros((max(h + top, (oh - 1) * sh + kh), max(w + left, (ow - 1) * sw + kw), c), np.float64)
+    padded[top : top + h, left : left + w] = np.asarray(x).sum(axis=0, dtype=np.float64)
     sums = np.empty((kh, kw, c))
     for i in range(kh):
         for j in range(kw):
-            sums[i, j] = padded[:, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw].sum(axis=(0, 1, 2))
+            sums[i, j] = padded[i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw].sum(axis=(0, 1))
     return sums
 
 

@@ -67,14 +67,16 @@ def candidate_order(dataset: Dataset) -> dict[str, list[ImageRecord]]:
     return by_class
 
 
-def build_calibration_set(dataset: Dataset, resolution: int, num_images: int) -> CalibrationSet:
-    """Draw `num_images` training images, balanced across classes, and decode them as at inference.
+def build_calibration_set(dataset: Dataset, resolution: int, num_images: int, load=None) -> CalibrationSet:
+    """Draw `num_images` training images, balanced across classes, and decode them as at inference
+    (with `load`, `load_image`'s signature: a sweep's images decoded once).
 
     Round robin over classes: counts differ by at most one unless a class runs out, in which case
     the others fill the remaining slots. Undecodable files are skipped (and noted).
     """
     if num_images < 1:
         raise ExportError(f"the number of calibration images must be at least 1, got {num_images}")
+    load = load or load_image
     queues = {c: deque(rs) for c, rs in candidate_order(dataset).items()}
     chosen: list[tuple[ImageRecord, np.ndarray]] = []
     notes: list[str] = []
@@ -86,7 +88,7 @@ def build_calibration_set(dataset: Dataset, resolution: int, num_images: int) ->
             while queue:
                 record = queue.popleft()
                 try:
-                    chosen.append((record, load_image(record.path, resolution)))
+                    chosen.append((record, load(record.path, resolution)))
                     break
                 except (OSError, ValueError) as e:
                     notes.append(f"calibration: skipping undecodable {record.path}: {e}")

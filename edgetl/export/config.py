@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgetl.runtime import DEFAULT_NUM_THREADS, check_num_threads
+from edgetl.runtime import check_num_threads
 
 from .formats import FORMATS, IO_TYPES, ExportError, check_formats, check_io_type
 
@@ -27,7 +28,7 @@ class ExportConfig:
     num_calibration_images: int = 200
     calibration_manifest: Path | None = None
     bias_correction: bool = True
-    num_threads: int = DEFAULT_NUM_THREADS
+    num_threads: int = os.cpu_count() or 1  # a check is not a latency measurement: all cores
     max_accuracy_drop: float = 1.0  # points below the float model, significantly, before a check fails
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgetl.files import DiskError, atomic_write_json, checkpoint, one_line, sha256_file, writing
+from edgetl.files import DiskError, atomic_write_bytes, atomic_write_json, checkpoint, one_line, sha256_file, writing
 
 from .artifact import ModelSource, artifact_metadata, export_artifact
 from .config import ExportConfig
@@ -88,6 +88,7 @@ class RunInputs:
     notes: list[str]
     calibration: object = None  # edgetl.export.calibration.CalibrationSet, drawn on first need
     int8_source: ModelSource | None = None  # bias-corrected copy, built on first need
+    load: Callable | None = None  # load_image's signature: where a sweep's pixels come from (decoded once)
     temp_dirs: list[Path] = field(default_factory=list)
 
     @property
@@ -157,8 +158,9 @@ def _run_dataset(run: dict):
     return dataset
 
 
-def load_run_inputs(run_dir: Path, dataset=None) -> RunInputs:
-    """Read a run and everything its formats share. `dataset` (already scanned by a sweep) saves a scan."""
+def load_run_inputs(run_dir: Path, dataset=None, load=None) -> RunInputs:
+    """Read a run and everything its formats share. `dataset` (already scanned by a sweep) saves a scan, and
+    `load` (`load_image`'s signature; a sweep's `edgetl.pixels` store) a decode."""
     from edgetl.data import decode_images
 
     run = read_run(run_dir)
@@ -168,7 +170,8 @@ def load_run_inputs(run_dir: Path, dataset=None) -> RunInputs:
             f"the classes in {run['image_dir']} ({', '.join(dataset.classes)}) are not the ones the run was "
             f"trained on ({', '.join(run['classes'])}); re-train, or restore the dataset"
         )
-    test_images, test_records, failed = decode_images(dataset.split("testing"), int(run["backbone"]["resolution"]))
+    test_images, test_records, failed = decode_images(dataset.split("testing"), int(run["backbone"]["resolution"]),
+                                                     load)
     notes = [f"test image skipped: {f}" for f in failed]
     if not len(test_images):
         raise ExportError(f"no decodable test images in {run['image_dir']}; cannot check any artifact")
@@ -184,7 +187,7 @@ def load_run_inputs(run_dir: Path, dataset=None) -> RunInputs:
     labels = np.array([r.label_index for r in test_records], dtype=np.int64)
     return RunInputs(run_dir=run_dir, run=run, source=ModelSource(model, saved_model_dir), dataset=dataset,
                      test_images=test_images, test_labels=labels, keras_probs=_keras_predict(model, test_images),
-                     notes=notes, temp_dirs=temp_dirs)
+                     notes=notes, temp_dirs=temp_dirs, load=load)
 
 
 def _calibration(inputs: RunInputs, config: ExportConfig, log: Log):
@@ -198,7 +201,8 @@ def _calibration(inputs: RunInputs, config: ExportConfig, log: Log):
             inputs.calibration = calib.calibration_set_from_manifest(
                 calib.load_manifest(config.calibration_manifest), resolution, fallback_root=inputs.run["image_dir"])
         else:
-            inputs.calibration = calib.build_calibration_set(inputs.dataset, resolution, config.num_calibration_images)
+            inputs.calibration = calib.build_calibration_set(inputs.dataset, resolution, config.num_calibration_images,
+                                                             inputs.load)
         for note in inputs.calibration.notes:
             log(f"note: {note}")
     return inputs.calibration
@@ -217,11 +221,7 @@ def _int8_source(inputs: RunInputs, config: ExportConfig, log: Log) -> ModelSour
         report = correct_biases(model, calibration.images)
         log(f"note: int8 bias correction: {report.layers} layer(s) shifted by up to {report.max_shift:.3g}, "
             f"from {report.images} calibration images")
-        saved_model_dir = Path(tempfile.mkdtemp(prefix="edgetl-int8-saved-model-"))
-        inputs.temp_dirs.append(saved_model_dir)
-        with writing(saved_model_dir, "the bias-corrected SavedModel", cleanup=(saved_model_dir,)):
-            model.export(str(saved_model_dir), verbose=False)
-        inputs.int8_source = ModelSource(model, saved_model_dir)
+        inputs.int8_source = ModelSource(model, None)  # in memory only: no SavedModel to write (tflite.py)
     return inputs.int8_source
 
 
@@ -245,6 +245,20 @@ def check_status(fmt: str, artifact_correct: np.ndarray, keras_correct: np.ndarr
     return "ok" if not problems else "check failed: " + "; ".join(problems)
 
 
+def _run_tflite_is(inputs: RunInputs, metadata: dict) -> bool:
+    """Whether the run's own model.tflite is the tflite-float32 artifact already: `edgetl train` converted
+    the same model with the same converter and metadata, and its bytes are the ones run.json recorded."""
+    from edgetl.runtime import read_metadata
+
+    path = inputs.run_dir / "model.tflite"
+    recorded = (inputs.run.get("files") or {}).get("model.tflite")
+    if not recorded or not path.is_file() or sha256_file(path) != recorded:
+        return False
+    embedded = dict(read_metadata(path) or {})
+    embedded.pop("model_sha256", None)
+    return embedded == json.loads(json.dumps(metadata, default=str))
+
+
 def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: Path, log: Log) -> dict:
     """Write the artifact; returns what export.json records about how it was made."""
     from . import calibration as calib
@@ -252,6 +266,11 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
     spec = FORMATS[fmt]
     checkpoint(f"convert:{fmt}")
     metadata = artifact_metadata(inputs.run, fmt)
+    if fmt == "tflite-float32" and _run_tflite_is(inputs, metadata):  # one conversion, not two (and checked below)
+        with writing(out_path, "the tflite-float32 artifact"):
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out_path, (inputs.run_dir / "model.tflite").read_bytes(), "the tflite-float32 artifact")
+        return {"converted_by": "edgetl train (the run's model.tflite)"}
     if not spec.needs_calibration:
         export_artifact(inputs.source, fmt, out_path, metadata, io_type=config.io_type)
         return {}
