@@ -206,12 +206,11 @@ def _write_tree(root: Path, files: dict[str, bytes]) -> None:
 
 def _is_model_file(name: str) -> bool:
     """What an export needs of a trained point (the rest, e.g. the test images, stays with the driver)."""
-    return name in ("run.json", "model.keras") or name.startswith("saved_model/")
+    return name in ("run.json", "model.keras")
 
 
 def read_model(run_dir: Path) -> dict[str, bytes]:
-    files = {"run.json": (run_dir / "run.json").read_bytes(), "model.keras": (run_dir / "model.keras").read_bytes()}
-    return {**files, **{f"saved_model/{k}": v for k, v in _read_tree(run_dir / "saved_model").items()}}
+    return {"run.json": (run_dir / "run.json").read_bytes(), "model.keras": (run_dir / "model.keras").read_bytes()}
 
 
 def train_unit(config: SweepConfig, spec: BackboneSpec, dataset, weights_sha256: str, version: str, board):

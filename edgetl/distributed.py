@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -211,10 +210,8 @@ class _RaySweep:
         point, out = unit.point, point_dir(self.config, unit.point.spec)
         files = {**self.ray.get(point.model), **report["files"]}
         (out / "run.json").unlink(missing_ok=True)  # until rewritten, the directory is not a finished run
-        saved_model = {k.removeprefix("saved_model/"): v for k, v in files.items() if k.startswith("saved_model/")}
-        _replace_dir(out / "saved_model", saved_model)
         for name, data in files.items():
-            if name != "run.json" and not name.startswith("saved_model/"):
+            if name != "run.json":
                 atomic_write_bytes(out / name, data, name)
         atomic_write_bytes(out / "run.json", files["run.json"], "run.json")  # last: it marks the run complete
         point.state = record_train(self.config, point.spec, unit.key)
@@ -241,16 +238,6 @@ class _RaySweep:
 
     def save_units(self) -> None:
         atomic_write_json(self.out / UNITS_JSON, {"units": self.done_units})
-
-
-def _replace_dir(path: Path, files: dict[str, bytes]) -> None:
-    """A directory written whole, then swapped in (as `edgetl train` writes saved_model/)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, data in files.items():
-        atomic_write_bytes(tmp / name, data, f"{path.name}/{name}")
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
 
 
 def _absolute(config: SweepConfig) -> SweepConfig:

@@ -260,19 +260,14 @@ def save_run(run_dir: Path, model, run: dict, log=print) -> None:
     with writing(run_dir / "model.keras", "the Keras model", cleanup=(tmp_keras,)):
         model.save(tmp_keras)
         os.replace(tmp_keras, run_dir / "model.keras")
-    checkpoint("save_run:saved_model")
-    tmp_saved = run_dir / ".saved_model.tmp"
-    shutil.rmtree(tmp_saved, ignore_errors=True)
-    with writing(run_dir / "saved_model", "the SavedModel", cleanup=(tmp_saved,)):
-        model.export(str(tmp_saved), verbose=False)
-        if (run_dir / "saved_model").exists():
-            shutil.rmtree(run_dir / "saved_model")
-        os.replace(tmp_saved, run_dir / "saved_model")
+    # No SavedModel: writing one traced the model for longer than the conversion took, and every TFLite
+    # conversion starts from the model's frozen forward function (edgetl.export.tflite).
+    shutil.rmtree(run_dir / "saved_model", ignore_errors=True)  # an older run's, no longer what model.keras is
     checkpoint("save_run:tflite")
-    export_artifact(ModelSource(model, run_dir / "saved_model"), "tflite-float32", run_dir / "model.tflite",
+    export_artifact(ModelSource(model, None), "tflite-float32", run_dir / "model.tflite",
                     artifact_metadata(run, "tflite-float32"))
     # What the model files hash to, so a resumed sweep notices one a power cut truncated.
     run = {**run, "files": {name: sha256_file(run_dir / name) for name in ("model.keras", "model.tflite")},
            "timings": {**run.get("timings", {}), "save": round(time.perf_counter() - started, 2)}}
     atomic_write_json(run_dir / "run.json", run, "run.json")
-    log(f"wrote {run_dir}/model.tflite, model.keras, saved_model/, labels.txt, run.json")
+    log(f"wrote {run_dir}/model.tflite, model.keras, labels.txt, run.json")

@@ -90,7 +90,7 @@ def reference(photos, tmp_path_factory) -> Path:
     return out
 
 
-KILL_POINTS = ["features#1", "head", "save_run:saved_model", "save_run:tflite", "convert:tflite-float32",
+KILL_POINTS = ["features#1", "head", "save_run:tflite", "convert:tflite-float32",
                "check:tflite-float32",
                "calibration", "bias_correction", "convert:tflite-int8", "manifest:tflite-int8",
                "convert:onnx-float32", "bench:tflite-float32", "bench:tflite-int8", "report"]

@@ -99,7 +99,7 @@ def test_run_directory_has_the_documented_files(trained):
     run_dir = trained.run_dir
     for name in ("run.json", "model.keras", "model.tflite", "labels.txt"):
         assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0, name
-    assert (run_dir / "saved_model" / "saved_model.pb").is_file()
+    assert not (run_dir / "saved_model").exists()  # converted from the frozen function: no SavedModel to write
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no temp files left behind
     assert (run_dir / "labels.txt").read_text().splitlines() == CLASSES
 

@@ -47,7 +47,7 @@ FORMATS: dict[str, FormatSpec] = {
     for spec in (
         FormatSpec(name="tflite-float32", suffix=".tflite", runtime="tflite", quantization="float32",
                    needs_calibration=False, max_abs_diff=1e-3, colour="#1f77b4",
-                   description="TFLiteConverter.from_saved_model, float32 weights and activations"),
+                   description="TFLiteConverter from the frozen forward function, float32 weights and activations"),
         FormatSpec(name="tflite-float16", suffix=".tflite", runtime="tflite", quantization="float16",
                    needs_calibration=False, max_abs_diff=None, colour="#17becf",
                    description="float16 weights (half the size), float32 input and compute on CPU"),

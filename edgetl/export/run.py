@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -176,18 +175,10 @@ def load_run_inputs(run_dir: Path, dataset=None, load=None) -> RunInputs:
     if not len(test_images):
         raise ExportError(f"no decodable test images in {run['image_dir']}; cannot check any artifact")
     model = load_keras_model(run_dir / "model.keras")
-    saved_model_dir = run_dir / "saved_model"
-    temp_dirs = []
-    if not (saved_model_dir / "saved_model.pb").is_file():
-        # Older or hand-made run: re-create the SavedModel outside the run dir (it may be read-only).
-        saved_model_dir = Path(tempfile.mkdtemp(prefix="edgetl-saved-model-"))
-        temp_dirs.append(saved_model_dir)
-        model.export(str(saved_model_dir), verbose=False)
-        notes.append(f"{run_dir}/saved_model missing; re-exported it from model.keras")
     labels = np.array([r.label_index for r in test_records], dtype=np.int64)
-    return RunInputs(run_dir=run_dir, run=run, source=ModelSource(model, saved_model_dir), dataset=dataset,
+    return RunInputs(run_dir=run_dir, run=run, source=ModelSource(model, None), dataset=dataset,
                      test_images=test_images, test_labels=labels, keras_probs=_keras_predict(model, test_images),
-                     notes=notes, temp_dirs=temp_dirs, load=load)
+                     notes=notes, load=load)
 
 
 def _calibration(inputs: RunInputs, config: ExportConfig, log: Log):
