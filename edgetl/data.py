@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .files import sha256_file
+from .files import DiskError, sha256_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # Bump when load_image changes: it is part of every bottleneck cache key.
@@ -239,6 +239,8 @@ def decode_images(records: list[ImageRecord], size: int, load=None) -> tuple[np.
         try:
             images.append(load(r.path, size))
             kept.append(r)
+        except DiskError:
+            raise  # the sweep's decoded-pixel store could not be written: not this file's fault
         except Exception as e:  # any decoder failure is one bad file
             failed.append(f"{r.path}: {type(e).__name__}: {e}")
     array = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)

@@ -118,6 +118,8 @@ def _decode(record: ImageRecord, size: int, view: int, load) -> tuple[np.ndarray
         if view:
             return augmented_image(record.path, record.content_hash, size, view), ""
         return load(record.path, size), ""
+    except DiskError:
+        raise  # the sweep's decoded-pixel store could not be written: the run's problem, not this file's
     except Exception as e:  # any decoder failure is one bad file, not a crashed run
         return None, f"{type(e).__name__}: {e}"
 

@@ -331,10 +331,21 @@ def run_grid(config: SweepConfig, dataset: Dataset, notes: list[str], say,
                 point_failed(point_name(config, spec), e, notes, say)
                 rows = []
             results.extend(rows)
+            _release_models()
             if results:
                 write_results(results, config.output_dir, notes)  # after every point: a kill keeps those
             overall.update(1)
     return results
+
+
+def _release_models() -> None:
+    """Drop what the last point left in Keras' global state, so a sweep's memory does not grow with its grid."""
+    import gc
+    import sys
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    gc.collect()
 
 
 def fine_tune_pass(config: SweepConfig, results: list[ArtifactResult]) -> SweepConfig | None:

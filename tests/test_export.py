@@ -292,17 +292,24 @@ def test_tflite_int8_io_types(export_run_dir, tmp_path, io_type, dtype):
 
 
 def test_a_bad_conversion_fails_its_check_but_keeps_the_artifact(export_run_dir, tmp_path, capsys):
-    """model.keras and saved_model/ disagree (a damaged run): the float check must catch it."""
+    """The run's model.tflite (which tflite-float32 reuses when run.json vouches for its bytes) answers
+    differently from model.keras, as a converter bug would make it: the float check must catch it."""
     import keras
 
     from edgetl.cli import main
+    from edgetl.export import ModelSource, artifact_metadata, export_artifact
+    from edgetl.files import sha256_file
 
     run_dir = copy_run(export_run_dir, tmp_path / "run")
     model = keras.saving.load_model(run_dir / "model.keras")
     head = model.get_layer("head")
     kernel, bias = head.get_weights()
     head.set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)])  # every answer moves to the next class
-    model.save(run_dir / "model.keras")
+    run = json.loads((run_dir / "run.json").read_text())
+    export_artifact(ModelSource(model, None), "tflite-float32", run_dir / "model.tflite",
+                    artifact_metadata(run, "tflite-float32"))
+    run["files"] = {"model.tflite": sha256_file(run_dir / "model.tflite")}
+    (run_dir / "run.json").write_text(json.dumps(run))
 
     code = main(["export", "--run", str(run_dir), "--format", "tflite", "--quantize", "float32"])
     err = capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -157,7 +158,9 @@ def test_cluster_sweep_equals_in_process_and_a_killed_worker_costs_only_its_unit
     # 1. `edgetl sweep --ray HEAD` on a 2-CPU cluster whose workers die (SIGKILL) whenever they start converting
     #    onnx-float32; latency measured on the node offering the custom resource `bench`. Token authentication on:
     #    the driver joins with the head's token (~/.ray/auth_token), in a fresh process (Ray reads the mode once).
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAY_AUTH_MODE": "token"}
+    token = tmp_path / "ray_auth_token"  # the test's own, not ~/.ray's (a fresh machine has none)
+    token.write_text(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     with ray_head({**env, "EDGETL_KILL_AT": "convert:onnx-float32"}, cpus=2, resources='{"bench": 1}') as address:
         done = subprocess.run([sys.executable, "-m", "edgetl.cli",
                                *sweep_args(photos, out, "--ray", address, "--bench_resource", "bench")],

@@ -291,3 +291,22 @@ def test_missing_image_dir_exits_2(tmp_path, capsys):
     rc = main(train_args(tmp_path / "nope", tmp_path / "run", tmp_path / "bn"))
     err = capsys.readouterr().err
     assert rc == 2 and "not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_reuses_the_runs_tflite_as_the_float32_artifact(trained, tmp_path):
+    """One conversion, not two: tflite-float32 is model.tflite's bytes (and still checked); a changed
+    model.tflite that run.json does not vouch for is converted again instead."""
+    import shutil
+
+    from edgetl.export import ExportConfig, export_run
+    from edgetl.files import sha256_file
+
+    run_dir = shutil.copytree(trained.run_dir, tmp_path / "run")
+    (result,) = export_run(run_dir, ExportConfig(formats=("tflite-float32",)), progress=False)
+    entry = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]["tflite-float32"]
+    assert result.ok and entry["converted_by"].startswith("edgetl train")
+    assert sha256_file(result.path) == sha256_file(run_dir / "model.tflite")
+    (run_dir / "model.tflite").write_bytes((run_dir / "model.tflite").read_bytes() + b"\0")  # not what run.json says
+    (result,) = export_run(run_dir, ExportConfig(formats=("tflite-float32",)), progress=False)
+    entry = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]["tflite-float32"]
+    assert result.ok and "converted_by" not in entry and result.max_abs_diff < 1e-3
