@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -158,10 +159,13 @@ class LazyPixels:
     def __init__(self, directory: Path, records: Sequence[ImageRecord], resolutions: Sequence[int]):
         self.directory, self.records, self.resolutions = Path(directory), list(records), tuple(resolutions)
         self.store: PixelStore | None = None
+        self._building = threading.Lock()  # the first loads come from several decode threads at once
 
     def __call__(self, path: str | Path, size: int) -> np.ndarray:
         if self.store is None:
-            self.store = build_store(self.directory, self.records, self.resolutions)
+            with self._building:
+                if self.store is None:
+                    self.store = build_store(self.directory, self.records, self.resolutions)
         return self.store.load(path, size)
 
     def remove(self) -> None:

@@ -70,3 +70,14 @@ def test_lazy_pixels_decode_on_first_use_and_remove(dataset, tmp_path):
     assert sorted(p.name for p in (tmp_path / "px").iterdir()) == [INDEX, "r64.u8", "r96.u8"]
     lazy.remove()
     assert not (tmp_path / "px").exists()
+
+
+def test_lazy_pixels_asked_from_many_threads_at_once_build_one_store(dataset, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    lazy = LazyPixels(tmp_path / "px", dataset.records, [64])
+    good = [r for r in dataset.records if r.path.name != "broken.jpg"]
+    with ThreadPoolExecutor(8) as pool:
+        images = list(pool.map(lambda r: lazy(r.path, 64), good))
+    for r, image in zip(good, images):
+        assert np.array_equal(image, load_image(r.path, 64)), r.path
