@@ -207,7 +207,8 @@ def _bench_from_args(args: argparse.Namespace):
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .export.cli import export_config_from_args
-    from .sweep import SweepConfig, grid, read_grid_file, sweep
+    from .grid import grid, read_grid_file
+    from .sweep import SweepConfig, sweep
 
     if args.grid:
         points, notes = read_grid_file(args.grid)

@@ -256,7 +256,6 @@ def _run_inputs(train_key: str, model: dict, dataset):
 def _forget_inputs() -> None:
     global _loaded
     if _loaded is not None:
-        _loaded[1].cleanup()
         shutil.rmtree(_loaded[1].run_dir, ignore_errors=True)
         _loaded = None
 

@@ -224,7 +224,12 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
 
     Raises OSError/ValueError (from Pillow) for files that cannot be decoded.
     """
-    return np.asarray(open_rgb(path).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return resized(open_rgb(path), size)
+
+
+def resized(image: Image.Image, size: int) -> np.ndarray:
+    """A decoded RGB picture as the model input: squashed to size x size, bilinear, uint8."""
+    return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
 def decode_images(records: list[ImageRecord], size: int, load=None) -> tuple[np.ndarray, list[ImageRecord], list[str]]:

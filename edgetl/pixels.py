@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from .data import PREPROCESS_VERSION, ImageRecord, load_image, open_rgb
+from .data import PREPROCESS_VERSION, ImageRecord, load_image, open_rgb, resized
 from .files import atomic_write_json, writing
 
 PIXELS_DIR = ".pixels"
@@ -37,10 +36,6 @@ INDEX = "index.json"
 
 #: `load(path, size) -> uint8 (size, size, 3)`, raising OSError/ValueError for an undecodable file.
 Loader = Callable[[str | Path, int], np.ndarray]
-
-
-def _resized(image: Image.Image, size: int) -> np.ndarray:
-    return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)  # as load_image does
 
 
 @dataclass
@@ -130,7 +125,7 @@ def build_store(directory: Path, records: Sequence[ImageRecord], resolutions: Se
                     failed[str(records[i].path)] = f"{type(e).__name__}: {e}"
                     return
                 for s, fd in fds.items():
-                    os.pwrite(fd, _resized(image, s).tobytes(), i * s * s * 3)
+                    os.pwrite(fd, resized(image, s).tobytes(), i * s * s * 3)
 
             with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool, tqdm(
                     total=len(records), desc=f"decoding once at {', '.join(map(str, resolutions))} px", unit="img",

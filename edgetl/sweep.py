@@ -23,13 +23,12 @@ import shutil
 import socket
 import time
 from dataclasses import asdict, dataclass, replace
-from itertools import product
 from pathlib import Path
 
 from tqdm import tqdm
 
 from . import __version__
-from .backbones import ALPHAS, BackboneSpec, ResolvedWeights, WeightsNotFoundError, resolve_weights
+from .backbones import BackboneSpec, ResolvedWeights, WeightsNotFoundError, resolve_weights
 from .bench import BenchConfig, measure, prepare_test_images
 from .data import Dataset, SplitConfig, scan_dataset
 from .export import ExportConfig
@@ -127,48 +126,6 @@ def bench_key(config: SweepConfig, export_key: str) -> str:
                         b.stable_within, BENCH_VERSION)
 
 
-def grid(backbones: list[str], alphas: list[float], resolutions: list[int]) -> tuple[list[BackboneSpec], list[str]]:
-    """Every valid (backbone, alpha, resolution); combinations a family lacks are returned as notes."""
-    points, notes = [], []
-    for version, alpha, resolution in product(backbones, alphas, resolutions):
-        if version not in ALPHAS:
-            raise ValueError(f"unknown backbone {version!r}; expected one of {sorted(ALPHAS)}")
-        if float(alpha) not in ALPHAS[version]:
-            note = f"MobileNet {version} has no alpha {alpha:g} (it has {', '.join(f'{a:g}' for a in ALPHAS[version])})"
-            if note not in notes:
-                notes.append(note)
-            continue
-        points.append(BackboneSpec(version, float(alpha), int(resolution)))
-    return points, notes
-
-
-def read_grid_file(path: Path) -> tuple[list[BackboneSpec], list[str]]:
-    """A YAML or TOML grid: `points: [{backbone, alpha, resolution}, ...]` and/or the three lists."""
-    text = Path(path).read_text()
-    if Path(path).suffix.lower() == ".toml":
-        import tomllib
-
-        spec = tomllib.loads(text)
-    else:
-        import yaml
-
-        spec = yaml.safe_load(text) or {}
-    points, notes = [], []
-    if any(k in spec for k in ("backbones", "alphas", "resolutions")):
-        missing = [k for k in ("backbones", "alphas", "resolutions") if k not in spec]
-        if missing:
-            raise ValueError(f"{path}: a grid needs backbones, alphas and resolutions; missing {', '.join(missing)}")
-        points, notes = grid(spec["backbones"], spec["alphas"], spec["resolutions"])
-    for p in spec.get("points", []):
-        try:
-            points.append(BackboneSpec(p["backbone"], float(p["alpha"]), int(p["resolution"])))
-        except (KeyError, ValueError) as e:
-            notes.append(f"{path}: skipping point {p}: {e}")
-    if not points:
-        raise ValueError(f"{path}: the grid has no valid points")
-    return list(dict.fromkeys(points)), notes
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the units
 
@@ -223,12 +180,9 @@ def _export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], 
     if not todo:
         return
     inputs = load_run_inputs(point_dir(config, spec), dataset, load)
-    try:
-        for fmt in todo:
-            export_format(inputs, fmt, config.export, log)
-            record_export(config, spec, fmt, keys[fmt], state)
-    finally:
-        inputs.cleanup()
+    for fmt in todo:
+        export_format(inputs, fmt, config.export, log)
+        record_export(config, spec, fmt, keys[fmt], state)
 
 
 def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: tqdm, log,

@@ -156,7 +156,7 @@ def test_bench_command_measures_one_artifact_like_the_sweep(finished_sweep, tiny
 
 
 def test_grid_skips_missing_combinations_and_weights(tmp_path, tiny_data, capsys):
-    from edgetl.sweep import grid
+    from edgetl.grid import grid
 
     points, notes = grid(["v1", "v2"], [0.25, 0.35], [96])
     assert [p.id for p in points] == ["v1-a0.25-r96", "v2-a0.35-r96"]
@@ -169,7 +169,7 @@ def test_grid_skips_missing_combinations_and_weights(tmp_path, tiny_data, capsys
 
 
 def test_grid_files_yaml_and_toml(tmp_path):
-    from edgetl.sweep import read_grid_file
+    from edgetl.grid import read_grid_file
 
     (tmp_path / "g.yaml").write_text("points:\n  - {backbone: v2, alpha: 1.0, resolution: 224}\n"
                                      "  - {backbone: v1, alpha: 0.3, resolution: 128}\n")

@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("EDGETL_NO_DOWNLOAD", "1")
-    from edgetl.sweep import grid
+    from edgetl.grid import grid
 
     image_dir = args.image_dir
     if args.subset_per_class:

@@ -21,8 +21,8 @@ from .formats import FORMATS, ExportError, check_io_type
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A trained model in the forms the converters read: Keras (tf2onnx) and its SavedModel (TFLite; None for a
-    model that exists only in memory, which TFLite converts from its frozen forward function)."""
+    """A trained model as the converters read it: the Keras model (tf2onnx, and TFLite from its frozen forward
+    function), or for TFLite a SavedModel when `saved_model_dir` names one."""
 
     keras_model: object
     saved_model_dir: Path | None

@@ -12,16 +12,15 @@ the loop `edgetl export` and the sweep call.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from edgetl.files import DiskError, atomic_write_bytes, atomic_write_json, checkpoint, one_line, sha256_file, writing
+from edgetl.files import DiskError, atomic_write_bytes, atomic_write_json, checkpoint, one_line, sha256_file
 
 from .artifact import ModelSource, artifact_metadata, export_artifact
 from .config import ExportConfig
@@ -88,15 +87,10 @@ class RunInputs:
     calibration: object = None  # edgetl.export.calibration.CalibrationSet, drawn on first need
     int8_source: ModelSource | None = None  # bias-corrected copy, built on first need
     load: Callable | None = None  # load_image's signature: where a sweep's pixels come from (decoded once)
-    temp_dirs: list[Path] = field(default_factory=list)
 
     @property
     def keras_accuracy(self) -> float:
         return float((self.keras_probs.argmax(1) == self.test_labels).mean())
-
-    def cleanup(self) -> None:
-        for temp in self.temp_dirs:
-            shutil.rmtree(temp, ignore_errors=True)
 
 
 def read_run(run_dir: Path) -> dict:
@@ -258,9 +252,7 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
     checkpoint(f"convert:{fmt}")
     metadata = artifact_metadata(inputs.run, fmt)
     if fmt == "tflite-float32" and _run_tflite_is(inputs, metadata):  # one conversion, not two (and checked below)
-        with writing(out_path, "the tflite-float32 artifact"):
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(out_path, (inputs.run_dir / "model.tflite").read_bytes(), "the tflite-float32 artifact")
+        atomic_write_bytes(out_path, (inputs.run_dir / "model.tflite").read_bytes(), "the tflite-float32 artifact")
         return {"converted_by": "edgetl train (the run's model.tflite)"}
     if not spec.needs_calibration:
         export_artifact(inputs.source, fmt, out_path, metadata, io_type=config.io_type)
@@ -382,15 +374,12 @@ def export_run(run_dir: str | Path, config: ExportConfig = ExportConfig(), log: 
             fallback_root=run["image_dir"])
     inputs = load_run_inputs(run_dir, dataset)
     inputs.calibration = from_manifest
-    try:
-        for note in inputs.notes + (from_manifest.notes if from_manifest else []):
-            log(f"note: {note}")
-        (run_dir / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
-        results = []
-        with tqdm(config.formats, desc="export", unit="format", disable=not progress, file=sys.stderr) as bar:
-            for fmt in bar:
-                bar.set_description(fmt)
-                results.append(export_format(inputs, fmt, config, log))
-        return results
-    finally:
-        inputs.cleanup()
+    for note in inputs.notes + (from_manifest.notes if from_manifest else []):
+        log(f"note: {note}")
+    (run_dir / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
+    results = []
+    with tqdm(config.formats, desc="export", unit="format", disable=not progress, file=sys.stderr) as bar:
+        for fmt in bar:
+            bar.set_description(fmt)
+            results.append(export_format(inputs, fmt, config, log))
+    return results

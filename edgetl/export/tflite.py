@@ -1,10 +1,10 @@
-"""TFLite conversions: from the run's SavedModel, or from the Keras model's frozen forward function.
+"""TFLite conversions, from the Keras model's forward function with its weights frozen to constants.
 
-The SavedModel is the route Google's converter supports best, and `edgetl train` writes one anyway. A
-model that exists only in memory (the bias-corrected copy int8 formats are made from, the backbone the
-features are computed with) is converted from its forward function with the weights frozen to
-constants instead: the same graph and the same numbers (checked), without writing and tracing a
-SavedModel, which took 4-5x longer than the conversion itself.
+Every model edgetl converts (a run's model, the bias-corrected copy int8 formats are made from, the
+backbone the features are computed with) is converted this way: the same graph and the same numbers as
+through a SavedModel (the float32 check holds them to 1e-3, and the bytes are the same in any process),
+without writing and tracing a SavedModel, which took 4-5x longer than the conversion itself. A
+`ModelSource` that names a SavedModel is converted from it.
 """
 
 from __future__ import annotations
