@@ -58,9 +58,10 @@ class Head:
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
+    """Over the last axis: one head's (N, C) logits or a stack of heads' (K, N, C)."""
+    z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def cross_entropy(probs: np.ndarray, labels: np.ndarray, sample_weights: np.ndarray | None = None) -> float:
@@ -83,16 +84,43 @@ def class_weights(labels: np.ndarray, num_classes: int, rule: str) -> np.ndarray
     return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0).astype(np.float32)
 
 
-class _Adam:
-    """Adam on (kernel, bias), written out so the update order, and so the result, is fixed for a seed."""
+#: HeadConfig fields that may differ between heads trained together (`train_heads`): the batches and the
+#: dropout masks depend only on the other fields, so heads that share those see the same ones.
+PER_HEAD = ("learning_rate", "l2", "label_smoothing")
 
-    def __init__(self, w: np.ndarray, b: np.ndarray, learning_rate: float) -> None:
-        self.params, self.learning_rate = (w, b), learning_rate
-        self.moments = [(np.zeros_like(w), np.zeros_like(w)), (np.zeros_like(b), np.zeros_like(b))]
 
-    def step(self, step: int, grads: tuple[np.ndarray, np.ndarray]) -> None:
+class _Stack:
+    """K softmax layers trained side by side: kernels (K, D, C), biases (K, 1, C), Adam moments, and each
+    head's own learning rate, weight decay and label smoothing as (K, 1, 1) float32 (the precision a
+    Python float takes next to a float32 array, so a stack of one computes exactly what one head did)."""
+
+    def __init__(self, configs: list[HeadConfig], w: np.ndarray, num_classes: int) -> None:
+        per_head = lambda values: np.asarray(values, np.float32).reshape(-1, 1, 1)  # noqa: E731
+        self.rows = np.arange(len(configs))  # which of the configs each stacked head is
+        self.w, self.b = w, np.zeros((len(configs), 1, num_classes), np.float32)
+        self.learning_rate = per_head([c.learning_rate for c in configs])
+        self.l2 = per_head([c.l2 for c in configs])
+        self.off_target = per_head([c.label_smoothing / num_classes for c in configs])
+        self.on_target = per_head([1.0 - c.label_smoothing for c in configs]).reshape(-1, 1)
+        self.moments = [(np.zeros_like(p), np.zeros_like(p)) for p in (self.w, self.b)]
+
+    def keep(self, live: np.ndarray) -> None:
+        """Drop the heads that stopped (`live` False): a finished head costs nothing afterwards."""
+        for name in ("rows", "w", "b", "learning_rate", "l2", "off_target", "on_target"):
+            setattr(self, name, getattr(self, name)[live])
+        self.moments = [(m[live], v[live]) for m, v in self.moments]
+
+    def step(self, step: int, x: np.ndarray, y: np.ndarray, weight_of: np.ndarray | None) -> None:
+        """One Adam step of every head on the batch (x, y): written out so the update order, and so the
+        result, is fixed for a seed."""
+        delta = _softmax(x @ self.w + self.b)  # d(loss)/d(logits) = probs - target
+        delta -= self.off_target
+        delta[:, np.arange(len(y)), y] -= self.on_target
+        if weight_of is not None:
+            delta *= weight_of[y][:, None]
+        grads = (x.T @ delta / len(y) + self.l2 * self.w, delta.mean(axis=1, keepdims=True))
         beta1, beta2, eps = 0.9, 0.999, 1e-7
-        for param, grad, (m, v) in zip(self.params, grads, self.moments):
+        for param, grad, (m, v) in zip((self.w, self.b), grads, self.moments):
             m *= beta1
             m += (1 - beta1) * grad
             v *= beta2
@@ -100,6 +128,18 @@ class _Adam:
             m_hat = m / (1 - beta1**step)
             v_hat = v / (1 - beta2**step)
             param -= (self.learning_rate * m_hat / (np.sqrt(v_hat) + eps)).astype(np.float32)
+
+
+def _shared_config(configs: list[HeadConfig]) -> HeadConfig:
+    """The settings every head of one `train_heads` call shares; ValueError naming those that differ."""
+    if not configs:
+        raise ValueError("train_heads needs at least one HeadConfig")
+    differ = sorted({f for c in configs for f in c.__dataclass_fields__
+                     if f not in PER_HEAD and getattr(c, f) != getattr(configs[0], f)})
+    if differ:
+        raise ValueError(f"heads trained together may differ only in {', '.join(PER_HEAD)}; these differ: "
+                         f"{', '.join(differ)}")
+    return configs[0]
 
 
 def train_head(
@@ -117,25 +157,34 @@ def train_head(
     `fixed_steps`: train exactly that many steps and return the final weights, no early stopping (the
     refit on train + validation, whose step count was chosen on validation before).
     """
+    return train_heads(train_x, train_y, val_x, val_y, num_classes, [config], log, fixed_steps)[0]
+
+
+def train_heads(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int,
+                configs: list[HeadConfig], log=print, fixed_steps: int | None = None) -> list[Head]:
+    """`train_head` for several settings at once, each head exactly (bit for bit) what it would be alone.
+
+    The configs may differ only in PER_HEAD fields, so every head sees the same batches and dropout
+    masks; the heads are stacked, and numpy's stacked matmul runs each head's product as the same BLAS
+    call it would be alone. What is saved is Python's per-step overhead, which a 5-class head is mostly.
+    Each head stops early on its own.
+    """
+    config = _shared_config(list(configs))
     if len(train_x) == 0:
         raise ValueError("no training features")
     if train_x.shape[1] != (val_x.shape[1] if len(val_x) else train_x.shape[1]):
         raise ValueError("train and validation features differ in size")
     rng = np.random.default_rng(config.seed)
     dim = train_x.shape[1]
-    # Glorot-uniform like Keras' Dense default.
-    limit = np.sqrt(6.0 / (dim + num_classes))
-    w = rng.uniform(-limit, limit, (dim, num_classes)).astype(np.float32)
-    b = np.zeros(num_classes, np.float32)
-    adam = _Adam(w, b, config.learning_rate)
+    limit = np.sqrt(6.0 / (dim + num_classes))  # Glorot-uniform like Keras' Dense default
+    w = rng.uniform(-limit, limit, (1, dim, num_classes)).astype(np.float32)
+    stack = _Stack(list(configs), np.repeat(w, len(configs), axis=0), num_classes)
     weight_of = class_weights(train_y, num_classes, config.class_weights)
-    smooth = config.label_smoothing
     # Early stopping falls back to training loss when there is no validation split.
     monitor_x, monitor_y = (val_x, val_y) if len(val_x) else (train_x, train_y)
     total_steps = fixed_steps or config.how_many_training_steps
-
-    head = Head(w.copy(), b.copy())
-    best_loss, stale = np.inf, 0
+    heads = [Head(w[0].copy(), stack.b[0, 0].copy()) for _ in configs]
+    watches = [{"best_loss": np.inf, "stale": 0} for _ in configs]
     order, cursor = rng.permutation(len(train_x)), 0
     for step in range(1, total_steps + 1):
         if cursor + config.train_batch_size > len(order):
@@ -146,46 +195,56 @@ def train_head(
         if config.dropout:
             keep = 1.0 - config.dropout
             x = x * (rng.random(x.shape) < keep) / keep
-        delta = _softmax(x @ w + b)  # d(loss)/d(logits) = probs - target
-        if smooth:
-            delta -= smooth / num_classes
-        delta[np.arange(len(y)), y] -= 1.0 - smooth
-        if config.class_weights != "none":
-            delta *= weight_of[y][:, None]
-        adam.step(step, (x.T @ delta / len(y) + config.l2 * w, delta.mean(axis=0)))
-
+        stack.step(step, x, y, weight_of if config.class_weights != "none" else None)
         if step % config.eval_step_interval and step != total_steps:
             continue
-        record = _evaluate(step, w, b, (train_x, train_y), (monitor_x, monitor_y), weight_of, config)
-        head.history.append(record)
-        log(
-            f"step {step:5d}: train accuracy {record['train_accuracy']:.1%}, "
-            f"cross entropy {record['train_cross_entropy']:.4f}; "
-            f"validation accuracy {record['validation_accuracy']:.1%}, "
-            f"cross entropy {record['validation_cross_entropy']:.4f}"
-        )
-        if fixed_steps:
-            continue
-        if record["validation_cross_entropy"] < best_loss - 1e-5:
-            best_loss, stale = record["validation_cross_entropy"], 0
-            head.weights, head.bias, head.best_step = w.copy(), b.copy(), step
-        else:
-            stale += 1
-            if stale >= config.early_stopping_patience:
-                log(f"early stopping at step {step}: best validation loss {best_loss:.4f} at step {head.best_step}")
-                break
+        records = _evaluate(step, stack, (train_x, train_y), (monitor_x, monitor_y), weight_of, config)
+        live = np.array([_watch(step, stack, i, record, heads, watches, fixed_steps, config, log)
+                         for i, record in enumerate(records)])
+        if not live.any():
+            break
+        if not live.all():
+            stack.keep(live)
+    if fixed_steps:  # the final weights, not the best seen
+        for i, row in enumerate(stack.rows):
+            heads[row].weights, heads[row].bias, heads[row].best_step = stack.w[i].copy(), stack.b[i, 0].copy(), total_steps
+    return heads
+
+
+def _watch(step: int, stack: _Stack, i: int, record: dict, heads: list[Head], watches: list[dict],
+           fixed_steps: int | None, config: HeadConfig, log) -> bool:
+    """Record one head's evaluation and keep its best weights; False when it stops early."""
+    row = stack.rows[i]
+    head, watch = heads[row], watches[row]
+    head.history.append(record)
+    log(
+        f"step {step:5d}: train accuracy {record['train_accuracy']:.1%}, "
+        f"cross entropy {record['train_cross_entropy']:.4f}; "
+        f"validation accuracy {record['validation_accuracy']:.1%}, "
+        f"cross entropy {record['validation_cross_entropy']:.4f}"
+    )
     if fixed_steps:
-        head.weights, head.bias, head.best_step = w.copy(), b.copy(), total_steps
-    return head
+        return True
+    if record["validation_cross_entropy"] < watch["best_loss"] - 1e-5:
+        watch["best_loss"], watch["stale"] = record["validation_cross_entropy"], 0
+        head.weights, head.bias, head.best_step = stack.w[i].copy(), stack.b[i, 0].copy(), step
+        return True
+    watch["stale"] += 1
+    if watch["stale"] >= config.early_stopping_patience:
+        log(f"early stopping at step {step}: best validation loss {watch['best_loss']:.4f} at step {head.best_step}")
+        return False
+    return True
 
 
-def _evaluate(step: int, w, b, train: tuple, monitor: tuple, weight_of: np.ndarray, config: HeadConfig) -> dict:
-    """One history record. Cross-entropy is on the hard labels (what the model is judged on), weighted
-    by class when class weights are on, so early stopping watches the loss being optimised."""
+def _evaluate(step: int, stack: _Stack, train: tuple, monitor: tuple, weight_of: np.ndarray,
+              config: HeadConfig) -> list[dict]:
+    """One history record per stacked head. Cross-entropy is on the hard labels (what the model is judged
+    on), weighted by class when class weights are on, so early stopping watches the loss being optimised."""
     weighted = config.class_weights != "none"
-    record = {"step": step}
+    records = [{"step": step} for _ in stack.rows]
     for name, (x, y) in (("train", train), ("validation", monitor)):
-        probs = _softmax(x @ w + b)
-        record[f"{name}_accuracy"] = accuracy(probs, y)
-        record[f"{name}_cross_entropy"] = cross_entropy(probs, y, weight_of[y] if weighted else None)
-    return record
+        probs = _softmax(x @ stack.w + stack.b)
+        for record, head_probs in zip(records, probs):
+            record[f"{name}_accuracy"] = accuracy(head_probs, y)
+            record[f"{name}_cross_entropy"] = cross_entropy(head_probs, y, weight_of[y] if weighted else None)
+    return records

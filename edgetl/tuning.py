@@ -1,11 +1,12 @@
 """Head settings chosen on validation, then the head refit on all the labelled data.
 
 A small grid over learning rate, weight decay, dropout and label smoothing, each point a numpy fit on the
-cached features (about a second each). The rule that picks one keeps the promise "the defaults need no
-flags": among the settings whose validation accuracy is at least that of the given settings (today's fixed
-ones unless flags say otherwise), the one with the lowest validation cross-entropy wins. Cross-entropy
-decides rather than accuracy because it uses every probability, so it is far less noisy on a few hundred
-images than a count of right answers; the accuracy floor means the choice is never worse on validation.
+cached features (the points that share their batches are trained together, `train_heads`). The rule that picks
+one keeps the promise "the defaults need no flags": among the settings whose validation accuracy is at least
+that of the given settings (today's fixed ones unless flags say otherwise), the one with the lowest validation
+cross-entropy wins. Cross-entropy decides rather than accuracy because it uses every probability, so it is far
+less noisy on a few hundred images than a count of right answers; the accuracy floor means the choice is never
+worse on validation.
 
 Refit: with the settings and the number of steps chosen, the head is trained again on train + validation
 for the same number of epochs (the test split stays untouched), since 10 % more photos is worth more
@@ -21,7 +22,7 @@ from itertools import product
 import numpy as np
 from tqdm import tqdm
 
-from .head import Head, HeadConfig, accuracy, cross_entropy, train_head
+from .head import PER_HEAD, Head, HeadConfig, accuracy, cross_entropy, train_head, train_heads
 
 #: The searched HeadConfig fields, in table order.
 SEARCHED = ("learning_rate", "l2", "dropout", "label_smoothing")
@@ -94,6 +95,22 @@ def choose(table: list[dict], baseline: int = 0) -> int:
     return min(eligible, key=lambda i: (table[i]["validation_cross_entropy"], i))
 
 
+def _fit_candidates(candidates: list[HeadConfig], train: tuple, val: tuple, num_classes: int, log) -> list[Head]:
+    """One head per candidate, in order. Candidates that differ only in PER_HEAD settings are trained
+    together (`train_heads`: the same heads, 3-4x sooner than one by one)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(candidates):
+        groups.setdefault(tuple(getattr(c, f) for f in c.__dataclass_fields__ if f not in PER_HEAD), []).append(i)
+    heads: list[Head | None] = [None] * len(candidates)
+    with tqdm(total=len(candidates), desc="head settings", unit="fit", leave=False, disable=len(candidates) < 2) as bar:
+        for members in groups.values():
+            fitted = train_heads(*train, *val, num_classes, [candidates[i] for i in members], log=log)
+            for i, head in zip(members, fitted):
+                heads[i] = head
+            bar.update(len(members))
+    return heads
+
+
 def fit_head(train: tuple, val: tuple, num_classes: int, base: HeadConfig = HeadConfig(),
              tune: TuneConfig = TuneConfig(), log=print, extra_train: tuple | None = None) -> HeadFit:
     """Search, choose, refit. `train`/`val` are (features, labels); `extra_train` (augmented views of the
@@ -105,11 +122,8 @@ def fit_head(train: tuple, val: tuple, num_classes: int, base: HeadConfig = Head
     has_val = len(val_y) > 0
     candidates = tune.candidates(base) if has_val else [base]
     quiet = lambda _msg: None  # noqa: E731
-    table, heads = [], []
-    for config in tqdm(candidates, desc="head settings", unit="fit", leave=False, disable=len(candidates) < 2):
-        head = train_head(train_x, train_y, val_x, val_y, num_classes, config, log=quiet if len(candidates) > 1 else log)
-        heads.append(head)
-        table.append(_row(config, head, val) if has_val else {n: getattr(config, n) for n in SEARCHED})
+    heads = _fit_candidates(candidates, (train_x, train_y), val, num_classes, log if len(candidates) == 1 else quiet)
+    table = [_row(c, h, val) if has_val else {n: getattr(c, n) for n in SEARCHED} for c, h in zip(candidates, heads)]
     best = choose(table) if has_val else 0
     chosen, selected = candidates[best], heads[best]
     if len(candidates) > 1:

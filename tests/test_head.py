@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edgetl.head import HeadConfig, accuracy, cross_entropy, train_head
+from edgetl.head import HeadConfig, accuracy, cross_entropy, train_head, train_heads
 
 
 def blobs(seed: int, n_train: int = 30, n_val: int = 300, dim: int = 60, classes: int = 3,
@@ -59,6 +59,34 @@ def test_seeded_training_is_bit_for_bit_repeatable(dropout):
     assert a.history == b.history and a.best_step == b.best_step
     c = fit(data, **{**config, "seed": 8})
     assert c.weights.tobytes() != a.weights.tobytes()
+
+
+@pytest.mark.parametrize("shared", [dict(dropout=0.0), dict(dropout=0.3, class_weights="balanced")])
+def test_heads_trained_together_are_bit_for_bit_the_heads_trained_alone(shared):
+    """The tuning search trains its candidates stacked; each must be what it would be alone, including
+    heads that stop early at different steps and a fixed-step refit."""
+    tx, ty, vx, vy = blobs(3, n_train=60, flip=0.2)
+    base = dict(how_many_training_steps=600, eval_step_interval=20, train_batch_size=16, early_stopping_patience=3,
+                seed=5, **shared)
+    configs = [HeadConfig(**base, learning_rate=lr, l2=l2, label_smoothing=s)
+               for lr, l2, s in [(0.001, 0.0, 0.0), (0.03, 1e-3, 0.0), (0.01, 0.0, 0.1), (0.1, 1e-2, 0.2)]]
+    for fixed_steps in (None, 70):
+        together = train_heads(tx, ty, vx, vy, 3, configs, log=quiet, fixed_steps=fixed_steps)
+        alone = [train_head(tx, ty, vx, vy, 3, c, log=quiet, fixed_steps=fixed_steps) for c in configs]
+        for a, b in zip(together, alone):
+            assert a.weights.tobytes() == b.weights.tobytes() and a.bias.tobytes() == b.bias.tobytes()
+            assert a.history == b.history and a.best_step == b.best_step
+    assert len({h.best_step for h in together}) == 1 and len({h.best_step for h in alone}) == 1
+    stops = {len(h.history) for h in train_heads(tx, ty, vx, vy, 3, configs, log=quiet)}
+    assert len(stops) > 1  # the heads did stop at different steps
+
+
+def test_heads_trained_together_must_share_their_batches():
+    tx, ty, vx, vy = blobs(4)
+    with pytest.raises(ValueError, match="differ only in learning_rate, l2, label_smoothing; these differ: dropout, seed"):
+        train_heads(tx, ty, vx, vy, 3, [HeadConfig(), HeadConfig(dropout=0.3, seed=1)], log=quiet)
+    with pytest.raises(ValueError, match="at least one"):
+        train_heads(tx, ty, vx, vy, 3, [], log=quiet)
 
 
 def test_log_reports_each_evaluation():

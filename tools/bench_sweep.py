@@ -48,6 +48,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--skip_keras", action="store_true", help="no Keras recipe, no `edgetl train` (ratios 5, 7)")
     p.add_argument("--skip_memory", action="store_true", help="no 4- and 16-point sweeps (ratio 6)")
     p.add_argument("--skip_warm", action="store_true", help="no second run of the README sweep (ratio 3)")
+    p.add_argument("--skip_sweep", action="store_true", help="no floor and no README sweep (ratios 1-4)")
     hidden = argparse.SUPPRESS  # for trying the script on tiny inputs; the defaults are the settings
     p.add_argument("--subset_per_class", type=int, default=0, help=hidden)
     p.add_argument("--backbones", default="v1,v2", help=hidden)
@@ -56,7 +57,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--epochs", type=int, default=5, help=hidden)
     p.add_argument("--floor_repeats", type=int, default=2, help=hidden)
     p.add_argument("--memory_per_class", type=int, default=40, help=hidden)
-    p.add_argument("--memory_small", default="0.25,0.5/128,160", help=hidden)  # V1 ALPHAS/RESOLUTIONS
+    # V1 ALPHAS/RESOLUTIONS; the 4-point grid holds the 16-point grid's largest model, so the ratio shows what
+    # the number of points adds, not what a larger backbone does
+    p.add_argument("--memory_small", default="0.25,1.0/128,224", help=hidden)
     p.add_argument("--memory_large", default="0.25,0.5,0.75,1.0/128,160,192,224", help=hidden)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -498,10 +501,11 @@ def main(argv: list[str] | None = None) -> int:
                     [int(r) for r in args.resolutions.split(",")])
     results: dict = {"settings": {k: str(v) for k, v in vars(args).items()}, "sweep_args": extra,
                      "cpu_count": os.cpu_count(), "load_average_1min_before": os.getloadavg()[0], "ratios": {}}
-    results["floor"] = measure_floor(image_dir, args.weights_dir, specs, args.floor_repeats)
-    save(results, args.out)
-    readme_sweep(args, extra, image_dir, results["floor"], results)
-    save(results, args.out)
+    if not args.skip_sweep:
+        results["floor"] = measure_floor(image_dir, args.weights_dir, specs, args.floor_repeats)
+        save(results, args.out)
+        readme_sweep(args, extra, image_dir, results["floor"], results)
+        save(results, args.out)
     if not args.skip_keras:
         keras_step(args, image_dir, results)
         save(results, args.out)
