@@ -108,6 +108,9 @@ def test_rounding_error_sums_equal_running_the_layer_with_the_kernel_error(kind,
     float_kernel = layer.get_weights()[0]
     layer.set_weights([bc.quantize_like_int8(float_kernel, bc._reduce_axes(layer))])
     fast, n = bc._rounding_error(layer, float_kernel, x)
+    summed, m = bc._rounding_error(layer, float_kernel, x.sum(axis=0), images=len(x))  # as the probe model gives it
+    np.testing.assert_allclose(summed, fast, rtol=1e-5, atol=1e-6)
+    assert m == n
     layer.set_weights([float_kernel - layer.get_weights()[0]])
     out = np.asarray(layer(x), np.float64)
     slow = out.reshape(-1, out.shape[-1])

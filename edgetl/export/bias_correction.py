@@ -128,19 +128,18 @@ def _conv_plan(layer, shape: tuple[int, ...]):
     return max((oh - 1) * sh + kh - h, 0) // 2, max((ow - 1) * sw + kw - w, 0) // 2, oh, ow
 
 
-def _offset_sums(x: np.ndarray, layer, plan) -> np.ndarray:
+def _offset_sums(image_sum: np.ndarray, layer, plan) -> np.ndarray:
     """S[i, j, c]: the sum over images and output positions of the input the kernel tap (i, j) reads.
 
     A conv's output summed over positions is then sum_ij S[i, j] . W[i, j]: the rounding error's sum
-    needs these few vectors, not a convolution with W - W_q (which is what made this step slow). The
-    images are summed first: every tap reads the same positions of each image, so one (h, w, c) map
-    serves them all, and the windows are taken once instead of once per image.
+    needs these few vectors, not a convolution with W - W_q (which is what made this step slow). Every
+    tap reads the same positions of each image, so the images' summed input map (h, w, c) serves them all.
     """
     top, left, oh, ow = plan
     (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
-    _, h, w, c = x.shape
+    h, w, c = image_sum.shape
     padded = np.zeros((max(h + top, (oh - 1) * sh + kh), max(w + left, (ow - 1) * sw + kw), c), np.float64)
-    padded[top : top + h, left : left + w] = np.asarray(x).sum(axis=0, dtype=np.float64)
+    padded[top : top + h, left : left + w] = image_sum
     sums = np.empty((kh, kw, c))
     for i in range(kh):
         for j in range(kw):
@@ -148,26 +147,36 @@ def _offset_sums(x: np.ndarray, layer, plan) -> np.ndarray:
     return sums
 
 
-def _rounding_error(layer, float_kernel: np.ndarray, x) -> tuple[np.ndarray, int]:
+def _summable(layer, input_shape: tuple) -> bool:
+    """Whether the rounding error of `layer` needs only its input summed over the images (`_offset_sums`)."""
+    import keras
+
+    convs = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    return isinstance(layer, convs) and _conv_plan(layer, input_shape) is not None
+
+
+def _rounding_error(layer, float_kernel: np.ndarray, x, images: int = 0) -> tuple[np.ndarray, int]:
     """(sum over positions of layer_W(x) - layer_Wq(x) per output channel, number of positions).
 
     A conv is linear here, so that difference is the layer run with kernel W - W_q and no bias;
-    a dense layer's is x (W - W_q), before its activation.
+    a dense layer's is x (W - W_q), before its activation. `images` > 0: `x` is the input summed over
+    that many images, (h, w, c), which is all a `_summable` layer needs.
     """
     import keras
 
     weights = layer.get_weights()
     x = np.asarray(x)
-    convs = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
-    plan = _conv_plan(layer, x.shape) if isinstance(layer, convs) else None
-    if plan is not None:
+    if not images and _summable(layer, x.shape):
+        x, images = x.sum(axis=0, dtype=np.float64), len(x)
+    if images:
+        plan = _conv_plan(layer, (images, *x.shape))
         delta = float_kernel.astype(np.float64) - weights[0]
-        sums = _offset_sums(x, layer, plan)
+        sums = _offset_sums(np.asarray(x, np.float64), layer, plan)
         if isinstance(layer, keras.layers.DepthwiseConv2D):  # (kh, kw, c, m) -> channel c * m + k
             total = np.einsum("ijc,ijcm->cm", sums, delta).reshape(-1)
         else:
             total = np.einsum("ijc,ijco->o", sums, delta)
-        return total, x.shape[0] * plan[2] * plan[3]
+        return total, images * plan[2] * plan[3]
     if isinstance(layer, keras.layers.Dense):
         x = np.asarray(x, np.float64)
         out = x.reshape(-1, x.shape[-1]) @ (float_kernel.astype(np.float64) - weights[0])
@@ -181,6 +190,16 @@ def _rounding_error(layer, float_kernel: np.ndarray, x) -> tuple[np.ndarray, int
         layer.set_weights(weights)
     out = out.reshape(-1, out.shape[-1])
     return out.sum(0), len(out)
+
+
+def _probe(backbone, targets: list[tuple[object, object]]):
+    """A model of the backbone's inputs giving what each target's rounding error needs: a `_summable`
+    layer's input summed over the batch, in the graph (copying every activation of a batch out of
+    TensorFlow, to sum it in numpy, took most of this step's time and memory), else the input itself."""
+    import keras
+
+    outputs = [keras.ops.sum(w.input, axis=0) if _summable(w, tuple(w.input.shape)) else w.input for w, _ in targets]
+    return keras.Model(backbone.inputs, outputs)
 
 
 def _run(layer, x: np.ndarray) -> np.ndarray:
@@ -227,19 +246,23 @@ def correct_biases(model, images: np.ndarray) -> CorrectionReport:
         for layer, targets in groups:
             if targets:
                 if isinstance(layer, keras.Model):
-                    probe = keras.Model(layer.inputs, [weighted.input for weighted, _ in targets])
+                    probe = _probe(layer, targets)
+                    summed = [_summable(w, tuple(w.input.shape)) for w, _ in targets]
                     inputs_of = lambda batch: probe.predict_on_batch(batch)  # noqa: E731
                 else:  # a layer of the chain itself (the head): its input is the batch
+                    summed = [False]
                     inputs_of = lambda batch: [batch]  # noqa: E731
                 for _ in range(PASSES):
                     sums = [0.0] * len(targets)
                     counts = [0] * len(targets)
                     for start in range(0, len(x), BATCH):
-                        layer_inputs = inputs_of(x[start : start + BATCH])
+                        batch = x[start : start + BATCH]
+                        layer_inputs = inputs_of(batch)
                         if not isinstance(layer_inputs, (list, tuple)):
                             layer_inputs = [layer_inputs]
                         for i, ((weighted, _), x_in) in enumerate(zip(targets, layer_inputs)):
-                            s, n = _rounding_error(weighted, float_kernels[id(weighted)], x_in)
+                            s, n = _rounding_error(weighted, float_kernels[id(weighted)], x_in,
+                                                   len(batch) if summed[i] else 0)
                             sums[i], counts[i] = sums[i] + s, counts[i] + n
                     # Each pass sets the bias from the original one (passes refine, never add up).
                     for (_, absorber), total, n in zip(targets, sums, counts):
