@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from .cli_pick import (add_bench_arguments, add_budget_arguments, add_device_arguments, bench_from_args,
+                       budget_from_args, cmd_bundle, cmd_report, pick_from_args)
+
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     from .data import SplitConfig
@@ -151,60 +154,6 @@ def _csv(cast):
     return parse
 
 
-def _budget_from_args(args: argparse.Namespace):
-    from .pareto import Budget
-
-    min_accuracy = args.min_accuracy
-    if min_accuracy is not None and min_accuracy > 1:
-        min_accuracy /= 100.0  # accept "90" as well as "0.9"
-    return Budget(args.max_latency_ms, args.max_size_mb, min_accuracy, args.max_init_ms)
-
-
-def _pick_from_args(args: argparse.Namespace):
-    from .pareto import PickConfig
-
-    return PickConfig(rule=args.pick, accuracy_tolerance=args.accuracy_tolerance)
-
-
-def _add_budget_arguments(p: argparse.ArgumentParser) -> None:
-    from .pareto import PICK_RULES, PickConfig
-
-    d = PickConfig()
-    p.add_argument("--max_latency_ms", type=float, default=None, help="p50 latency budget at batch 1")
-    p.add_argument("--max_size_mb", type=float, default=None, help="file size budget (1 MB = 10^6 bytes)")
-    p.add_argument("--max_init_ms", type=float, default=None,
-                   help="start-up budget: load and allocate plus the first inference")
-    p.add_argument("--pick", choices=PICK_RULES, default=d.rule,
-                   help="cheapest_tied (default): the cheapest artifact tied with the most accurate one within "
-                        "budget (within --accuracy_tolerance points and not significantly worse, paired); "
-                        "most_accurate: the most accurate within budget (the knee of the front without one)")
-    p.add_argument("--accuracy_tolerance", type=float, default=d.accuracy_tolerance,
-                   help=f"points of accuracy a tied artifact may give up (default {d.accuracy_tolerance:g})")
-    p.add_argument("--min_accuracy", type=float, default=None, help="minimum test top-1 (0..1 or percent)")
-
-
-def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    from .bench import BenchConfig
-
-    d = BenchConfig()
-    p.add_argument("--num_threads", type=int, default=d.num_threads,
-                   help=f"threads for the runtime when measuring latency (default {d.num_threads})")
-    p.add_argument("--min_timed_runs", type=int, default=d.min_timed_runs,
-                   help=f"latency: at least this many timed invokes (default {d.min_timed_runs})")
-    p.add_argument("--min_timed_seconds", type=float, default=d.min_timed_seconds,
-                   help=f"latency: and at least this long (default {d.min_timed_seconds:g} s)")
-    p.add_argument("--max_timed_seconds", type=float, default=d.max_timed_seconds,
-                   help=f"latency: then until the percentiles are stable, at most this long (default "
-                        f"{d.max_timed_seconds:g} s)")
-
-
-def _bench_from_args(args: argparse.Namespace):
-    from .bench import BenchConfig
-
-    return BenchConfig(num_threads=args.num_threads, min_timed_runs=args.min_timed_runs,
-                       min_timed_seconds=args.min_timed_seconds, max_timed_seconds=args.max_timed_seconds)
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .export.cli import export_config_from_args
     from .grid import grid, read_grid_file
@@ -220,8 +169,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         image_dir=args.image_dir, output_dir=args.output_dir, points=tuple(points), split=_split_from_args(args),
         features=_features_from_args(args), head=head_config_from_args(args),
         tune=tune_config_from_args(args),
-        export=export_config_from_args(args, args.formats), bench=_bench_from_args(args),
-        budget=_budget_from_args(args), pick=_pick_from_args(args), force=args.force,
+        export=export_config_from_args(args, args.formats), bench=bench_from_args(args),
+        budget=budget_from_args(args), pick=pick_from_args(args), force=args.force,
         fine_tune_front=args.fine_tune_front, fine_tune_settings=fine_tune_config_from_args(args),
     )
     if args.ray is not None:
@@ -249,38 +198,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_model
 
-    row = bench_model(args.model, args.image_dir, _bench_from_args(args), _split_from_args(args))
+    row = bench_model(args.model, args.image_dir, bench_from_args(args), _split_from_args(args))
     print(json.dumps(row.to_dict(), indent=2))
     return 0 if row.status == "ok" else 1
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from .report import rebuild_report
-
-    budget = _budget_from_args(args)
-    if not budget.is_set:
-        from .pareto import Budget
-
-        saved = json.loads((args.run_dir / "sweep.json").read_text()).get("settings", {}).get("budget", {}) \
-            if (args.run_dir / "sweep.json").is_file() else {}
-        budget = Budget(**saved) if saved else budget
-    print(f"report: {rebuild_report(args.run_dir, budget, _pick_from_args(args), args.device_results, args.device_threads)}")
-    return 0
-
-
-def cmd_bundle(args: argparse.Namespace) -> int:
-    from .bundle import make_bundle
-
-    out = make_bundle(args.run_dir, args.output, front_only=args.front)
-    print(f"bundle: {out} ({out.stat().st_size / 1e6:.1f} MB); on the device: unzip it, then "
-          "python device_bench.py; bring back the device-*.json for `edgetl report --device_results`")
-    return 0
-
-
-def _add_device_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device_results", nargs="+", type=Path, default=[],
-                   help="device JSON(s) from device_bench.py: re-pick on each device's latencies")
-    p.add_argument("--device_threads", type=int, default=1, help="which of the device's thread counts to pick on")
 
 
 def cmd_label(args: argparse.Namespace) -> int:
@@ -302,8 +222,8 @@ def _add_sweep_parser(sub) -> None:
     p.add_argument("--formats", type=_csv(str), default=list(SWEEP_FORMATS),
                    help=f"comma list of format names (default {','.join(SWEEP_FORMATS)})")
     add_shared_export_arguments(p)
-    _add_bench_arguments(p)
-    _add_budget_arguments(p)
+    add_bench_arguments(p)
+    add_budget_arguments(p)
     _add_backbone_arguments(p)
     _add_head_arguments(p)
     p.add_argument("--fine_tune_front", type=int, default=0, metavar="K",
@@ -312,7 +232,7 @@ def _add_sweep_parser(sub) -> None:
     _add_fine_tune_arguments(p, switch=False)
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--force", action="store_true", help="redo every stage even if finished")
-    _add_device_arguments(p)
+    add_device_arguments(p)
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run the units as Ray tasks (pip install 'edgetl[ray]'): without ADDRESS on a Ray started "
                         "here, 'auto' on the cluster this machine has joined, or the head's host:port")
@@ -352,13 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure one .tflite/.onnx on a dataset's test split")
     p.add_argument("model", type=Path)
     _add_data_arguments(p)
-    _add_bench_arguments(p)
+    add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="rebuild results.csv/json, pareto.png and report.md of a sweep")
     p.add_argument("run_dir", type=Path)
-    _add_budget_arguments(p)
-    _add_device_arguments(p)
+    add_budget_arguments(p)
+    add_device_arguments(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bundle", help="pack a sweep's artifacts, test images and device_bench.py for a device")

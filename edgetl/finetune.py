@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .data import decode_images
-from .head import Head, HeadConfig, class_weights
+from .head import HeadConfig, class_weights
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ than the early-stopping signal once the step count is known.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from itertools import product
 
 import numpy as np

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import make_result
-from edgetl.device import device_rows, fit_format, read_device_results, write_device_reports
+from edgetl.device import device_rows, read_device_results, write_device_reports
 from edgetl.pareto import Budget, PickConfig, pick
 
 

@@ -15,7 +15,6 @@ Exit code 1 when any artifact's ratio is off by more than the tolerance.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
