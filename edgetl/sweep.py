@@ -270,12 +270,15 @@ def finish_sweep(config: SweepConfig, results: list[ArtifactResult], notes: list
 
 
 def run_grid(config: SweepConfig, dataset: Dataset, notes: list[str], say,
-             results: list[ArtifactResult] | None = None, load=None) -> list[ArtifactResult]:
-    """Every point of `config` in process, one after the other; rows added to `results`, written after each."""
+             results: list[ArtifactResult] | None = None, load=None,
+             walls: dict[str, float] | None = None) -> list[ArtifactResult]:
+    """Every point of `config` in process, one after the other; rows added to `results`, written after each.
+    `walls` gets each point's wall time, by point directory name."""
     results = list(results or [])
     with tqdm(total=len(config.points), desc="fine-tuning" if config.fine_tune else "grid", unit="point",
               position=0) as overall, tqdm(bar_format="{desc}", position=1, leave=False) as stage:
         for spec in config.points:
+            started = time.perf_counter()
             overall.set_postfix_str(point_name(config, spec))
             try:
                 rows = run_point(config, spec, dataset, stage, say, load)
@@ -288,6 +291,8 @@ def run_grid(config: SweepConfig, dataset: Dataset, notes: list[str], say,
             _release_models()
             if results:
                 write_results(results, config.output_dir, notes)  # after every point: a kill keeps those
+            if walls is not None:
+                walls[point_dir(config, spec).name] = round(time.perf_counter() - started, 2)
             overall.update(1)
     return results
 
@@ -321,18 +326,21 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
     notes = list(notes or [])
     started = time.perf_counter()
     dataset, say = start_sweep(config, log)
+    # Where this run's time went besides each unit's own record (run.json, export.json, bench/*.json).
+    timings = {"start_s": round(time.perf_counter() - started, 2), "point_wall_s": {}}
     # Each photo decoded once for the whole grid, on the first unit that needs pixels (a warm re-run never does).
     pixels = LazyPixels(Path(config.output_dir) / PIXELS_DIR, dataset.records, {p.resolution for p in config.points})
-    results = run_grid(config, dataset, notes, say, load=pixels)
+    results = run_grid(config, dataset, notes, say, load=pixels, walls=timings["point_wall_s"])
     fine = fine_tune_pass(config, results)
     if fine is not None:
         say(f"fine-tuning {len(fine.points)} point(s) of the front: " + ", ".join(p.id for p in fine.points))
-        results = run_grid(fine, dataset, notes, say, results, load=pixels)
+        results = run_grid(fine, dataset, notes, say, results, load=pixels, walls=timings["point_wall_s"])
+    finishing = time.perf_counter()
     finished = finish_sweep(config, results, notes)
     pixels.remove()  # kept until here, so a killed sweep resumes without decoding again
-    # Where this run's time went besides each unit's own record (run.json, export.json, bench/*.json).
     atomic_write_json(Path(config.output_dir) / "timings.json", {
-        "wall_s": round(time.perf_counter() - started, 2),
+        "wall_s": round(time.perf_counter() - started, 2), **timings,
+        "finish_s": round(time.perf_counter() - finishing, 2),
         "decode_once_s": round(pixels.store.seconds, 2) if pixels.store else 0.0,
         "decoded_resolutions": list(pixels.store.resolutions) if pixels.store else []})
     return finished

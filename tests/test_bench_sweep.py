@@ -53,12 +53,17 @@ def test_missing_fields_are_none_not_errors(tmp_path):
 def test_sweep_breakdown_floor_sum_needs_every_point(tmp_path):
     for pid in ("v1-a0.25-r128", "v2-a1-r224"):
         fake_point(tmp_path, pid)
-    write(tmp_path / "timings.json", {"wall_s": 100.0, "decode_once_s": 7.5})
+    write(tmp_path / "timings.json", {"wall_s": 100.0, "decode_once_s": 7.5, "start_s": 1.5, "finish_s": 4.0,
+                                      "point_wall_s": {"v1-a0.25-r128": 27.0}})
     (tmp_path / "points" / "v1-a0.5-r128").mkdir(parents=True)  # no run.json: not a finished point
     floor = {"v1-a0.25-r128": {"seconds": 2.0}, "v2-a1-r224": {"seconds": 8.0}}
     b = bench_sweep.sweep_breakdown(tmp_path, floor)
     assert sorted(b["points"]) == ["v1-a0.25-r128", "v2-a1-r224"]
     assert b["floor_sum_s"] == 10.0 and b["decode_once_s"] == 7.5
+    assert b["start_s"] == 1.5 and b["finish_s"] == 4.0
+    point = b["points"]["v1-a0.25-r128"]
+    assert point["between_units_s"] == pytest.approx(27.0 - point["total_s"])
+    assert b["points"]["v2-a1-r224"]["between_units_s"] is None  # no wall time recorded for it
     assert bench_sweep.sweep_breakdown(tmp_path, {"v2-a1-r224": {"seconds": 8.0}})["floor_sum_s"] is None
 
 

@@ -138,8 +138,12 @@ def sweep_breakdown(out: Path, floor: dict[str, dict]) -> dict:
     points = {p.name: point_breakdown(p, number(floor.get(p.name), "seconds"))
               for p in sorted((out / "points").glob("*")) if (p / "run.json").is_file()}
     floors = [b["floor_s"] for b in points.values()]
+    walls = timings.get("point_wall_s") if isinstance(timings.get("point_wall_s"), dict) else {}
+    for name, b in points.items():  # inside the point, outside its units: export inputs, test images, results
+        b["between_units_s"] = None if number(walls, name) is None or b["total_s"] is None else \
+            number(walls, name) - b["total_s"]
     return {"decode_once_s": number(timings, "decode_once_s"), "sweep_wall_s": number(timings, "wall_s"),
-            "points": points, "floor_sum_s": None if not floors or None in floors else sum(floors)}
+            "start_s": number(timings, "start_s"), "finish_s": number(timings, "finish_s"), "points": points, "floor_sum_s": None if not floors or None in floors else sum(floors)}
 
 
 def wilson_text(correct: int, n: int) -> str:
@@ -290,8 +294,13 @@ def print_time_table(b: dict, wall: float) -> None:
         print(f"  {pid:<14}" + "".join(f"{show(v, 1):>8}" for v in cells))
     totals = [sum(c[i] for c in rows.values() if c[i] is not None) for i in range(len(STAGES))]
     print(f"  {'total':<14}" + "".join(f"{v:>8.1f}" for v in totals))
-    print(f"  outside the points and the decode (start-up, scan, pick, report): "
-          f"{wall - totals[-1] - (b['decode_once_s'] or 0.0):.1f}\n  per artifact, export / bench:")
+    between = [p.get("between_units_s") for p in b["points"].values()]
+    print(f"  outside the units and the decode: {wall - totals[-1] - (b['decode_once_s'] or 0.0):.1f}, of which "
+          f"between units inside the points (export inputs: the Keras model and its test predictions; test "
+          f"images; results) {show(sum(between) if between and None not in between else None, 1)}, start-up "
+          f"and scan {show(b.get('start_s'), 1)}, results, pick and report {show(b.get('finish_s'), 1)}, before "
+          f"the sweep began (process start, imports) {show(wall - b['sweep_wall_s'] if b['sweep_wall_s'] else None, 1)}"
+          f"\n  per artifact, export / bench:")
     for pid, p in b["points"].items():
         print(f"  {pid:<14}" + "  ".join(f"{f} {show(p['export'].get(f), 1)}/{show(p['bench'].get(f), 1)}"
                                          for f in sorted(set(p["export"]) | set(p["bench"]))))
