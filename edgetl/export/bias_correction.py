@@ -203,7 +203,9 @@ def _probe(backbone, targets: list[tuple[object, object]]):
 
 
 def _run(layer, x: np.ndarray) -> np.ndarray:
-    call = layer.predict_on_batch if hasattr(layer, "predict_on_batch") else layer
+    from .tflite import traced_forward
+
+    call = traced_forward(layer) if hasattr(layer, "predict_on_batch") else layer
     return np.concatenate([np.asarray(call(x[i : i + BATCH]), np.float32) for i in range(0, len(x), BATCH)])
 
 
@@ -217,6 +219,8 @@ def correct_biases(model, images: np.ndarray) -> CorrectionReport:
     outside Keras' own (a TF Hub module) are left as they are; the head is still corrected.
     """
     import keras
+
+    from .tflite import traced_forward
 
     groups: list[tuple[object, list[tuple[object, object]]]] = []  # (layer of the chain, its targets)
     for layer in model.layers:
@@ -246,9 +250,8 @@ def correct_biases(model, images: np.ndarray) -> CorrectionReport:
         for layer, targets in groups:
             if targets:
                 if isinstance(layer, keras.Model):
-                    probe = _probe(layer, targets)
+                    inputs_of = traced_forward(_probe(layer, targets))
                     summed = [_summable(w, tuple(w.input.shape)) for w, _ in targets]
-                    inputs_of = lambda batch: probe.predict_on_batch(batch)  # noqa: E731
                 else:  # a layer of the chain itself (the head): its input is the batch
                     summed = [False]
                     inputs_of = lambda batch: [batch]  # noqa: E731
