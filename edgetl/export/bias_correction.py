@@ -193,13 +193,15 @@ def _rounding_error(layer, float_kernel: np.ndarray, x, images: int = 0) -> tupl
 
 
 def _probe(backbone, targets: list[tuple[object, object]]):
-    """A model of the backbone's inputs giving what each target's rounding error needs: a `_summable`
-    layer's input summed over the batch, in the graph (copying every activation of a batch out of
-    TensorFlow, to sum it in numpy, took most of this step's time and memory), else the input itself."""
+    """(model, summed): a model of the backbone's inputs giving what each target's rounding error needs,
+    and which of its outputs are sums. A `_summable` layer's input is summed over the batch in the graph
+    (copying every activation of a batch out of TensorFlow, to sum it in numpy, took most of this step's
+    time and memory); any other target's input is given as it is."""
     import keras
 
-    outputs = [keras.ops.sum(w.input, axis=0) if _summable(w, tuple(w.input.shape)) else w.input for w, _ in targets]
-    return keras.Model(backbone.inputs, outputs)
+    summed = [_summable(w, tuple(w.input.shape)) for w, _ in targets]
+    outputs = [keras.ops.sum(w.input, axis=0) if s else w.input for (w, _), s in zip(targets, summed)]
+    return keras.Model(backbone.inputs, outputs), summed
 
 
 def _run(layer, x: np.ndarray) -> np.ndarray:
@@ -250,8 +252,8 @@ def correct_biases(model, images: np.ndarray) -> CorrectionReport:
         for layer, targets in groups:
             if targets:
                 if isinstance(layer, keras.Model):
-                    inputs_of = traced_forward(_probe(layer, targets))
-                    summed = [_summable(w, tuple(w.input.shape)) for w, _ in targets]
+                    probe, summed = _probe(layer, targets)
+                    inputs_of = traced_forward(probe)
                 else:  # a layer of the chain itself (the head): its input is the batch
                     summed = [False]
                     inputs_of = lambda batch: [batch]  # noqa: E731
