@@ -196,8 +196,10 @@ def peak_rss_mib() -> float:
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
-def measure_in_process(model_path: str, images_path: str, config: BenchConfig = BenchConfig()) -> Measurement:
-    """Load the artifact, time batch-1 invokes, record peak RSS, then predict the test images.
+def measure_in_process(model_path: str, images_path: str, config: BenchConfig = BenchConfig(),
+                       predict: bool = True) -> Measurement:
+    """Load the artifact, time batch-1 invokes, record peak RSS, then predict the test images (unless
+    `predict` is False: the caller has this artifact's predictions already, from its export check).
 
     Peak RSS is read after loading and timing but before the test images are read, so it is the footprint
     of the runtime with the model (plus the Python interpreter), not of the benchmark's own data.
@@ -223,10 +225,12 @@ def measure_in_process(model_path: str, images_path: str, config: BenchConfig = 
     other_cpu_cores = monitor.other_cores()
     peak_rss_mb = peak_rss_mib()
     cores = os.cpu_count() or 1
-    if cores > config.num_threads:  # accuracy is not latency: the test images run on every core
-        model = load_model(model_path, num_threads=cores)
-    with np.load(images_path) as data:
-        probabilities = model.predict(data["images"])
+    probabilities = np.zeros((0, 0))
+    if predict:
+        if cores > config.num_threads:  # accuracy is not latency: the test images run on every core
+            model = load_model(model_path, num_threads=cores)
+        with np.load(images_path) as data:
+            probabilities = model.predict(data["images"])
     return Measurement(
         size_bytes=os.path.getsize(model_path),
         backend=model.backend,
@@ -240,12 +244,14 @@ def measure_in_process(model_path: str, images_path: str, config: BenchConfig = 
     )
 
 
-def measure(model_path, images_path, config: BenchConfig = BenchConfig(), timeout: float = 1800) -> Measurement:
+def measure(model_path, images_path, config: BenchConfig = BenchConfig(), timeout: float = 1800,
+            predict: bool = True) -> Measurement:
     """Run :func:`measure_in_process` in a fresh Python process and return its measurement."""
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "edgetl.bench", str(model_path), str(images_path), json.dumps(asdict(config))]
+    cmd = [sys.executable, "-m", "edgetl.bench", str(model_path), str(images_path), json.dumps(asdict(config)),
+           *([] if predict else ["--no_predict"])]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
@@ -285,8 +291,9 @@ def _child_main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("images", help=".npz with a uint8 'images' array (N, R, R, 3)")
     p.add_argument("config", help="BenchConfig as JSON")
+    p.add_argument("--no_predict", dest="predict", action="store_false", help="time only; no test predictions")
     args = p.parse_args(argv)
-    m = measure_in_process(args.model, args.images, BenchConfig(**json.loads(args.config)))
+    m = measure_in_process(args.model, args.images, BenchConfig(**json.loads(args.config)), args.predict)
     print(json.dumps(asdict(m)))
     return 0
 

@@ -302,9 +302,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .files import DiskError
 
     from .cluster import ClusterError
+    from .overlap import WorkerLost
 
     errors: list[type[BaseException]] = [DatasetError, WeightsNotFoundError, FileNotFoundError, ValueError,
-                                         DiskError, ClusterError]
+                                         DiskError, ClusterError, WorkerLost]
     if os.environ.get("EDGETL_DEBUG"):
         return ()
     try:

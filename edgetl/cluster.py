@@ -204,13 +204,17 @@ def _write_tree(root: Path, files: dict[str, bytes]) -> None:
         (root / name).write_bytes(data)
 
 
+# What an export needs of a trained point: the model, and the float model's test predictions it checks against.
+MODEL_FILES = ("run.json", "model.keras", "test_predictions.npy")
+
+
 def _is_model_file(name: str) -> bool:
     """What an export needs of a trained point (the rest, e.g. the test images, stays with the driver)."""
-    return name in ("run.json", "model.keras")
+    return name in MODEL_FILES
 
 
 def read_model(run_dir: Path) -> dict[str, bytes]:
-    return {"run.json": (run_dir / "run.json").read_bytes(), "model.keras": (run_dir / "model.keras").read_bytes()}
+    return {name: (run_dir / name).read_bytes() for name in MODEL_FILES if (run_dir / name).is_file()}
 
 
 def train_unit(config: SweepConfig, spec: BackboneSpec, dataset, weights_sha256: str, version: str, board):

@@ -154,7 +154,8 @@ def checkpoint(stage: str) -> None:
     """Mark that the process reached `stage` (e.g. "convert:tflite-int8"); a no-op unless a test asks.
 
     With EDGETL_KILL_AT naming it, the process kills itself here with SIGKILL, as a power cut or the OOM
-    killer would: nothing after this point runs, no cleanup, no flush.
+    killer would: nothing after this point runs, no cleanup, no flush. A sweep's export worker
+    (`edgetl.overlap`) kills its sweep first, as a power cut would.
     """
     trace, kill_at = os.environ.get(TRACE_ENV), os.environ.get(KILL_AT_ENV)
     if not trace and not kill_at:
@@ -168,4 +169,7 @@ def checkpoint(stage: str) -> None:
         if name == stage and _reached[stage] == int(nth or 1):
             import signal
 
+            sweep = os.environ.get("EDGETL_SWEEP_PID")  # in a sweep's export worker: the power cut takes both
+            if sweep and int(sweep) != os.getpid():
+                os.kill(int(sweep), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)

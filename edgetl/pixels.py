@@ -157,11 +157,22 @@ class LazyPixels:
         self._building = threading.Lock()  # the first loads come from several decode threads at once
 
     def __call__(self, path: str | Path, size: int) -> np.ndarray:
+        return self.build().load(path, size)
+
+    def build(self) -> PixelStore:
+        """The store, built (or opened) on the first call."""
         if self.store is None:
             with self._building:
                 if self.store is None:
                     self.store = build_store(self.directory, self.records, self.resolutions)
-        return self.store.load(path, size)
+        return self.store
+
+    def __getstate__(self) -> dict:
+        """For a worker process (`edgetl.overlap`): what it needs to open the store itself, once built."""
+        return {"directory": self.directory, "records": self.records, "resolutions": self.resolutions}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["directory"], state["records"], state["resolutions"])
 
     def remove(self) -> None:
         if self.store is not None:

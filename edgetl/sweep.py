@@ -8,8 +8,10 @@ The work comes in three kinds of unit, each a plain function of explicit inputs:
 
 Each unit's output carries a key of the settings that produced it (train -> export -> bench, each key
 folding in the one before; `train_key`, `export_key`, `bench_key`), written atomically when the unit
-finishes. `run_point` is the in-process runner of one point: it redoes only the units whose key
-changed, so an interrupted sweep loses at most the unit in flight. The dataset is scanned and each
+finishes. `run_grid` is the in-process runner: for each point it redoes only the units whose key
+changed (`train_todo`, `export_point`, `bench_point`), so an interrupted sweep loses at most the units in
+flight. A point's export runs in a worker process while the next point trains (`edgetl.overlap`); its
+benchmarks wait for both, so nothing else runs while a latency is timed. The dataset is scanned and each
 point's weights are resolved once, and passed down. `edgetl.distributed` runs the same units as Ray
 tasks; both runners decide what is finished with the same checks (`finished_train`, `export_todo`,
 `settled_row`) and record it with the same writes (`record_train`, `record_export`, `record_bench`).
@@ -25,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from . import __version__
@@ -35,6 +38,7 @@ from .export import ExportConfig
 from .features import FeatureConfig
 from .files import DiskError, atomic_write_json, checkpoint, one_line, sha256_file, writing
 from .head import HeadConfig
+from .overlap import ExportWorker, WorkerLost, worker_result
 from .pixels import PIXELS_DIR, LazyPixels
 from .pareto import Budget, PickConfig, pareto_front, pick
 from .report import write_model_card, write_report
@@ -143,16 +147,20 @@ def train_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, weigh
 
 
 def bench_artifact(config: SweepConfig, spec: BackboneSpec, fmt: str, artifact: Path, test_set: tuple,
-                   run: dict, status: str) -> tuple[ArtifactResult, dict]:
+                   run: dict, status: str, predictions=None) -> tuple[ArtifactResult, dict]:
     """Unit 3: one artifact measured on the test split. Returns its row and what the benchmark ran on.
 
     `test_set` is (the .npz of decoded test images, their labels); `status` is the export check's verdict,
-    carried into the row. A benchmark that fails is a failed row, not an exception.
+    carried into the row. `predictions`: this artifact's probabilities on those images from its export
+    check (`edgetl.export.check_predictions`), which the same runtime would only compute again; without
+    them the benchmark predicts. A benchmark that fails is a failed row, not an exception.
     """
     images_path, labels = test_set
     started = time.perf_counter()
     try:
-        m = measure(artifact, images_path, config.bench)
+        m = measure(artifact, images_path, config.bench, predict=predictions is None)
+        if predictions is not None:
+            m.predictions = np.asarray(predictions, np.float32).astype(float).tolist()
     except Exception as e:  # one artifact that won't run is a row, not a dead sweep
         failed = failed_result(point_name(config, spec), spec.version, spec.alpha, spec.resolution, fmt,
                                f"benchmark failed: {one_line(e)}", config.bench.num_threads)
@@ -164,34 +172,33 @@ def bench_artifact(config: SweepConfig, spec: BackboneSpec, fmt: str, artifact: 
         status=status, sha256=sha256_file(artifact), measured_on=socket.gethostname(),
         **m.result_fields(labels, run["classes"]),
     )
-    return row, {"backend": m.backend, "input_dtype": m.input_dtype, "seconds": round(time.perf_counter() - started, 2)}
+    return row, {"backend": m.backend, "input_dtype": m.input_dtype, "seconds": round(time.perf_counter() - started, 2),
+                 "predictions_from": "benchmark" if predictions is None else "export check"}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # the in-process runner
 
 
-def _export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], state: dict, dataset, log,
-                 load=None) -> None:
-    """Unit 2 for each format whose export key changed (or whose artifact is gone); state updated."""
+def export_point(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], state: dict, dataset, log=None,
+                 load=None) -> dict:
+    """Unit 2 for each format whose export key changed (or whose artifact is gone); returns the point's state.
+    Picklable arguments only: the sweep runs it in its export worker (`edgetl.overlap`) too."""
     from .export import export_format, load_run_inputs
 
+    log = log or (lambda msg: tqdm.write(msg))
     todo = export_todo(config, spec, keys, state)
-    if not todo:
-        return
-    inputs = load_run_inputs(point_dir(config, spec), dataset, load)
-    for fmt in todo:
-        export_format(inputs, fmt, config.export, log)
-        record_export(config, spec, fmt, keys[fmt], state)
+    if todo:
+        inputs = load_run_inputs(point_dir(config, spec), dataset, load)
+        for fmt in todo:
+            export_format(inputs, fmt, config.export, log)
+            record_export(config, spec, fmt, keys[fmt], state)
+    return state
 
 
-def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: tqdm, log,
-              load=None) -> list[ArtifactResult]:
-    """Train, export and benchmark one grid point, reusing whatever an earlier run finished; `load` gives
-    the pixels of every stage (`edgetl.pixels`: decoded once for the whole grid)."""
-    from .export import read_export_summary
-
-    out = point_dir(config, spec)
+def train_todo(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: tqdm, log,
+               load=None) -> tuple[dict, dict[str, str], dict]:
+    """Unit 1 unless an earlier run finished it: (run.json, each format's export key, the point's state)."""
     state = read_state(config, spec)
     weights = resolve_weights(spec, config.features.weights, config.features.weights_dir)
     trained = train_key(config, spec, weights)
@@ -200,12 +207,16 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
         stage.set_description_str(f"{point_name(config, spec)}: training")
         run = train_point(config, spec, dataset, weights, log, load)
         state = record_train(config, spec, trained)
+    return run, export_keys(config, trained), state
 
-    keys = export_keys(config, trained)
-    stage.set_description_str(f"{point_name(config, spec)}: exporting")
-    _export_todo(config, spec, keys, state, dataset, log, load)
+
+def bench_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, run: dict, keys: dict[str, str],
+                state: dict, stage: tqdm, load=None) -> list[ArtifactResult]:
+    """Unit 3 for each exported format not measured with its current key; every format's row."""
+    from .export import check_predictions, read_export_summary
+
+    out = point_dir(config, spec)
     exported = read_export_summary(out)
-
     rows, test_set = [], None
     for fmt in config.export.formats:
         entry, key = exported.get(fmt, {}), bench_key(config, keys[fmt])
@@ -215,10 +226,26 @@ def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: 
             checkpoint(f"bench:{fmt}")
             test_set = test_set or prepare_test_images(dataset, spec.resolution, out / TEST_IMAGES, load)
             row, ran_on = bench_artifact(config, spec, fmt, out / entry["path"], test_set, run,
-                                         entry.get("status", "ok"))
+                                         entry.get("status", "ok"), check_predictions(out, entry, _kept(test_set)))
             record_bench(config, spec, fmt, key, row, ran_on, state)
         rows.append(row)
     return rows
+
+
+def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: tqdm, log,
+              load=None) -> list[ArtifactResult]:
+    """Train, export and benchmark one grid point in this process, reusing whatever an earlier run finished;
+    `load` gives the pixels of every stage (`edgetl.pixels`: decoded once for the whole grid)."""
+    run, keys, state = train_todo(config, spec, dataset, stage, log, load)
+    stage.set_description_str(f"{point_name(config, spec)}: exporting")
+    state = export_point(config, spec, keys, state, dataset, log, load)
+    return bench_point(config, spec, dataset, run, keys, state, stage, load)
+
+
+def _kept(test_set: tuple) -> list[str]:
+    """The paths of the test images a benchmark runs on, in order (`prepare_test_images`' .npz)."""
+    with np.load(test_set[0]) as data:
+        return data["paths"].tolist()
 
 
 def _scan(config: SweepConfig, say) -> Dataset:
@@ -269,32 +296,87 @@ def finish_sweep(config: SweepConfig, results: list[ArtifactResult], notes: list
     return SweepResult(results, chosen.chosen, report, notes)
 
 
+class _Grid:
+    """What `run_grid` shares across its points: the inputs, the progress bars and the rows so far."""
+
+    def __init__(self, config: SweepConfig, dataset: Dataset, notes: list[str], say, load, results, walls,
+                 stage: tqdm, overall: tqdm):
+        self.config, self.dataset, self.notes, self.say, self.load = config, dataset, notes, say, load
+        self.results, self.walls, self.stage, self.overall = results, walls, stage, overall
+
+    def attempt(self, spec: BackboneSpec, work):
+        """work(), or None when it failed: one broken grid point must not cost the others (its finished units
+        are saved). A disk fault (the next point would hit the same disk) or a lost worker ends the sweep."""
+        try:
+            return work()
+        except (DiskError, WorkerLost):
+            raise
+        except Exception as e:
+            point_failed(point_name(self.config, spec), e, self.notes, self.say)
+            return None
+
+    def settle(self, spec: BackboneSpec, run: dict, keys: dict, exported, spent: float) -> None:
+        """Benchmark a point once its export is done (`exported`: its state, the worker's future of it, or None
+        when the point failed), write the rows so far, and record the time this process spent on the point."""
+        clock = time.perf_counter()
+
+        def bench():
+            state = exported if isinstance(exported, dict) else worker_result(exported, point_name(self.config, spec))
+            return bench_point(self.config, spec, self.dataset, run, keys, state, self.stage, self.load)
+
+        rows = (self.attempt(spec, bench) if exported is not None else None) or []
+        self.results.extend(rows)
+        _release_models()
+        if self.results:
+            write_results(self.results, self.config.output_dir, self.notes)  # after every point: a kill keeps those
+        if self.walls is not None:
+            self.walls[point_dir(self.config, spec).name] = round(spent + time.perf_counter() - clock, 2)
+        self.overall.update(1)
+
+
+def _export_in_worker(*args) -> dict:
+    try:
+        return export_point(*args)
+    finally:
+        _release_models()  # the worker outlives the point
+
+
 def run_grid(config: SweepConfig, dataset: Dataset, notes: list[str], say,
              results: list[ArtifactResult] | None = None, load=None,
              walls: dict[str, float] | None = None) -> list[ArtifactResult]:
-    """Every point of `config` in process, one after the other; rows added to `results`, written after each.
-    `walls` gets each point's wall time, by point directory name."""
-    results = list(results or [])
+    """Every point of `config` in turn, each point's export running in the export worker while the next
+    point trains (`edgetl.overlap`); rows added to `results`, written after each point. `walls` gets the
+    time this process spent on each point (its training, then waiting for its export and benchmarking it)."""
     with tqdm(total=len(config.points), desc="fine-tuning" if config.fine_tune else "grid", unit="point",
-              position=0) as overall, tqdm(bar_format="{desc}", position=1, leave=False) as stage:
-        for spec in config.points:
-            started = time.perf_counter()
+              position=0) as overall, tqdm(bar_format="{desc}", position=1, leave=False) as stage, \
+            ExportWorker() as worker:
+        grid = _Grid(config, dataset, notes, say, load, list(results or []), walls, stage, overall)
+        exporting = None  # (spec, run, keys, the worker's future, seconds): the point exported beside this one
+        for i, spec in enumerate(config.points):
+            clock = time.perf_counter()
             overall.set_postfix_str(point_name(config, spec))
-            try:
-                rows = run_point(config, spec, dataset, stage, say, load)
-            except DiskError:
-                raise  # the next point would hit the same disk; what is finished is saved
-            except Exception as e:  # one broken grid point must not cost the others (finished work is saved)
-                point_failed(point_name(config, spec), e, notes, say)
-                rows = []
-            results.extend(rows)
-            _release_models()
-            if results:
-                write_results(results, config.output_dir, notes)  # after every point: a kill keeps those
-            if walls is not None:
-                walls[point_dir(config, spec).name] = round(time.perf_counter() - started, 2)
-            overall.update(1)
-    return results
+            trained = grid.attempt(spec, lambda: train_todo(config, spec, dataset, stage, say, load))
+            spent = time.perf_counter() - clock
+            if exporting is not None:
+                grid.settle(*exporting)
+                exporting = None
+            if trained is None:
+                grid.settle(spec, {}, {}, None, spent)
+                continue
+            run, keys, state = trained
+            if i + 1 < len(config.points) and export_todo(config, spec, keys, state):
+                if isinstance(load, LazyPixels):
+                    load.build()  # here, once: never in the worker while this process builds it too
+                future = worker.submit(_export_in_worker, config, spec, keys, state, dataset, None, load)
+                exporting = (spec, run, keys, future, spent)
+                continue
+            clock = time.perf_counter()
+            stage.set_description_str(f"{point_name(config, spec)}: exporting")
+            exported = grid.attempt(spec, lambda: export_point(config, spec, keys, state, dataset, say, load))
+            grid.settle(spec, run, keys, exported, spent + time.perf_counter() - clock)
+        if exporting is not None:
+            grid.settle(*exporting)
+    return grid.results
 
 
 def _release_models() -> None:

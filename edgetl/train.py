@@ -240,16 +240,19 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
         "seconds": round(time.time() - started, 1),  # without save_run's own, which "timings" has
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
-    save_run(run_dir, model, run, log)
+    save_run(run_dir, model, run, log, (test_probs, [r.path for r in test_records]))
     return TrainResult(
         run_dir, dataset.classes, metrics, bottlenecks.computed, bottlenecks.cached,
         [(str(p), why) for p, why in dataset.skipped], misclassified,
     )
 
 
-def save_run(run_dir: Path, model, run: dict, log=print) -> None:
-    """Write the run directory; each piece lands atomically and run.json last (it marks the run complete)."""
+def save_run(run_dir: Path, model, run: dict, log=print, test_predictions: tuple | None = None) -> None:
+    """Write the run directory; each piece lands atomically and run.json last (it marks the run complete).
+    `test_predictions`: (the model's probabilities on the test split, those images' paths), which every
+    export check compares with (`edgetl.export.run.save_reference`)."""
     from .export import ModelSource, artifact_metadata, export_artifact
+    from .export.run import REFERENCE, save_reference
 
     started = time.perf_counter()
     with writing(run_dir, "the run directory"):
@@ -266,8 +269,12 @@ def save_run(run_dir: Path, model, run: dict, log=print) -> None:
     checkpoint("save_run:tflite")
     export_artifact(ModelSource(model, None), "tflite-float32", run_dir / "model.tflite",
                     artifact_metadata(run, "tflite-float32"))
+    names = ("model.keras", "model.tflite")
+    if test_predictions is not None:
+        run = {**run, "reference": save_reference(run_dir, *test_predictions)}
+        names += (REFERENCE,)
     # What the model files hash to, so a resumed sweep notices one a power cut truncated.
-    run = {**run, "files": {name: sha256_file(run_dir / name) for name in ("model.keras", "model.tflite")},
+    run = {**run, "files": {name: sha256_file(run_dir / name) for name in names},
            "timings": {**run.get("timings", {}), "save": round(time.perf_counter() - started, 2)}}
     atomic_write_json(run_dir / "run.json", run, "run.json")
     log(f"wrote {run_dir}/model.tflite, model.keras, labels.txt, run.json")

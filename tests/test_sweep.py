@@ -38,8 +38,13 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def finished_sweep(tiny_data, tmp_path_factory) -> Path:
+    """The tiny sweep, with the stages it passed, in order, in OUT/../trace.txt (`edgetl.files.checkpoint`)."""
     out = tmp_path_factory.mktemp("sweep") / "run"
-    assert main(sweep_args(tiny_data, out)) in (0, 1)
+    os.environ["EDGETL_TRACE"] = str(out.parent / "trace.txt")  # the export worker inherits it
+    try:
+        assert main(sweep_args(tiny_data, out)) in (0, 1)
+    finally:
+        del os.environ["EDGETL_TRACE"]
     return out
 
 
@@ -98,6 +103,51 @@ def test_best_dir_and_report(finished_sweep):
     assert card.count("daisy, roses, tulips") == 1, "the card lists the classes once"
 
 
+def test_the_test_split_is_predicted_once_per_artifact_against_the_float_models_own_predictions(finished_sweep,
+                                                                                                tmp_path):
+    """train records the float model's test predictions (export checks compare with them, not with a second
+    Keras pass), and each benchmark takes its accuracy from its artifact's export check, not a second pass."""
+    import numpy as np
+
+    from edgetl.export import check_predictions, load_run_inputs
+    from edgetl.export.run import _keras_predict, _recorded_reference
+
+    rows = {(r.point, r.format): r for r in read_results(finished_sweep)}
+    for point in ("v1-a0.25-r96", "v1-a0.25-r128"):
+        run_dir = finished_sweep / "points" / point
+        run = json.loads((run_dir / "run.json").read_text())
+        inputs = load_run_inputs(run_dir)
+        recorded = np.load(run_dir / "test_predictions.npy")
+        assert run["reference"]["shape"] == list(recorded.shape) and "test_predictions.npy" in run["files"]
+        assert np.array_equal(inputs.keras_probs, recorded)  # the recorded predictions are the reference...
+        keras = _keras_predict(inputs.source.keras_model, inputs.test_images)
+        assert np.abs(keras - recorded).max() < 1e-4  # ...and they are the Keras model's, to float round-off
+        assert run["metrics"]["test_accuracy"] == inputs.keras_accuracy
+        entries = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]
+        for fmt in FORMATS.split(","):
+            bench = json.loads((run_dir / "bench" / f"{fmt}.json").read_text())
+            assert bench["predictions_from"] == "export check", fmt
+            checked = check_predictions(run_dir, entries[fmt], inputs.test_paths)
+            assert checked is not None and rows[point, fmt].predictions == checked.argmax(1).tolist()
+            assert rows[point, fmt].accuracy == entries[fmt]["test_accuracy"]
+    # Other bytes, or other test images, and the saved predictions are not used.
+    copy = shutil.copytree(finished_sweep / "points" / "v1-a0.25-r96", tmp_path / "point")
+    entry = json.loads((copy / "artifacts" / "export.json").read_text())["formats"]["tflite-int8"]
+    paths = load_run_inputs(copy).test_paths
+    assert check_predictions(copy, entry, paths) is not None
+    assert check_predictions(copy, entry, paths[::-1]) is None
+    with open(copy / entry["path"], "ab") as f:
+        f.write(b"\0")
+    assert check_predictions(copy, entry, paths) is None
+    # A damaged reference (its SHA-256 in run.json no longer matches) is not used: the Keras model predicts.
+    run = json.loads((copy / "run.json").read_text())
+    assert _recorded_reference(copy, run, paths) is not None
+    recorded = np.load(copy / "test_predictions.npy")
+    (copy / "test_predictions.npy").write_bytes(b"not a numpy file")
+    assert _recorded_reference(copy, run, paths) is None
+    assert np.abs(load_run_inputs(copy).keras_probs - recorded).max() < 1e-4
+
+
 def test_report_command_rebuilds(finished_sweep):
     (finished_sweep / "report.md").unlink()
     assert main(["report", str(finished_sweep)]) == 0
@@ -144,6 +194,36 @@ def test_killed_sweep_resumes_without_redoing_finished_artifacts(tiny_data, tmp_
     assert (out / "points" / "v1-a0.25-r96" / "artifacts" / "export.json").stat().st_mtime_ns == exported_at
     assert all(v != before.get(k) for k, v in _bench_mtimes(out).items())
     assert {r.num_threads for r in read_results(out)} == {2}
+
+
+def test_a_point_exports_in_the_worker_while_the_next_trains_and_a_kill_there_stops_the_sweep(finished_sweep,
+                                                                                                tiny_data, tmp_path):
+    # (Random weights differ from run to run, so equal results after a kill are tests/test_faults.py's, with
+    # ImageNet weights; here, the worker's part: the kill, the resume, the order of the stages.)
+    out = tmp_path / "run"
+
+    def sweep(trace: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
+        env = dict(os.environ, EDGETL_TRACE=str(trace), **({"EDGETL_KILL_AT": kill_at} if kill_at else {}))
+        return subprocess.run([sys.executable, "-m", "edgetl.cli", *sweep_args(tiny_data, out)], env=env,
+                              capture_output=True, text=True, timeout=600, start_new_session=True)
+
+    # The first point's int8 conversion runs in the export worker: a power cut there stops the whole sweep.
+    killed = sweep(tmp_path / "killed.txt", kill_at="convert:tflite-int8")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert "convert:tflite-int8" in (tmp_path / "killed.txt").read_text().split()
+    assert not (out / "results.json").exists()
+    first = out / "points" / "v1-a0.25-r96" / "run.json"
+    trained_at = first.stat().st_mtime_ns
+    resumed = sweep(tmp_path / "resumed.txt")
+    assert resumed.returncode in (0, 1), resumed.stderr[-2000:]
+    assert first.stat().st_mtime_ns == trained_at  # the kill lost no finished unit
+    rows = read_results(out)
+    assert len(rows) == 2 * len(FORMATS.split(",")) and all(r.status == "ok" for r in rows)
+    # Uninterrupted: the second point trained (its head fitted) before the first point's first benchmark, which
+    # waited for that training and for the export beside it, so nothing else ran while a latency was timed.
+    stages = (finished_sweep.parent / "trace.txt").read_text().split()
+    heads = [i for i, s in enumerate(stages) if s == "head"]
+    assert len(heads) == 2 and heads[1] < min(i for i, s in enumerate(stages) if s.startswith("bench:"))
 
 
 def test_bench_command_measures_one_artifact_like_the_sweep(finished_sweep, tiny_data, capsys):

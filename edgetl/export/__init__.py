@@ -30,6 +30,7 @@ from .run import (
     ARTIFACTS_DIR,
     EXPORT_SUMMARY,
     ExportResult,
+    check_predictions,
     check_status,
     export_format,
     export_run,
@@ -42,7 +43,7 @@ from .run import (
 __all__ = [
     "ARTIFACTS_DIR", "EXPORT_SUMMARY", "FORMATS", "IO_TYPES", "ONNX_OPSET", "QUANTIZATIONS", "RECIPE_VERSION",
     "RUNTIMES", "ExportConfig", "ExportError", "ExportResult", "FormatSpec", "ModelSource", "add_export_arguments",
-    "add_shared_export_arguments", "artifact_metadata", "check_status", "export_artifact", "export_format", "export_run",
+    "add_shared_export_arguments", "artifact_metadata", "check_predictions", "check_status", "export_artifact", "export_format", "export_run",
     "formats_from_flags", "load_run_inputs", "merge_export_entry", "read_export_summary", "read_run",
     "run_export_command",
 ]
