@@ -212,7 +212,7 @@ def test_a_point_exports_in_the_worker_while_the_next_trains_and_a_kill_there_st
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert "convert:tflite-int8" in (tmp_path / "killed.txt").read_text().split()
     assert not (out / "results.json").exists()
-    first = out / "points" / "v1-a0.25-r96" / "run.json"
+    first = out / "points" / "v1-a0.25-r128" / "run.json"  # the largest point goes first (sweep.largest_first)
     trained_at = first.stat().st_mtime_ns
     resumed = sweep(tmp_path / "resumed.txt")
     assert resumed.returncode in (0, 1), resumed.stderr[-2000:]
@@ -312,3 +312,12 @@ def test_fine_tune_front_adds_fine_tuned_rows_for_the_most_accurate_front_point(
     run = json.loads((out / "points" / (best.point + "-ft") / "run.json").read_text())
     assert run["fine_tune"]["layers"] == 4 and run["fine_tune"]["epochs_run"] == 1
     assert "-ft" in (out / "report.md").read_text()
+
+
+def test_the_largest_point_goes_first_and_the_cheapest_export_last():
+    from edgetl.backbones import BackboneSpec
+    from edgetl.sweep import largest_first
+
+    grid = [BackboneSpec(v, a, r) for v, a in (("v1", 0.25), ("v1", 1.0), ("v2", 1.0)) for r in (128, 224)]
+    assert [p.id for p in largest_first(tuple(grid))] == [  # the README grid
+        "v1-a1-r224", "v2-a1-r224", "v1-a1-r128", "v2-a1-r128", "v1-a0.25-r224", "v1-a0.25-r128"]
