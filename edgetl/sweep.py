@@ -8,7 +8,7 @@ The work comes in three kinds of unit, each a plain function of explicit inputs:
 
 Each unit's output carries a key of the settings that produced it (train -> export -> bench, each key
 folding in the one before; `train_key`, `export_key`, `bench_key`), written atomically when the unit
-finishes. `run_grid` is the in-process runner: for each point it redoes only the units whose key
+finishes. `edgetl.overlap.run_grid` is the in-process runner: for each point it redoes only the units whose key
 changed (`train_todo`, `export_point`, `bench_point`), so an interrupted sweep loses at most the units in
 flight. A point's export runs in a worker process while the next point trains (`edgetl.overlap`); its
 benchmarks wait for both, so nothing else runs while a latency is timed. The dataset is scanned and each
@@ -38,7 +38,6 @@ from .export import ExportConfig
 from .features import FeatureConfig
 from .files import DiskError, atomic_write_json, checkpoint, one_line, sha256_file, writing
 from .head import HeadConfig
-from .overlap import ExportWorker, WorkerLost, worker_result
 from .pixels import PIXELS_DIR, LazyPixels
 from .pareto import Budget, PickConfig, pareto_front, pick
 from .report import write_model_card, write_report
@@ -232,16 +231,6 @@ def bench_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, run: 
     return rows
 
 
-def run_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: tqdm, log,
-              load=None) -> list[ArtifactResult]:
-    """Train, export and benchmark one grid point in this process, reusing whatever an earlier run finished;
-    `load` gives the pixels of every stage (`edgetl.pixels`: decoded once for the whole grid)."""
-    run, keys, state = train_todo(config, spec, dataset, stage, log, load)
-    stage.set_description_str(f"{point_name(config, spec)}: exporting")
-    state = export_point(config, spec, keys, state, dataset, log, load)
-    return bench_point(config, spec, dataset, run, keys, state, stage, load)
-
-
 def _kept(test_set: tuple) -> list[str]:
     """The paths of the test images a benchmark runs on, in order (`prepare_test_images`' .npz)."""
     with np.load(test_set[0]) as data:
@@ -296,97 +285,6 @@ def finish_sweep(config: SweepConfig, results: list[ArtifactResult], notes: list
     return SweepResult(results, chosen.chosen, report, notes)
 
 
-class _Grid:
-    """What `run_grid` shares across its points: the inputs, the progress bars and the rows so far."""
-
-    def __init__(self, config: SweepConfig, dataset: Dataset, notes: list[str], say, load, results, walls,
-                 stage: tqdm, overall: tqdm):
-        self.config, self.dataset, self.notes, self.say, self.load = config, dataset, notes, say, load
-        self.results, self.walls, self.stage, self.overall = results, walls, stage, overall
-
-    def attempt(self, spec: BackboneSpec, work):
-        """work(), or None when it failed: one broken grid point must not cost the others (its finished units
-        are saved). A disk fault (the next point would hit the same disk) or a lost worker ends the sweep."""
-        try:
-            return work()
-        except (DiskError, WorkerLost):
-            raise
-        except Exception as e:
-            point_failed(point_name(self.config, spec), e, self.notes, self.say)
-            return None
-
-    def settle(self, spec: BackboneSpec, run: dict, keys: dict, exported, spent: float) -> None:
-        """Benchmark a point once its export is done (`exported`: its state, the worker's future of it, or None
-        when the point failed), write the rows so far, and record the time this process spent on the point."""
-        clock = time.perf_counter()
-
-        def bench():
-            state = exported if isinstance(exported, dict) else worker_result(exported, point_name(self.config, spec))
-            return bench_point(self.config, spec, self.dataset, run, keys, state, self.stage, self.load)
-
-        rows = (self.attempt(spec, bench) if exported is not None else None) or []
-        self.results.extend(rows)
-        _release_models()
-        if self.results:
-            write_results(self.results, self.config.output_dir, self.notes)  # after every point: a kill keeps those
-        if self.walls is not None:
-            self.walls[point_dir(self.config, spec).name] = round(spent + time.perf_counter() - clock, 2)
-        self.overall.update(1)
-
-
-def largest_first(points: tuple[BackboneSpec, ...]) -> list[BackboneSpec]:
-    """The order the in-process runner takes the points in: the largest input and width first, so the last
-    point, whose export has no training beside it, is the cheapest to export (about 12 s against 64 s for
-    the README grid's largest, measured by tools/bench_sweep.py). Ties keep the grid's order."""
-    return sorted(points, key=lambda p: -(p.resolution ** 2) * p.alpha)
-
-
-def _export_in_worker(*args) -> dict:
-    try:
-        return export_point(*args)
-    finally:
-        _release_models()  # the worker outlives the point
-
-
-def run_grid(config: SweepConfig, dataset: Dataset, notes: list[str], say,
-             results: list[ArtifactResult] | None = None, load=None,
-             walls: dict[str, float] | None = None) -> list[ArtifactResult]:
-    """Every point of `config` in turn, each point's export running in the export worker while the next
-    point trains (`edgetl.overlap`); rows added to `results`, written after each point. `walls` gets the
-    time this process spent on each point (its training, then waiting for its export and benchmarking it)."""
-    with tqdm(total=len(config.points), desc="fine-tuning" if config.fine_tune else "grid", unit="point",
-              position=0) as overall, tqdm(bar_format="{desc}", position=1, leave=False) as stage, \
-            ExportWorker() as worker:
-        grid = _Grid(config, dataset, notes, say, load, list(results or []), walls, stage, overall)
-        exporting = None  # (spec, run, keys, the worker's future, seconds): the point exported beside this one
-        points = largest_first(config.points)
-        for i, spec in enumerate(points):
-            clock = time.perf_counter()
-            overall.set_postfix_str(point_name(config, spec))
-            trained = grid.attempt(spec, lambda: train_todo(config, spec, dataset, stage, say, load))
-            spent = time.perf_counter() - clock
-            if exporting is not None:
-                grid.settle(*exporting)
-                exporting = None
-            if trained is None:
-                grid.settle(spec, {}, {}, None, spent)
-                continue
-            run, keys, state = trained
-            if i + 1 < len(points) and export_todo(config, spec, keys, state):
-                if isinstance(load, LazyPixels):
-                    load.build()  # here, once: never in the worker while this process builds it too
-                future = worker.submit(_export_in_worker, config, spec, keys, state, dataset, None, load)
-                exporting = (spec, run, keys, future, spent)
-                continue
-            clock = time.perf_counter()
-            stage.set_description_str(f"{point_name(config, spec)}: exporting")
-            exported = grid.attempt(spec, lambda: export_point(config, spec, keys, state, dataset, say, load))
-            grid.settle(spec, run, keys, exported, spent + time.perf_counter() - clock)
-        if exporting is not None:
-            grid.settle(*exporting)
-    return grid.results
-
-
 def _release_models() -> None:
     """Drop what the last point left in Keras' global state, so a sweep's memory does not grow with its grid."""
     import gc
@@ -413,6 +311,8 @@ def fine_tune_pass(config: SweepConfig, results: list[ArtifactResult]) -> SweepC
 def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> SweepResult:
     """The in-process runner: the grid points one after the other (`edgetl.distributed` for Ray), then
     the fine-tuning pass over the front when asked for."""
+    from .overlap import run_grid
+
     notes = list(notes or [])
     started = time.perf_counter()
     dataset, say = start_sweep(config, log)

@@ -250,9 +250,9 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
 def save_run(run_dir: Path, model, run: dict, log=print, test_predictions: tuple | None = None) -> None:
     """Write the run directory; each piece lands atomically and run.json last (it marks the run complete).
     `test_predictions`: (the model's probabilities on the test split, those images' paths), which every
-    export check compares with (`edgetl.export.run.save_reference`)."""
+    export check compares with (`edgetl.export.predictions`)."""
     from .export import ModelSource, artifact_metadata, export_artifact
-    from .export.run import REFERENCE, save_reference
+    from .export.predictions import REFERENCE, save_reference
 
     started = time.perf_counter()
     with writing(run_dir, "the run directory"):

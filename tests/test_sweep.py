@@ -110,7 +110,8 @@ def test_the_test_split_is_predicted_once_per_artifact_against_the_float_models_
     import numpy as np
 
     from edgetl.export import check_predictions, load_run_inputs
-    from edgetl.export.run import _keras_predict, _recorded_reference
+    from edgetl.export.predictions import recorded_reference
+    from edgetl.export.run import _keras_predict
 
     rows = {(r.point, r.format): r for r in read_results(finished_sweep)}
     for point in ("v1-a0.25-r96", "v1-a0.25-r128"):
@@ -141,10 +142,10 @@ def test_the_test_split_is_predicted_once_per_artifact_against_the_float_models_
     assert check_predictions(copy, entry, paths) is None
     # A damaged reference (its SHA-256 in run.json no longer matches) is not used: the Keras model predicts.
     run = json.loads((copy / "run.json").read_text())
-    assert _recorded_reference(copy, run, paths) is not None
+    assert recorded_reference(copy, run, paths) is not None
     recorded = np.load(copy / "test_predictions.npy")
     (copy / "test_predictions.npy").write_bytes(b"not a numpy file")
-    assert _recorded_reference(copy, run, paths) is None
+    assert recorded_reference(copy, run, paths) is None
     assert np.abs(load_run_inputs(copy).keras_probs - recorded).max() < 1e-4
 
 
@@ -212,7 +213,7 @@ def test_a_point_exports_in_the_worker_while_the_next_trains_and_a_kill_there_st
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert "convert:tflite-int8" in (tmp_path / "killed.txt").read_text().split()
     assert not (out / "results.json").exists()
-    first = out / "points" / "v1-a0.25-r128" / "run.json"  # the largest point goes first (sweep.largest_first)
+    first = out / "points" / "v1-a0.25-r128" / "run.json"  # the largest point goes first (overlap.largest_first)
     trained_at = first.stat().st_mtime_ns
     resumed = sweep(tmp_path / "resumed.txt")
     assert resumed.returncode in (0, 1), resumed.stderr[-2000:]
@@ -316,7 +317,7 @@ def test_fine_tune_front_adds_fine_tuned_rows_for_the_most_accurate_front_point(
 
 def test_the_largest_point_goes_first_and_the_cheapest_export_last():
     from edgetl.backbones import BackboneSpec
-    from edgetl.sweep import largest_first
+    from edgetl.overlap import largest_first
 
     grid = [BackboneSpec(v, a, r) for v, a in (("v1", 0.25), ("v1", 1.0), ("v2", 1.0)) for r in (128, 224)]
     assert [p.id for p in largest_first(tuple(grid))] == [  # the README grid

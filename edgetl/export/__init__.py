@@ -26,11 +26,11 @@ from .formats import (
     FormatSpec,
     formats_from_flags,
 )
+from .predictions import check_predictions
 from .run import (
     ARTIFACTS_DIR,
     EXPORT_SUMMARY,
     ExportResult,
-    check_predictions,
     check_status,
     export_format,
     export_run,

@@ -29,10 +29,10 @@ from edgetl.files import DiskError, atomic_write_bytes, atomic_write_json, check
 from .artifact import ModelSource, artifact_metadata, export_artifact
 from .config import ExportConfig
 from .formats import FORMATS, ExportError
+from .predictions import recorded_reference, save_check_predictions
 
 EXPORT_SUMMARY = "export.json"
 ARTIFACTS_DIR = "artifacts"
-REFERENCE = "test_predictions.npy"  # in a run directory: the float model's test-split probabilities
 PREDICT_BATCH = 64
 KERAS_BATCH = 16  # TensorFlow's CPU forward pass is faster at 16 than at 64 here (activations stay in cache)
 
@@ -149,31 +149,6 @@ def _keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
                            for i in range(0, len(images_uint8), KERAS_BATCH)])
 
 
-def save_reference(run_dir: Path, probabilities: np.ndarray, paths) -> dict:
-    """Write RUN/test_predictions.npy, the float model's probabilities on the test split as `edgetl train`
-    computed them; returns run.json's "reference" entry, which names the images they belong to."""
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(probabilities, np.float32))
-    atomic_write_bytes(Path(run_dir) / REFERENCE, buffer.getvalue(), "the test-split predictions")
-    return {"file": REFERENCE, "images_sha256": images_sha256(paths), "shape": list(np.shape(probabilities))}
-
-
-def _recorded_reference(run_dir: Path, run: dict, paths) -> np.ndarray | None:
-    """The probabilities `save_reference` recorded, when intact (run.json's SHA-256) and made on the test
-    images `paths` in that order; else None (a run from before, or one whose test images changed)."""
-    entry, digest = run.get("reference") or {}, (run.get("files") or {}).get(REFERENCE)
-    path = Path(run_dir) / REFERENCE
-    if not digest or not path.is_file() or entry.get("images_sha256") != images_sha256(paths):
-        return None
-    try:
-        probs = np.load(path, allow_pickle=False) if sha256_file(path) == digest else None
-    except (OSError, ValueError):
-        return None
-    return probs if probs is not None and probs.shape == (len(paths), len(run["classes"])) else None
-
-
 def _run_dataset(run: dict):
     from edgetl.data import DatasetError, SplitConfig, scan_dataset
 
@@ -206,7 +181,7 @@ def load_run_inputs(run_dir: Path, dataset=None, load=None) -> RunInputs:
     model = load_keras_model(run_dir / "model.keras")
     labels = np.array([r.label_index for r in test_records], dtype=np.int64)
     paths = tuple(str(r.path) for r in test_records)
-    reference = _recorded_reference(run_dir, run, paths)
+    reference = recorded_reference(run_dir, run, paths)
     return RunInputs(run_dir=run_dir, run=run, source=ModelSource(model, None), dataset=dataset,
                      test_images=test_images, test_labels=labels,
                      keras_probs=reference if reference is not None else _keras_predict(model, test_images),
@@ -319,7 +294,7 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
             raise ValueError(f"output shape {probs.shape}, expected {inputs.keras_probs.shape}")
     except Exception as e:
         return {"status": f"load failed: {type(e).__name__}: {one_line(e)}"}
-    predictions = _save_test_predictions(inputs, fmt, out_path, probs)
+    predictions = save_check_predictions(out_path, fmt, probs, inputs.test_paths)
     agreement = float((probs.argmax(1) == inputs.keras_probs.argmax(1)).mean())
     max_diff = None if FORMATS[fmt].quantized else float(np.abs(probs - inputs.keras_probs).max())
     correct = probs.argmax(1) == inputs.test_labels
@@ -327,44 +302,6 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
                           config.max_accuracy_drop)
     return {"test_accuracy": float(correct.mean()), "agreement": agreement, "max_abs_diff": max_diff,
             "status": status, "test_predictions": predictions}
-
-
-def images_sha256(paths) -> str:
-    """A short hash of an ordered list of image paths: equal hash, the same test images in the same order."""
-    import hashlib
-
-    return hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()
-
-
-def _save_test_predictions(inputs: RunInputs, fmt: str, out_path: Path, probs: np.ndarray) -> dict:
-    """The check's per-image probabilities, beside the artifact: the sweep's benchmark of these very bytes
-    takes its accuracy from them instead of predicting the test split a second time (`check_predictions`)."""
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, probs.astype(np.float32))
-    path = out_path.parent / f"{fmt}.test_predictions.npy"
-    atomic_write_bytes(path, buffer.getvalue(), "the export check's test predictions")
-    return {"file": path.name, "sha256": sha256_file(path), "artifact_sha256": sha256_file(out_path),
-            "images_sha256": images_sha256(inputs.test_paths)}
-
-
-def check_predictions(run_dir: Path, entry: dict, paths) -> np.ndarray | None:
-    """The export check's probabilities for the artifact of export.json `entry`, when they are on disk,
-    intact, made from the artifact as it is now and on the test images `paths` in that order; else None."""
-    saved = entry.get("test_predictions") or {}
-    path = Path(run_dir) / ARTIFACTS_DIR / str(saved.get("file", ""))
-    artifact = Path(run_dir) / str(entry.get("path", ""))
-    if not saved.get("file") or not path.is_file() or not artifact.is_file():
-        return None
-    if (sha256_file(path) != saved.get("sha256") or sha256_file(artifact) != saved.get("artifact_sha256")
-            or images_sha256(paths) != saved.get("images_sha256")):
-        return None
-    try:
-        probs = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-    return probs if probs.ndim == 2 and len(probs) == len(paths) else None
 
 
 def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -> ExportResult:
