@@ -196,3 +196,34 @@ def test_identical_files_share_one_cache_entry(records, backbone, tmp_path):
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGETL_CACHE_DIR", str(tmp_path))
     assert default_cache_dir() == tmp_path / "bottlenecks"
+
+
+def test_litert_engine_matches_tensorflow_and_reports_its_check(backbone, records):
+    from edgetl.feature_engine import CHECK_IMAGES, FEATURE_TOLERANCE, Embedder
+
+    model, _ = backbone
+    batch = np.stack([load_image(r.path, RES) for r in records[:6]]).astype(np.float32)
+    embed = Embedder(model, "litert")
+    ours, later = embed(batch), embed(batch[:2])
+    reference = np.asarray(model.predict_on_batch(batch), np.float32)
+    assert embed.engine == "litert" and embed.info["checked_images"] == min(CHECK_IMAGES, len(batch))
+    assert 0 <= embed.info["max_abs_diff_vs_tensorflow"] <= FEATURE_TOLERANCE
+    np.testing.assert_allclose(ours, reference, atol=FEATURE_TOLERANCE)
+    np.testing.assert_allclose(later, ours[:2], atol=1e-6)
+
+
+def test_a_wrong_conversion_falls_back_to_tensorflow(backbone, records, monkeypatch, capsys):
+    """Another backbone's flatbuffer stands in for a conversion gone wrong: the check catches it."""
+    import edgetl.feature_engine as engine
+
+    model, _ = backbone
+    other = build_feature_extractor(SPEC, resolve_weights(SPEC, "none"))  # random weights: other features
+    monkeypatch.setattr(engine, "convert_backbone", lambda _extractor, real=engine.convert_backbone: real(other))
+    batch = np.stack([load_image(r.path, RES) for r in records[:3]]).astype(np.float32)
+    embed = engine.Embedder(model, "litert")
+    features = embed(batch)
+    assert embed.engine == "tensorflow" and "check failed" in embed.info["engine"]
+    assert embed.info["max_abs_diff_vs_tensorflow"] > engine.FEATURE_TOLERANCE
+    said = capsys.readouterr()
+    assert "LiteRT features differ from TensorFlow's" in said.out + said.err
+    np.testing.assert_allclose(features, model.predict_on_batch(batch), atol=1e-6)
