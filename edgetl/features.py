@@ -39,7 +39,8 @@ class FeatureConfig:
     bottleneck_dir: Path | None = None
     batch_size: int = 32
     augment_views: int = 0  # augmented views of each training image cached beside the image itself
-    engine: str = "litert"  # what runs the backbone: "litert" (XNNPACK, all cores) or "tensorflow"
+    engine: str = "litert"  # what runs the backbone: "litert" (XNNPACK) or "tensorflow"
+    num_threads: int | None = None  # LiteRT's threads; None: every core (a sweep leaves one to its export worker)
 
     def __post_init__(self) -> None:
         if not isinstance(self.weights, str) or not self.weights:
@@ -48,6 +49,9 @@ class FeatureConfig:
             raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.num_threads is not None and (isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int)
+                                             or self.num_threads < 1):
+            raise ValueError(f"num_threads must be None (every core) or a whole number >= 1, got {self.num_threads!r}")
         if isinstance(self.augment_views, bool) or not isinstance(self.augment_views, int) or self.augment_views < 0:
             raise ValueError(f"augment_views must be a whole number >= 0, got {self.augment_views!r}")
 

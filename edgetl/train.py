@@ -101,7 +101,8 @@ def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: Resolve
         version, alpha = spec.version, spec.alpha
     log(f"backbone {backbone_id} at {spec.resolution}px: {weights_note}")
     key = cache_key(backbone_id, fingerprint, spec.resolution, config.features.engine)
-    embed = Embedder(extractor, config.features.engine)
+    embed = Embedder(extractor, config.features.engine,
+                     **({"num_threads": config.features.num_threads} if config.features.num_threads else {}))
     result = compute_features(
         dataset.records,
         embed,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import shutil
 import os
 import signal
@@ -313,6 +314,34 @@ def test_fine_tune_front_adds_fine_tuned_rows_for_the_most_accurate_front_point(
     run = json.loads((out / "points" / (best.point + "-ft") / "run.json").read_text())
     assert run["fine_tune"]["layers"] == 4 and run["fine_tune"]["epochs_run"] == 1
     assert "-ft" in (out / "report.md").read_text()
+
+
+def test_a_point_trained_beside_an_export_leaves_the_worker_a_core(finished_sweep):
+    """The first point trains alone on every core; the second beside the first's export, on all but one."""
+    engine = {p: json.loads((finished_sweep / "points" / p / "run.json").read_text())["backbone"]["feature_engine"]
+              for p in ("v1-a0.25-r128", "v1-a0.25-r96")}
+    cores = os.cpu_count() or 1
+    assert engine["v1-a0.25-r128"]["engine"] == engine["v1-a0.25-r96"]["engine"] == "litert"
+    assert engine["v1-a0.25-r128"]["num_threads"] == cores  # the largest point, trained first
+    assert engine["v1-a0.25-r96"]["num_threads"] == max(1, cores - 1)
+
+
+def test_feature_threads_are_validated_and_never_change_a_key(tiny_data, tmp_path):
+    from edgetl.backbones import BackboneSpec, ResolvedWeights
+    from edgetl.features import FeatureConfig
+    from edgetl.overlap import beside_export
+    from edgetl.sweep import SweepConfig, train_key
+
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="num_threads must be None"):
+            FeatureConfig(num_threads=bad)
+    spec = BackboneSpec("v1", 0.25, 96)
+    config = SweepConfig(image_dir=tiny_data, output_dir=tmp_path / "out", points=(spec,))
+    beside, weights = beside_export(config), ResolvedWeights(None, "random", "", "")
+    assert beside.features.num_threads == max(1, (os.cpu_count() or 1) - 1)
+    assert train_key(beside, spec, weights) == train_key(config, spec, weights)  # a resumed sweep retrains nothing
+    pinned = replace(config, features=replace(config.features, num_threads=1))
+    assert beside_export(pinned) is pinned  # what the user set is kept
 
 
 def test_the_largest_point_goes_first_and_the_cheapest_export_last():
