@@ -43,13 +43,14 @@ class Embedder:
 
     extractor: object  # the Keras backbone: TensorFlow's forward pass, and the source of the conversion
     engine: str = "litert"
-    num_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    num_threads: int | None = None  # None: every core
     info: dict = field(default_factory=dict)
     _interpreter: object = None
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"feature engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        self.num_threads = self.num_threads or os.cpu_count() or 1
         self.info = {"engine": self.engine}
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -163,7 +163,7 @@ def train_head(
 
 # One BLAS thread: a head's products are too small to gain from a second one, and in a sweep the export worker
 # keeps the other core busy, where two BLAS threads contending with it made the 24 fits of V2 1.0 @224 take
-# 25 s instead of 10 (alone on 2 cores: 7.5 s instead of 5.9).
+# 25 s instead of 10 (alone on 2 cores: 7.3 s instead of 5.9).
 @threadpool_limits.wrap(limits=1, user_api="blas")
 def train_heads(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int,
                 configs: list[HeadConfig], log=print, fixed_steps: int | None = None) -> list[Head]:

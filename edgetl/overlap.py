@@ -20,8 +20,8 @@ import os
 import signal
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import replace
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 
 from tqdm import tqdm
 

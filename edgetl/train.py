@@ -101,8 +101,7 @@ def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: Resolve
         version, alpha = spec.version, spec.alpha
     log(f"backbone {backbone_id} at {spec.resolution}px: {weights_note}")
     key = cache_key(backbone_id, fingerprint, spec.resolution, config.features.engine)
-    embed = Embedder(extractor, config.features.engine,
-                     **({"num_threads": config.features.num_threads} if config.features.num_threads else {}))
+    embed = Embedder(extractor, config.features.engine, config.features.num_threads)
     result = compute_features(
         dataset.records,
         embed,

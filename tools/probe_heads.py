@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         train = ~(test | val)
         for name, predict in heads.items():
             started = time.perf_counter()
-            predicted = predict((features[train], labels[train]), (features[val], labels[val]), features[test], classes)
+            predicted = predict((features[train], labels[train]), (features[val], labels[val]), features[test],
+                                classes)
             seconds[name] += time.perf_counter() - started
             correct[name][test] = predicted == labels[test]
         print(f"fold {k + 1}/{args.folds} done", flush=True)

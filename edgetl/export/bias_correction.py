@@ -194,9 +194,9 @@ def _rounding_error(layer, float_kernel: np.ndarray, x, images: int = 0) -> tupl
 
 def _probe(backbone, targets: list[tuple[object, object]]):
     """(model, summed): a model of the backbone's inputs giving what each target's rounding error needs,
-    and which of those are sums, then the backbone's own output. A `_summable` layer's input is summed over the batch in the graph
-    (copying every activation of a batch out of TensorFlow, to sum it in numpy, took most of this step's
-    time and memory); any other target's input is given as it is."""
+    and which of those are sums, then the backbone's own output. A `_summable` layer's input is summed over
+    the batch in the graph (copying every activation of a batch out of TensorFlow, to sum it in numpy, took
+    most of this step's time and memory); any other target's input is given as it is."""
     import keras
 
     summed = [_summable(w, tuple(w.input.shape)) for w, _ in targets]
