@@ -1,6 +1,6 @@
 """edgetl: retrain MobileNet heads on a folder of photos, export to edge formats, benchmark, pick.
 
-Kept import-light on purpose: `edgetl.runtime` and `edgetl.label_image` must run on a device
+Kept import-light on purpose: `edgetl.runtime` and `edgetl.runtime.label_image` must run on a device
 with only numpy, Pillow and a TFLite runtime, so nothing here may import TensorFlow.
 """
 

@@ -26,7 +26,7 @@ they disagree carry information about which is better. So:
 
 Dependencies: stdlib (exact integers, ``statistics.NormalDist``) and numpy only, no scipy, by
 choice. This module is imported where reports are rebuilt (stdlib + numpy machines, like
-:mod:`edgetl.pareto`), and the two things scipy would provide are each a few exact lines: the
+:mod:`edgetl.pick.pareto`), and the two things scipy would provide are each a few exact lines: the
 binomial tail at p = 1/2 is ``sum(comb(m, i) for i <= k) / 2**m`` in exact integer arithmetic (no
 rounding until the final division), and the normal quantile is
 ``statistics.NormalDist().inv_cdf`` (Wichura's AS241, accurate to double precision). The tests

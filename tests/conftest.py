@@ -32,7 +32,7 @@ class TinyModels:
     bare_onnx: Path  # the ONNX without metadata_props
     meta: dict[str, dict]  # format -> the embedded edgetl.json dict
     images: list[Path]  # photos written with Pillow (PNG and JPEG, assorted sizes)
-    pixels: np.ndarray  # edgetl.data.load_image of each image, uint8 (N, size, size, 3)
+    pixels: np.ndarray  # edgetl.data.dataset.load_image of each image, uint8 (N, size, size, 3)
     keras_probs: np.ndarray  # the Keras model's probabilities for `pixels`
     extra: dict = field(default_factory=dict)
 
@@ -83,14 +83,14 @@ def set_batchnorm_statistics(batchnorms: list, forward, images: np.ndarray, beta
 
 
 def informative_mobilenet(size: int, num_classes: int, images: np.ndarray, labels: np.ndarray | None = None):
-    """edgetl's own classifier (edgetl.backbones + edgetl.train), MobileNet V1 0.25 with random weights,
+    """edgetl's own classifier (edgetl.features.backbones + edgetl.train.run), MobileNet V1 0.25 with random weights,
     made to say something: BatchNorm statistics from `images` (uint8), and a head that is either fitted
     to `labels` (logistic regression) or random but scaled so its answers are confident and vary."""
     import keras
 
-    from edgetl.backbones import BackboneSpec, ResolvedWeights, build_feature_extractor
-    from edgetl.head import Head
-    from edgetl.train import build_classifier
+    from edgetl.features.backbones import BackboneSpec, ResolvedWeights, build_feature_extractor
+    from edgetl.train.head import Head
+    from edgetl.train.run import build_classifier
 
     keras.utils.set_random_seed(0)
     extractor = build_feature_extractor(BackboneSpec("v1", 0.25, size), ResolvedWeights(None, "random", "", ""))
@@ -138,7 +138,7 @@ def build_tiny_models(out_dir: Path) -> TinyModels:
     from PIL import Image
 
     from edgetl import __version__
-    from edgetl.data import PREPROCESSING, load_image
+    from edgetl.runtime.images import PREPROCESSING, load_image
     from edgetl.runtime import embed_tflite_metadata
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +274,7 @@ def make_result(accuracy: float = 0.8, latency: float = 10.0, size_mb: float = 4
     """An ArtifactResult with plausible values; only the three Pareto axes usually matter.
 
     Shared by tests/test_pareto.py and tests/test_report.py.
-    Size is given in decimal MB (1e6 bytes) to match edgetl.pareto.BYTES_PER_MB.
+    Size is given in decimal MB (1e6 bytes) to match edgetl.pick.pareto.BYTES_PER_MB.
     """
     n = next(_counter)
     point = point if point is not None else f"v2-a1.0-r224-{n}"
@@ -302,6 +302,6 @@ def make_result(accuracy: float = 0.8, latency: float = 10.0, size_mb: float = 4
         status=status,
     )
     fields.update(overrides)
-    from edgetl.results import ArtifactResult
+    from edgetl.measure.results import ArtifactResult
 
     return ArtifactResult(**fields)

@@ -65,7 +65,8 @@ def write_run_dir(run_dir: Path, model, image_dir: Path, classes: list[str]) -> 
 
 
 def build_export_run(root: Path) -> ExportRun:
-    from edgetl.data import SplitConfig, load_image, scan_dataset
+    from edgetl.data.dataset import SplitConfig, scan_dataset
+    from edgetl.runtime.images import load_image
 
     image_dir = copy_photos(root / "photos")
     dataset = scan_dataset(image_dir, SplitConfig(VALIDATION_PERCENTAGE, TESTING_PERCENTAGE))

@@ -1,4 +1,4 @@
-"""edgetl.backbones with the real ImageNet weight files in ../shared/weights: names, lookup, models, MACs."""
+"""edgetl.features.backbones with the real ImageNet weight files in ../shared/weights: names, lookup, models, MACs."""
 
 from __future__ import annotations
 
@@ -10,19 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import FLOWERS, WEIGHTS_DIR
-from edgetl.backbones import (
-    ALPHAS,
-    KERAS_RESOLUTIONS,
-    BackboneSpec,
-    ResolvedWeights,
-    WeightsNotFoundError,
-    build_feature_extractor,
-    count_macs,
-    keras_cache_dir,
-    resolve_weights,
-    weights_file_name,
-)
-from edgetl.data import load_image
+from edgetl.features.backbones import ALPHAS, KERAS_RESOLUTIONS, BackboneSpec, ResolvedWeights, WeightsNotFoundError, build_feature_extractor, count_macs, keras_cache_dir, resolve_weights, weights_file_name
+from edgetl.runtime.images import load_image
 
 SHARED_FILES = sorted(p.name for p in WEIGHTS_DIR.glob("*.h5"))
 RANDOM = ResolvedWeights(None, "random", "", "")

@@ -33,7 +33,8 @@ def run(tmp_path_factory) -> ExportRun:
 
 
 def _images(run: ExportRun) -> np.ndarray:
-    from edgetl.data import SplitConfig, load_image, scan_dataset
+    from edgetl.data.dataset import SplitConfig, scan_dataset
+    from edgetl.runtime.images import load_image
 
     records = scan_dataset(run.image_dir, SplitConfig(10, 30)).records
     return np.stack([load_image(r.path, run.resolution) for r in records]).astype(np.float32)

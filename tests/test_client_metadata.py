@@ -114,7 +114,7 @@ def _photos(out_dir: Path) -> list[Path]:
 
 
 def _squash(path: Path) -> np.ndarray:
-    """The model input edgetl builds from a photo (as edgetl.data.load_image): RGB, bilinear squash."""
+    """The model input edgetl builds from a photo (as edgetl.data.dataset.load_image): RGB, bilinear squash."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:

@@ -1,4 +1,4 @@
-"""edgetl.data: class-folder scanning, the stable split, duplicates, and load_image on odd images.
+"""edgetl.data.dataset: class-folder scanning, the stable split, duplicates, and load_image on odd images.
 
 No TensorFlow: scanning only hashes files, and load_image is Pillow + numpy.
 """
@@ -15,16 +15,8 @@ import pytest
 from PIL import Image
 
 from conftest import FLOWERS
-from edgetl.data import (
-    SplitConfig,
-    IMAGE_EXTENSIONS,
-    MIN_IMAGES_PER_CLASS,
-    SPLITS,
-    DatasetError,
-    load_image,
-    scan_dataset,
-    split_for,
-)
+from edgetl.data.dataset import SplitConfig, IMAGE_EXTENSIONS, MIN_IMAGES_PER_CLASS, SPLITS, DatasetError, scan_dataset, split_for
+from edgetl.runtime.images import load_image
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (12, 10), fmt: str | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""Re-picking on a device's own latencies (edgetl.device): fast, constructed rows and device files."""
+"""Re-picking on a device's own latencies (edgetl.pick.device): fast, constructed rows and device files."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 
 from conftest import make_result
-from edgetl.device import device_rows, read_device_results, write_device_reports
-from edgetl.pareto import Budget, PickConfig, pick
+from edgetl.pick.device import device_rows, read_device_results, write_device_reports
+from edgetl.pick.pareto import Budget, PickConfig, pick
 
 
 def _row(point: str, fmt: str, macs: int, host_p50: float, right: int = 326):

@@ -13,16 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.export import (
-    FORMATS,
-    ExportConfig,
-    ExportError,
-    ExportResult,
-    check_status,
-    export_run,
-    formats_from_flags,
-)
-from edgetl.files import sha256_file
+from edgetl.export import FORMATS, ExportConfig, ExportError, ExportResult, check_status, export_run, formats_from_flags
+from edgetl.io.files import sha256_file
 from export_fixtures import ExportRun, build_export_run, copy_run
 
 pytestmark = pytest.mark.slow  # real training, conversion or sweeps: minutes
@@ -104,7 +96,7 @@ def test_full_agreement_float16_never_fails_and_float32_must_be_the_same_model()
 
 
 def test_calibration_selection_is_balanced_deterministic_and_training_only(tmp_path):
-    from edgetl.data import SplitConfig, scan_dataset
+    from edgetl.data.dataset import SplitConfig, scan_dataset
     from edgetl.export import calibration as calib
     from export_fixtures import copy_photos
 
@@ -127,7 +119,7 @@ def test_calibration_selection_is_balanced_deterministic_and_training_only(tmp_p
 
 
 def test_manifest_round_trip_and_relocated_dataset(tmp_path):
-    from edgetl.data import SplitConfig, scan_dataset
+    from edgetl.data.dataset import SplitConfig, scan_dataset
     from edgetl.export import calibration as calib
     from export_fixtures import copy_photos
 
@@ -271,7 +263,7 @@ def test_no_bias_correction_converts_the_model_as_trained(exported, tmp_path):
 
 
 def test_bias_correction_flag():
-    from edgetl.cli import build_parser
+    from edgetl.cli.main import build_parser
 
     parse = build_parser().parse_args
     assert parse(["export", "--run", "r"]).bias_correction is True
@@ -296,9 +288,9 @@ def test_a_bad_conversion_fails_its_check_but_keeps_the_artifact(export_run_dir,
     differently from model.keras, as a converter bug would make it: the float check must catch it."""
     import keras
 
-    from edgetl.cli import main
+    from edgetl.cli.main import main
     from edgetl.export import ModelSource, artifact_metadata, export_artifact
-    from edgetl.files import sha256_file
+    from edgetl.io.files import sha256_file
 
     run_dir = copy_run(export_run_dir, tmp_path / "run")
     model = keras.saving.load_model(run_dir / "model.keras")
@@ -333,7 +325,7 @@ def _run_with_own_photos(export_run_dir: ExportRun, tmp_path: Path) -> tuple[Pat
 
 
 def test_reused_manifest_with_changed_or_vanished_images_is_refused(export_run_dir, tmp_path):
-    from edgetl.data import SplitConfig, scan_dataset
+    from edgetl.data.dataset import SplitConfig, scan_dataset
     from edgetl.export import calibration as calib
 
     run_dir, photos = _run_with_own_photos(export_run_dir, tmp_path)
@@ -353,7 +345,7 @@ def test_reused_manifest_with_changed_or_vanished_images_is_refused(export_run_d
 
 
 def test_cli_errors_are_clean(export_run_dir, tmp_path, capsys):
-    from edgetl.cli import main
+    from edgetl.cli.main import main
 
     code = main(["export", "--run", str(tmp_path / "nowhere")])
     err = capsys.readouterr().err
@@ -429,7 +421,7 @@ def test_stock_clients_classify_with_every_tflite_format_by_label_name(exported,
     from PIL import Image
 
     from conftest import REPO_ROOT
-    from edgetl.data import load_image
+    from edgetl.runtime.images import load_image
     from edgetl.runtime import load_model
 
     python = REPO_ROOT / venv / "bin" / "python"

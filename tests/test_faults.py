@@ -43,7 +43,7 @@ def edgetl(*args: str, kill_at: str | None = None, trace: Path | None = None, li
         if limit_bytes:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    return subprocess.run([sys.executable, "-m", "edgetl.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "edgetl.cli.main", *args], capture_output=True, text=True, env=env,
                           preexec_fn=limit, timeout=600)
 
 
@@ -202,10 +202,10 @@ def test_damaged_model_bytes_are_refused_by_label_image_verify_and_bench(photos,
 
 
 def test_a_sweep_warns_before_starting_when_the_disk_looks_too_small(photos, tmp_path):
-    from edgetl.backbones import BackboneSpec
-    from edgetl.data import scan_dataset
-    from edgetl.space import check_space, estimate_space
-    from edgetl.sweep import SweepConfig
+    from edgetl.features.backbones import BackboneSpec
+    from edgetl.data.dataset import scan_dataset
+    from edgetl.sweep.space import check_space, estimate_space
+    from edgetl.sweep.run import SweepConfig
 
     with tmpfs(tmp_path / "tiny", "1m") as disk:
         config = SweepConfig(image_dir=photos, output_dir=disk / "run", points=(BackboneSpec("v2", 1.0, 224),))

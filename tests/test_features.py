@@ -1,4 +1,4 @@
-"""edgetl.features: the bottleneck cache, with a real backbone (V1 0.25 at 96 px, ImageNet) on real photos."""
+"""edgetl.features.bottlenecks: the bottleneck cache, with a real backbone (V1 0.25 at 96 px, ImageNet) on real photos."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import FLOWERS, WEIGHTS_DIR, copy_subset
-from edgetl.backbones import BackboneSpec, build_feature_extractor, resolve_weights
-from edgetl.data import SplitConfig, ImageRecord, load_image, scan_dataset
-from edgetl.features import DIGEST_BYTES, cache_key, compute_features, default_cache_dir
+from edgetl.features.backbones import BackboneSpec, build_feature_extractor, resolve_weights
+from edgetl.data.dataset import SplitConfig, ImageRecord, scan_dataset
+from edgetl.runtime.images import load_image
+from edgetl.features.bottlenecks import DIGEST_BYTES, cache_key, compute_features, default_cache_dir
 
 SPEC = BackboneSpec("v1", 0.25, 96)
 RES = SPEC.resolution
@@ -199,7 +200,7 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_litert_engine_matches_tensorflow_and_reports_its_check(backbone, records):
-    from edgetl.feature_engine import CHECK_IMAGES, FEATURE_TOLERANCE, Embedder
+    from edgetl.features.engine import CHECK_IMAGES, FEATURE_TOLERANCE, Embedder
 
     model, _ = backbone
     batch = np.stack([load_image(r.path, RES) for r in records[:6]]).astype(np.float32)
@@ -214,7 +215,7 @@ def test_litert_engine_matches_tensorflow_and_reports_its_check(backbone, record
 
 def test_a_wrong_conversion_falls_back_to_tensorflow(backbone, records, monkeypatch, capsys):
     """Another backbone's flatbuffer stands in for a conversion gone wrong: the check catches it."""
-    import edgetl.feature_engine as engine
+    import edgetl.features.engine as engine
 
     model, _ = backbone
     other = build_feature_extractor(SPEC, resolve_weights(SPEC, "none"))  # random weights: other features

@@ -51,7 +51,7 @@ def fine_tuned(flowers, tmp_path_factory, private_cache):  # noqa: F811
 def test_fine_tuning_trains_the_top_layers_only_and_keeps_batch_norm(fine_tuned):
     import keras
 
-    from edgetl.backbones import BackboneSpec, build_feature_extractor, resolve_weights
+    from edgetl.features.backbones import BackboneSpec, build_feature_extractor, resolve_weights
     from conftest import WEIGHTS_DIR
 
     run_dir, result = fine_tuned

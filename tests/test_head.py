@@ -1,4 +1,4 @@
-"""edgetl.head: the numpy softmax head (repeatability, early stopping, config checks). No TensorFlow."""
+"""edgetl.train.head: the numpy softmax head (repeatability, early stopping, config checks). No TensorFlow."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edgetl.head import HeadConfig, accuracy, cross_entropy, train_head, train_heads
+from edgetl.train.head import HeadConfig, accuracy, cross_entropy, train_head, train_heads
 
 
 def blobs(seed: int, n_train: int = 30, n_val: int = 300, dim: int = 60, classes: int = 3,

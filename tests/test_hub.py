@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import FLOWERS, WEIGHTS_DIR, copy_subset
-from edgetl.cli import main
+from edgetl.cli.main import main
 
 pytestmark = pytest.mark.slow  # real training, conversion or sweeps: minutes
 
@@ -48,8 +48,9 @@ def test_train_with_a_local_hub_module(hub_module, tmp_path, capsys):
 
     import keras
 
-    from edgetl.backbones import register_custom_layers
-    from edgetl.data import load_image, scan_dataset
+    from edgetl.features.backbones import register_custom_layers
+    from edgetl.runtime.images import load_image
+    from edgetl.data.dataset import scan_dataset
     from edgetl.runtime import load_model, read_metadata
 
     register_custom_layers()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.label_image import main
+from edgetl.runtime.label_image import main
 from edgetl.runtime import load_model
 
 REPO = Path(__file__).resolve().parent.parent

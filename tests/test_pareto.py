@@ -1,4 +1,4 @@
-"""Pareto front, budgets and the pick (edgetl.pareto). Fast: no TensorFlow, no files."""
+"""Pareto front, budgets and the pick (edgetl.pick.pareto). Fast: no TensorFlow, no files."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import random
 import pytest
 
 from conftest import make_result
-from edgetl.results import ArtifactResult
-from edgetl.pareto import Budget, Pick, PickConfig, dominates, knee, pareto_front, pick
+from edgetl.measure.results import ArtifactResult
+from edgetl.pick.pareto import Budget, Pick, PickConfig, dominates, knee, pareto_front, pick
 
 def brute_force_front(results: list[ArtifactResult]) -> list[ArtifactResult]:
-    """O(n^2) reference written independently of edgetl.pareto.dominates."""
+    """O(n^2) reference written independently of edgetl.pick.pareto.dominates."""
     ok = [r for r in results if r.status == "ok"]
 
     def dom(a: ArtifactResult, b: ArtifactResult) -> bool:

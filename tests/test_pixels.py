@@ -1,4 +1,4 @@
-"""edgetl.pixels: each photo decoded once, every resolution the same pixels `load_image` gives."""
+"""edgetl.data.pixels: each photo decoded once, every resolution the same pixels `load_image` gives."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import FLOWERS, copy_subset
-from edgetl.data import load_image, scan_dataset
-from edgetl.pixels import INDEX, LazyPixels, build_store, open_store
+from edgetl.runtime.images import load_image
+from edgetl.data.dataset import scan_dataset
+from edgetl.data.pixels import INDEX, LazyPixels, build_store, open_store
 
 
 @pytest.fixture(scope="module")

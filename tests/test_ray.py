@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import FLOWERS, REPO_ROOT, WEIGHTS_DIR, copy_subset
-from edgetl.cli import main
+from edgetl.cli.main import main
 from test_faults import results, stages  # what must not depend on where a unit ran; the traced stages
-from edgetl.results import read_results
+from edgetl.measure.results import read_results
 
 FORMATS = "tflite-float32,onnx-float32"  # two runtimes; int8 is the slowest unit to convert
 POINTS = ("v1-a0.25-r96", "v1-a0.25-r128")
@@ -81,8 +81,8 @@ def ray_is_running() -> bool:
 
 
 def test_ray_flags_and_their_errors(tmp_path, capsys):
-    from edgetl.cli import build_parser
-    from edgetl.cluster import ClusterConfig
+    from edgetl.cli.main import build_parser
+    from edgetl.sweep.ray_tasks import ClusterConfig
 
     base = ["sweep", "--image_dir", str(tmp_path), "--output_dir", str(tmp_path / "out")]
     assert build_parser().parse_args(base).ray is None
@@ -131,7 +131,7 @@ def photos(tmp_path_factory) -> Path:
 
 def start_in_process(photos: Path, out: Path) -> subprocess.Popen:
     """The reference: the same sweep without --ray, in a fresh process that must never import Ray."""
-    code = ("import sys; from edgetl.cli import main; code = main(sys.argv[1:]); "
+    code = ("import sys; from edgetl.cli.main import main; code = main(sys.argv[1:]); "
             "print('ray imported:', any(m == 'ray' or m.startswith('ray.') for m in sys.modules)); sys.exit(code)")
     return subprocess.Popen([sys.executable, "-c", code, *sweep_args(photos, out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
@@ -151,7 +151,7 @@ def _mtimes(out: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_cluster_sweep_equals_in_process_and_a_killed_worker_costs_only_its_units(photos, tmp_path, monkeypatch):
-    from edgetl.pareto import pareto_front, pick
+    from edgetl.pick.pareto import pareto_front, pick
 
     out, in_process = tmp_path / "run", tmp_path / "in_process" / "run"
     baseline = start_in_process(photos, in_process)  # beside step 1, which leaves CPU idle while it starts
@@ -162,7 +162,7 @@ def test_cluster_sweep_equals_in_process_and_a_killed_worker_costs_only_its_unit
     token.write_text(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     with ray_head({**env, "EDGETL_KILL_AT": "convert:onnx-float32"}, cpus=2, resources='{"bench": 1}') as address:
-        done = subprocess.run([sys.executable, "-m", "edgetl.cli",
+        done = subprocess.run([sys.executable, "-m", "edgetl.cli.main",
                                *sweep_args(photos, out, "--ray", address, "--bench_resource", "bench")],
                               capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode in (0, 1), done.stderr[-3000:]

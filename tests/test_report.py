@@ -1,4 +1,4 @@
-"""results.csv/json, pareto.png, report.md and the model card (edgetl.report). Fast, no TensorFlow."""
+"""results.csv/json, pareto.png, report.md and the model card (edgetl.pick.report). Fast, no TensorFlow."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import make_result
-from edgetl.pareto import Budget, pick
-from edgetl.plot import format_colour, plot_pareto
-from edgetl.report import rebuild_report, write_model_card, write_report
-from edgetl.results import read_results, read_notes, write_results
+from edgetl.pick.pareto import Budget, pick
+from edgetl.pick.plot import format_colour, plot_pareto
+from edgetl.pick.report import rebuild_report, write_model_card, write_report
+from edgetl.measure.results import read_results, read_notes, write_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FLOWERS, WEIGHTS_DIR, copy_subset
-from edgetl.cli import main
+from edgetl.cli.main import main
 from edgetl.export import FORMATS
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def test_same_point_gives_the_same_bytes_in_any_process(tmp_path):
         outputs.append(_files(tmp_path / name))
     train, export = _point_args(image_dir, tmp_path / "fresh", cache)
     for argv in (train, export):
-        subprocess.run([sys.executable, "-m", "edgetl.cli", *argv], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "edgetl.cli.main", *argv], check=True, capture_output=True)
     outputs.append(_files(tmp_path / "fresh"))
     first, second, fresh = outputs
     assert set(first) == {"model.tflite", *FORMATS}

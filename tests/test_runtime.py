@@ -9,13 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from edgetl.runtime import (
-    ModelFileError,
-    embed_tflite_metadata,
-    load_model,
-    read_labels,
-    read_metadata,
-)
+from edgetl.runtime import ModelFileError, embed_tflite_metadata, load_model, read_labels, read_metadata
 
 # ---------------------------------------------------------------------------------------------------------
 # metadata

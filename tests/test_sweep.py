@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import FLOWERS, copy_subset
-from edgetl.results import ArtifactResult
-from edgetl.cli import main
-from edgetl.pareto import Budget
-from edgetl.results import read_results
+from edgetl.measure.results import ArtifactResult
+from edgetl.cli.main import main
+from edgetl.pick.pareto import Budget
+from edgetl.measure.results import read_results
 
 pytestmark = pytest.mark.slow  # real training, conversion or sweeps: minutes
 
@@ -39,7 +39,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def finished_sweep(tiny_data, tmp_path_factory) -> Path:
-    """The tiny sweep, with the stages it passed, in order, in OUT/../trace.txt (`edgetl.files.checkpoint`)."""
+    """The tiny sweep, with the stages it passed, in order, in OUT/../trace.txt (`edgetl.io.files.checkpoint`)."""
     out = tmp_path_factory.mktemp("sweep") / "run"
     os.environ["EDGETL_TRACE"] = str(out.parent / "trace.txt")  # the export worker inherits it
     try:
@@ -77,7 +77,7 @@ def test_every_artifact_is_measured(finished_sweep):
 
 
 def test_front_and_pick_against_brute_force(finished_sweep):
-    from edgetl.pareto import pareto_front, pick
+    from edgetl.pick.pareto import pareto_front, pick
 
     rows = read_results(finished_sweep)
     assert {(r.point, r.format) for r in pareto_front(rows)} == brute_force_front(rows)
@@ -168,7 +168,7 @@ def _bench_mtimes(out: Path) -> dict[str, float]:
 def test_killed_sweep_resumes_without_redoing_finished_artifacts(tiny_data, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "edgetl.cli", *sweep_args(tiny_data, out)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "edgetl.cli.main", *sweep_args(tiny_data, out)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     try:
@@ -206,7 +206,7 @@ def test_a_point_exports_in_the_worker_while_the_next_trains_and_a_kill_there_st
 
     def sweep(trace: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
         env = dict(os.environ, EDGETL_TRACE=str(trace), **({"EDGETL_KILL_AT": kill_at} if kill_at else {}))
-        return subprocess.run([sys.executable, "-m", "edgetl.cli", *sweep_args(tiny_data, out)], env=env,
+        return subprocess.run([sys.executable, "-m", "edgetl.cli.main", *sweep_args(tiny_data, out)], env=env,
                               capture_output=True, text=True, timeout=600, start_new_session=True)
 
     # The first point's int8 conversion runs in the export worker: a power cut there stops the whole sweep.
@@ -238,7 +238,7 @@ def test_bench_command_measures_one_artifact_like_the_sweep(finished_sweep, tiny
 
 
 def test_grid_skips_missing_combinations_and_weights(tmp_path, tiny_data, capsys):
-    from edgetl.grid import grid
+    from edgetl.sweep.grid import grid
 
     points, notes = grid(["v1", "v2"], [0.25, 0.35], [96])
     assert [p.id for p in points] == ["v1-a0.25-r96", "v2-a0.35-r96"]
@@ -251,7 +251,7 @@ def test_grid_skips_missing_combinations_and_weights(tmp_path, tiny_data, capsys
 
 
 def test_grid_files_yaml_and_toml(tmp_path):
-    from edgetl.grid import read_grid_file
+    from edgetl.sweep.grid import read_grid_file
 
     (tmp_path / "g.yaml").write_text("points:\n  - {backbone: v2, alpha: 1.0, resolution: 224}\n"
                                      "  - {backbone: v1, alpha: 0.3, resolution: 128}\n")
@@ -300,7 +300,7 @@ def test_device_bench_from_a_bundle_runs_without_tensorflow_and_re_picks(finishe
 
 
 def test_fine_tune_front_adds_fine_tuned_rows_for_the_most_accurate_front_point(tiny_data, tmp_path):
-    from edgetl.pareto import pareto_front
+    from edgetl.pick.pareto import pareto_front
 
     out = tmp_path / "run"
     argv = sweep_args(tiny_data, out, "--formats", "tflite-float32,tflite-int8", "--fine_tune_front", "1",
@@ -327,10 +327,10 @@ def test_a_point_trained_beside_an_export_leaves_the_worker_a_core(finished_swee
 
 
 def test_feature_threads_are_validated_and_never_change_a_key(tiny_data, tmp_path):
-    from edgetl.backbones import BackboneSpec, ResolvedWeights
-    from edgetl.features import FeatureConfig
-    from edgetl.overlap import beside_export
-    from edgetl.sweep import SweepConfig, train_key
+    from edgetl.features.backbones import BackboneSpec, ResolvedWeights
+    from edgetl.features.bottlenecks import FeatureConfig
+    from edgetl.sweep.local import beside_export
+    from edgetl.sweep.run import SweepConfig, train_key
 
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="num_threads must be None"):
@@ -345,8 +345,8 @@ def test_feature_threads_are_validated_and_never_change_a_key(tiny_data, tmp_pat
 
 
 def test_the_largest_point_goes_first_and_the_cheapest_export_last():
-    from edgetl.backbones import BackboneSpec
-    from edgetl.overlap import largest_first
+    from edgetl.features.backbones import BackboneSpec
+    from edgetl.sweep.local import largest_first
 
     grid = [BackboneSpec(v, a, r) for v, a in (("v1", 0.25), ("v1", 1.0), ("v2", 1.0)) for r in (128, 224)]
     assert [p.id for p in largest_first(tuple(grid))] == [  # the README grid

@@ -18,8 +18,9 @@ import pytest
 from PIL import Image
 
 from conftest import FLOWERS, WEIGHTS_DIR, copy_subset
-from edgetl.cli import main
-from edgetl.data import SplitConfig, load_image, scan_dataset
+from edgetl.cli.main import main
+from edgetl.data.dataset import SplitConfig, scan_dataset
+from edgetl.runtime.images import load_image
 
 pytestmark = pytest.mark.slow  # real training, conversion or sweeps: minutes
 
@@ -299,7 +300,7 @@ def test_export_reuses_the_runs_tflite_as_the_float32_artifact(trained, tmp_path
     import shutil
 
     from edgetl.export import ExportConfig, export_run
-    from edgetl.files import sha256_file
+    from edgetl.io.files import sha256_file
 
     run_dir = shutil.copytree(trained.run_dir, tmp_path / "run")
     (result,) = export_run(run_dir, ExportConfig(formats=("tflite-float32",)), progress=False)

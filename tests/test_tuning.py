@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from edgetl.augment import augment, augmented_image, view_seed
-from edgetl.features import view_key
-from edgetl.head import HeadConfig, accuracy, class_weights, train_head
-from edgetl.tuning import SEARCHED, TuneConfig, choose, fit_head
+from edgetl.data.augment import augment, augmented_image, view_seed
+from edgetl.features.bottlenecks import view_key
+from edgetl.train.head import HeadConfig, accuracy, class_weights, train_head
+from edgetl.train.tuning import SEARCHED, TuneConfig, choose, fit_head
 from test_head import blobs, quiet
 
 FAST = HeadConfig(how_many_training_steps=300, eval_step_interval=10, train_batch_size=16, early_stopping_patience=5)

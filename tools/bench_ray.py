@@ -72,18 +72,18 @@ def timed(calls: list[tuple[str, float]], kind: str, func):
 
 def run_in_process(args, out: Path, extra: list[str]) -> dict:
     """The sweep without --ray, its train, export and benchmark calls timed (the sweep's own functions, wrapped)."""
-    import edgetl.sweep as sweep
-    from edgetl.cli import main
+    import edgetl.sweep.run as sweep
+    from edgetl.cli.main import main
 
     calls: list[tuple[str, float]] = []
     for name, kind in (("train_point", "train"), ("bench_artifact", "bench")):
         if not hasattr(sweep, name):
-            sys.exit(f"edgetl.sweep.{name} is gone: update tools/bench_ray.py to time the in-process units")
+            sys.exit(f"edgetl.sweep.run.{name} is gone: update tools/bench_ray.py to time the in-process units")
         setattr(sweep, name, timed(calls, kind, getattr(sweep, name)))
     started = time.perf_counter()
     code = main(sweep_args(args, out, extra))
     wall = time.perf_counter() - started
-    # Exports run in the sweep's export worker (edgetl.overlap), out of this process' reach: their own records.
+    # Exports run in the sweep's export worker (edgetl.sweep.local), out of this process' reach: their own records.
     calls += [("export", float(e.get("seconds") or 0)) for f in out.glob("points/*/artifacts/export.json")
               for e in json.loads(f.read_text()).get("formats", {}).values()]
     total = {kind: sum(s for k, s in calls if k == kind) for kind in ("train", "export", "bench")}
@@ -103,7 +103,7 @@ def union_seconds(intervals: list[tuple[float, float]]) -> float:
 def run_on_ray(args, out: Path, extra: list[str]) -> dict:
     import ray
 
-    from edgetl.cli import main
+    from edgetl.cli.main import main
 
     # A local Ray's workers import edgetl as this script does (a cluster's nodes have their own install).
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
@@ -129,8 +129,8 @@ def run_on_ray(args, out: Path, extra: list[str]) -> dict:
 
 def picks(out: Path, latencies_from: Path | None = None) -> str:
     """The sweep's pick under its own budget; with `latencies_from`, given that sweep's latencies instead."""
-    from edgetl.pareto import Budget, PickConfig, pick
-    from edgetl.results import read_results
+    from edgetl.pick.pareto import Budget, PickConfig, pick
+    from edgetl.measure.results import read_results
 
     settings = json.loads((out / "sweep.json").read_text())["settings"]
     rows = read_results(out)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-ray-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("EDGETL_NO_DOWNLOAD", "1")
-    from edgetl.data import scan_dataset
+    from edgetl.data.dataset import scan_dataset
 
     scan_dataset(args.image_dir)  # reads every photo once, so neither sweep starts with a colder page cache
     load_before = os.getloadavg()[0]

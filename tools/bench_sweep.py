@@ -234,9 +234,9 @@ def measure_floor(image_dir: Path, weights_dir: Path, specs: list, repeats: int)
     """Each point's backbone alone in LiteRT on all cores over the whole data set, pixels decoded beforehand."""
     import keras
 
-    from edgetl.backbones import WeightsNotFoundError, build_feature_extractor, resolve_weights
-    from edgetl.data import decode_images, scan_dataset
-    from edgetl.feature_engine import convert_backbone
+    from edgetl.features.backbones import WeightsNotFoundError, build_feature_extractor, resolve_weights
+    from edgetl.data.dataset import decode_images, scan_dataset
+    from edgetl.features.engine import convert_backbone
     from edgetl.runtime.backends import tflite_interpreter_class
 
     records, floor, pixels = scan_dataset(image_dir).records, {}, {}
@@ -425,7 +425,7 @@ def keras_recipe(train_dir: Path, test_dir: Path, weights: Path, epochs: int) ->
 
 def tflite_predictions(model: Path, links: dict[str, object], resolution: int, classes: list[str]) -> dict[str, str]:
     """`edgetl train`'s model.tflite on the test links' photos: per-image predictions, for the pairing."""
-    from edgetl.data import decode_images
+    from edgetl.data.dataset import decode_images
     from edgetl.runtime.model import load_model
 
     images, kept, _ = decode_images(list(links.values()), resolution)
@@ -466,8 +466,8 @@ def train_step(args: argparse.Namespace, image_dir: Path, links: dict) -> dict:
 
 def keras_step(args: argparse.Namespace, image_dir: Path, results: dict) -> None:
     """Ratios 5 and 7: the recipe and `edgetl train` on the same split, both accuracies, paired when possible."""
-    from edgetl.backbones import weights_file_name
-    from edgetl.data import scan_dataset
+    from edgetl.features.backbones import weights_file_name
+    from edgetl.data.dataset import scan_dataset
 
     dataset = scan_dataset(image_dir)
     train = link_split(dataset.split("training") + dataset.split("validation"), dataset.classes,
@@ -529,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("EDGETL_NO_DOWNLOAD", "1")
-    from edgetl.grid import grid
+    from edgetl.sweep.grid import grid
 
     image_dir = args.image_dir
     if args.subset_per_class:

@@ -6,7 +6,7 @@ Library) next to edgetl's own runtime on the same images, and how often their an
 
 RUN_DIR is an `edgetl train` run exported with `edgetl export` (its .tflite files in RUN_DIR/artifacts).
 The clients get the original photos and resize them themselves, as an app would; edgetl decodes them with
-edgetl.data.load_image (a bilinear squash with antialiasing), so a gap of a point or two is the resize.
+edgetl.data.dataset.load_image (a bilinear squash with antialiasing), so a gap of a point or two is the resize.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def client_labels(client: str, model: Path, images: list[Path]) -> list[str] | s
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgetl.data import SplitConfig, decode_images, scan_dataset
+    from edgetl.data.dataset import SplitConfig, decode_images, scan_dataset
     from edgetl.export import FORMATS
     from edgetl.runtime import load_model
 

@@ -32,14 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgetl.backbones import BackboneSpec  # noqa: E402
-from edgetl.data import scan_dataset  # noqa: E402
-from edgetl.export import ExportConfig, export_run  # noqa: E402
-from edgetl.features import FeatureConfig  # noqa: E402
-from edgetl.finetune import FineTuneConfig  # noqa: E402
-from edgetl.stats import accuracy_interval, mcnemar_exact  # noqa: E402
-from edgetl.train import TrainConfig, train  # noqa: E402
-from edgetl.tuning import TuneConfig  # noqa: E402
+from edgetl.features.backbones import BackboneSpec
+from edgetl.data.dataset import scan_dataset
+from edgetl.export import ExportConfig, export_run
+from edgetl.features.bottlenecks import FeatureConfig
+from edgetl.train.finetune import FineTuneConfig
+from edgetl.stats import accuracy_interval, mcnemar_exact
+from edgetl.train.run import TrainConfig, train
+from edgetl.train.tuning import TuneConfig
 
 DATA = Path(os.environ.get("EDGETL_TEST_DATA", Path(__file__).resolve().parents[2] / "shared"))
 STEPS = ("defaults", "tuned", "refit", "views", "fine_tune")

@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=0.15)
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from edgetl.bench import BenchConfig, measure
-    from edgetl.results import read_results
+    from edgetl.measure.bench import BenchConfig, measure
+    from edgetl.measure.results import read_results
 
     rows = [r.to_dict() for r in read_results(args.sweep_dir)]
 

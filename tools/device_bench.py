@@ -5,7 +5,7 @@
 
 Needs numpy and ai-edge-litert (or tflite-runtime); onnxruntime for .onnx artifacts (skipped with a
 note when it is missing). For each artifact and thread count, a fresh Python process (`python -m
-edgetl.bench`, the same child the sweep uses) measures load and allocate time, the first inference,
+edgetl.measure.bench`, the same child the sweep uses) measures load and allocate time, the first inference,
 warm batch-1 latency p50/p90/p99, peak RSS and the top-1 on the bundled test images; their top-1
 answers are compared with the host's (device numerics). Writes one JSON naming the device (machine,
 CPU, cores, OS, runtime versions), for `edgetl report SWEEP --device_results FILE`.
@@ -61,7 +61,7 @@ def measure_one(bundle: Path, entry: dict, threads: int, args) -> dict:
     config = {"num_threads": threads, "min_timed_runs": args.min_timed_runs,
               "min_timed_seconds": args.min_timed_seconds}
     images = bundle / "test_images" / f"r{entry['resolution']}.npz"
-    cmd = [sys.executable, "-m", "edgetl.bench", str(bundle / entry["path"]), str(images), json.dumps(config)]
+    cmd = [sys.executable, "-m", "edgetl.measure.bench", str(bundle / entry["path"]), str(images), json.dumps(config)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=bundle)
     row = {"point": entry["point"], "format": entry["format"], "num_threads": threads}
     if proc.returncode != 0:
@@ -72,7 +72,7 @@ def measure_one(bundle: Path, entry: dict, threads: int, args) -> dict:
 
     with np.load(images) as data:
         labels = data["labels"]
-    from edgetl.bench import latency_percentiles
+    from edgetl.measure.bench import latency_percentiles
 
     top1 = np.asarray(m["predictions"]).argmax(axis=1)
     lat = latency_percentiles(m["latencies_ms"])
@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="JSON to write (default: device-<name>.json here)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(args.bundle))
-    from edgetl.bench import BenchConfig  # the bundled package: numpy and the standard library only
-    from edgetl.files import sha256_file
+    from edgetl.measure.bench import BenchConfig
+    from edgetl.io.files import sha256_file
 
     defaults = BenchConfig()
     args.min_timed_runs = defaults.min_timed_runs if args.min_timed_runs is None else args.min_timed_runs

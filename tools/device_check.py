@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per_class", type=int, default=4)
     args = p.parse_args(argv)
 
-    from edgetl.data import scan_dataset  # numpy + Pillow only
+    from edgetl.data.dataset import scan_dataset
 
     test = scan_dataset(args.image_dir).split("testing")
     chosen = []

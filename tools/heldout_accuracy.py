@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgetl.data import SplitConfig, decode_images, scan_dataset  # noqa: E402
-from edgetl.export import ARTIFACTS_DIR, FORMATS  # noqa: E402
-from edgetl.runtime import load_model, read_metadata  # noqa: E402
+from edgetl.data.dataset import SplitConfig, decode_images, scan_dataset
+from edgetl.export import ARTIFACTS_DIR, FORMATS
+from edgetl.runtime import load_model, read_metadata
 
 SPLITS = ("validation", "testing")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgetl.label_image import main  # noqa: E402
+from edgetl.runtime.label_image import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,12 +29,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgetl.backbones import BackboneSpec  # noqa: E402
-from edgetl.data import SplitConfig, scan_dataset  # noqa: E402
-from edgetl.features import FeatureConfig  # noqa: E402
-from edgetl.stats import accuracy_interval, mcnemar_exact  # noqa: E402
-from edgetl.train import TrainConfig, featurize  # noqa: E402
-from edgetl.tuning import fit_head  # noqa: E402
+from edgetl.features.backbones import BackboneSpec
+from edgetl.data.dataset import SplitConfig, scan_dataset
+from edgetl.features.bottlenecks import FeatureConfig
+from edgetl.stats import accuracy_interval, mcnemar_exact
+from edgetl.train.run import TrainConfig, featurize
+from edgetl.train.tuning import fit_head
 
 DATA = Path(os.environ.get("EDGETL_TEST_DATA", Path(__file__).resolve().parents[2] / "shared"))
 

@@ -6,44 +6,19 @@
   converter modules `tflite` and `onnx`, which share one signature; `calibration` and `bias_correction`
   prepare the int8 formats.
 - `run`: a run's formats converted and checked against the float Keras model (`export_run`).
-- `cli`: the command's flags and table.
 
-Importing this package stays TensorFlow-free (the CLI builds its parser from it): TensorFlow, tf2onnx
+Importing this package stays TensorFlow-free (the CLI, `edgetl.cli.export`, builds its parser from it): TensorFlow, tf2onnx
 and onnxruntime are imported by the converters, on use.
 """
 
-from .artifact import ModelSource, artifact_metadata, export_artifact
-from .cli import add_export_arguments, add_shared_export_arguments, run_export_command
-from .config import ExportConfig
-from .formats import (
-    FORMATS,
-    IO_TYPES,
-    ONNX_OPSET,
-    QUANTIZATIONS,
-    RECIPE_VERSION,
-    RUNTIMES,
-    ExportError,
-    FormatSpec,
-    formats_from_flags,
-)
-from .predictions import check_predictions
-from .run import (
-    ARTIFACTS_DIR,
-    EXPORT_SUMMARY,
-    ExportResult,
-    check_status,
-    export_format,
-    export_run,
-    load_run_inputs,
-    merge_export_entry,
-    read_export_summary,
-    read_run,
-)
+from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
+from edgetl.export.config import ExportConfig
+from edgetl.export.formats import FORMATS, IO_TYPES, ONNX_OPSET, QUANTIZATIONS, RECIPE_VERSION, RUNTIMES, ExportError, FormatSpec, formats_from_flags
+from edgetl.export.predictions import check_predictions
+from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY, ExportResult, check_status, export_format, export_run, load_run_inputs, merge_export_entry, read_export_summary, read_run
 
 __all__ = [
     "ARTIFACTS_DIR", "EXPORT_SUMMARY", "FORMATS", "IO_TYPES", "ONNX_OPSET", "QUANTIZATIONS", "RECIPE_VERSION",
-    "RUNTIMES", "ExportConfig", "ExportError", "ExportResult", "FormatSpec", "ModelSource", "add_export_arguments",
-    "add_shared_export_arguments", "artifact_metadata", "check_predictions", "check_status", "export_artifact", "export_format", "export_run",
+    "RUNTIMES", "ExportConfig", "ExportError", "ExportResult", "FormatSpec", "ModelSource", "artifact_metadata", "check_predictions", "check_status", "export_artifact", "export_format", "export_run",
     "formats_from_flags", "load_run_inputs", "merge_export_entry", "read_export_summary", "read_run",
-    "run_export_command",
 ]

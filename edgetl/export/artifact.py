@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.files import atomic_write_bytes, writing
+from edgetl.io.files import atomic_write_bytes, writing
 
-from .formats import FORMATS, ExportError, check_io_type
+from edgetl.export.formats import FORMATS, ExportError, check_io_type
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ModelSource:
 def artifact_metadata(run: dict, fmt: str) -> dict:
     """edgetl.json for an artifact of this run (docs/interfaces.md), built from run.json."""
     from edgetl import __version__
-    from edgetl.data import PREPROCESSING
+    from edgetl.runtime.images import PREPROCESSING
 
     bb = run["backbone"]
     return {

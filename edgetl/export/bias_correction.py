@@ -205,7 +205,7 @@ def _probe(backbone, targets: list[tuple[object, object]]):
 
 
 def _run(layer, x: np.ndarray) -> np.ndarray:
-    from .tflite import traced_forward
+    from edgetl.features.tf_functions import traced_forward
 
     call = traced_forward(layer) if hasattr(layer, "predict_on_batch") else layer
     return np.concatenate([np.asarray(call(x[i : i + BATCH]), np.float32) for i in range(0, len(x), BATCH)])
@@ -222,7 +222,7 @@ def correct_biases(model, images: np.ndarray) -> CorrectionReport:
     """
     import keras
 
-    from .tflite import traced_forward
+    from edgetl.features.tf_functions import traced_forward
 
     groups: list[tuple[object, list[tuple[object, object]]]] = []  # (layer of the chain, its targets)
     for layer in model.layers:

@@ -7,7 +7,7 @@ artifact. Re-using a manifest (`--calibration_manifest`) gives a bit-identical i
 manifest whose images changed or vanished is refused, naming the files, rather than silently
 calibrating on something else. The format is documented in calibration/README.md.
 
-TensorFlow-free (numpy + Pillow via edgetl.data), like edgetl.data itself.
+TensorFlow-free (numpy + Pillow via edgetl.data.dataset), like edgetl.data.dataset itself.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from edgetl.data import PREPROCESSING, Dataset, ImageRecord, load_image
+from edgetl.runtime.images import PREPROCESSING, load_image
+from edgetl.data.dataset import Dataset, ImageRecord
 from edgetl.export.formats import ExportError
-from edgetl.files import atomic_write_json, sha256_file
+from edgetl.io.files import atomic_write_json, sha256_file
 
 MANIFEST_KIND = "edgetl-calibration-manifest"
 MANIFEST_FORMAT_VERSION = 1

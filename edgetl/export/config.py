@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgetl.runtime import check_num_threads
 
-from .formats import FORMATS, IO_TYPES, ExportError, check_formats, check_io_type
+from edgetl.export.formats import FORMATS, IO_TYPES, ExportError, check_formats, check_io_type
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ def to_onnx_float(model, opset: int | None = None):
     import tensorflow as tf
     import tf2onnx
 
-    from .formats import ONNX_OPSET
+    from edgetl.export.formats import ONNX_OPSET
 
     shape = tuple(model.inputs[0].shape)  # (None, R, R, 3)
     spec = (tf.TensorSpec((None, *shape[1:]), tf.float32, name=INPUT_NAME),)
@@ -162,8 +162,7 @@ def with_metadata(proto, metadata: dict):
     (pixel - mean) / std), ``color_space`` (RGB) and ``pixel_range`` (0..255).
     """
     from edgetl import __version__
-    from edgetl.runtime.metadata import (ONNX_COLOR_KEY, ONNX_LABELS_KEY, ONNX_MEAN_KEY, ONNX_METADATA_KEY,
-                                         ONNX_RANGE_KEY, ONNX_STD_KEY)
+    from edgetl.runtime.metadata import ONNX_COLOR_KEY, ONNX_LABELS_KEY, ONNX_MEAN_KEY, ONNX_METADATA_KEY, ONNX_RANGE_KEY, ONNX_STD_KEY
 
     inp = metadata.get("input") or {}
     ours = [(ONNX_METADATA_KEY, json.dumps(metadata)), (ONNX_LABELS_KEY, "\n".join(metadata["labels"])),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.files import atomic_write_bytes, sha256_file
+from edgetl.io.files import atomic_write_bytes, sha256_file
 
 REFERENCE = "test_predictions.npy"  # in a run directory: the float model's test-split probabilities
 

@@ -24,12 +24,13 @@ from typing import Callable
 
 import numpy as np
 
-from edgetl.files import DiskError, atomic_write_bytes, atomic_write_json, checkpoint, one_line, sha256_file
+from edgetl.io.files import DiskError, atomic_write_bytes, atomic_write_json, one_line, sha256_file
+from edgetl.io.faults import fault_point
 
-from .artifact import ModelSource, artifact_metadata, export_artifact
-from .config import ExportConfig
-from .formats import FORMATS, ExportError
-from .predictions import recorded_reference, save_check_predictions
+from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
+from edgetl.export.config import ExportConfig
+from edgetl.export.formats import FORMATS, ExportError
+from edgetl.export.predictions import recorded_reference, save_check_predictions
 
 EXPORT_SUMMARY = "export.json"
 ARTIFACTS_DIR = "artifacts"
@@ -85,7 +86,7 @@ class RunInputs:
     run_dir: Path
     run: dict
     source: ModelSource  # the model as trained
-    dataset: object  # edgetl.data.Dataset
+    dataset: object  # edgetl.data.dataset.Dataset
     test_images: np.ndarray  # uint8 (N, R, R, 3)
     test_labels: np.ndarray
     keras_probs: np.ndarray
@@ -129,7 +130,7 @@ def load_keras_model(path: Path):
     """model.keras of a run (TF Hub backbones register their layer first); ExportError when it won't load."""
     import keras
 
-    from edgetl.backbones import register_custom_layers
+    from edgetl.features.backbones import register_custom_layers
 
     register_custom_layers()
     try:
@@ -142,7 +143,7 @@ def _keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
     """The float Keras model's probabilities, the reference every check compares with: traced once
     (`traced_forward`), in batches of KERAS_BATCH. On 2 cores, V2 1.0 @224 over 360 test images took
     16.6 s with predict_on_batch at 64 and 10.0 s this way, tracing included, the same to 1e-7."""
-    from .tflite import traced_forward
+    from edgetl.features.tf_functions import traced_forward
 
     forward = traced_forward(model)
     return np.concatenate([np.asarray(forward(images_uint8[i : i + KERAS_BATCH]), np.float32)
@@ -150,7 +151,7 @@ def _keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
 
 
 def _run_dataset(run: dict):
-    from edgetl.data import DatasetError, SplitConfig, scan_dataset
+    from edgetl.data.dataset import DatasetError, SplitConfig, scan_dataset
 
     split = SplitConfig(run.get("validation_percentage", SplitConfig.validation_percentage),
                         run.get("testing_percentage", SplitConfig.testing_percentage))
@@ -163,8 +164,8 @@ def _run_dataset(run: dict):
 
 def load_run_inputs(run_dir: Path, dataset=None, load=None) -> RunInputs:
     """Read a run and everything its formats share. `dataset` (already scanned by a sweep) saves a scan, and
-    `load` (`load_image`'s signature; a sweep's `edgetl.pixels` store) a decode."""
-    from edgetl.data import decode_images
+    `load` (`load_image`'s signature; a sweep's `edgetl.data.pixels` store) a decode."""
+    from edgetl.data.dataset import decode_images
 
     run = read_run(run_dir)
     dataset = dataset if dataset is not None else _run_dataset(run)
@@ -190,10 +191,10 @@ def load_run_inputs(run_dir: Path, dataset=None, load=None) -> RunInputs:
 
 def _calibration(inputs: RunInputs, config: ExportConfig, log: Log):
     """The calibration set of this run: from the manifest when one is given, else drawn from the training split."""
-    from . import calibration as calib
+    from edgetl.export import calibration as calib
 
     if inputs.calibration is None:
-        checkpoint("calibration")
+        fault_point("calibration")
         resolution = int(inputs.run["backbone"]["resolution"])
         if config.calibration_manifest is not None:
             inputs.calibration = calib.calibration_set_from_manifest(
@@ -211,11 +212,11 @@ def _int8_source(inputs: RunInputs, config: ExportConfig, log: Log) -> ModelSour
     if not config.bias_correction:
         return inputs.source
     if inputs.int8_source is None:
-        from .bias_correction import correct_biases
+        from edgetl.export.bias_correction import correct_biases
 
         model = load_keras_model(inputs.run_dir / "model.keras")  # a copy to change
         calibration = _calibration(inputs, config, log)
-        checkpoint("bias_correction")
+        fault_point("bias_correction")
         report = correct_biases(model, calibration.images)
         log(f"note: int8 bias correction: {report.layers} layer(s) shifted by up to {report.max_shift:.3g}, "
             f"from {report.images} calibration images")
@@ -259,10 +260,10 @@ def _run_tflite_is(inputs: RunInputs, metadata: dict) -> bool:
 
 def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: Path, log: Log) -> dict:
     """Write the artifact; returns what export.json records about how it was made."""
-    from . import calibration as calib
+    from edgetl.export import calibration as calib
 
     spec = FORMATS[fmt]
-    checkpoint(f"convert:{fmt}")
+    fault_point(f"convert:{fmt}")
     metadata = artifact_metadata(inputs.run, fmt)
     if fmt == "tflite-float32" and _run_tflite_is(inputs, metadata):  # one conversion, not two (and checked below)
         atomic_write_bytes(out_path, (inputs.run_dir / "model.tflite").read_bytes(), "the tflite-float32 artifact")
@@ -277,7 +278,7 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
                     calibration_images=calibration.images, io_type=config.io_type)
     manifest_path = out_path.parent / f"{fmt}.calibration.json"
     calib.write_manifest(manifest_path, calibration.manifest)
-    checkpoint(f"manifest:{fmt}")
+    fault_point(f"manifest:{fmt}")
     return {"calibration_manifest": manifest_path, "num_calibration_images": len(calibration.images),
             "bias_correction": config.bias_correction}
 
@@ -286,7 +287,7 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
     """Run the artifact on the test split and compare it with the Keras model."""
     from edgetl.runtime import load_model
 
-    checkpoint(f"check:{fmt}")
+    fault_point(f"check:{fmt}")
     try:
         probs = np.asarray(load_model(out_path, config.num_threads).predict(inputs.test_images, batch_size=PREDICT_BATCH),
                            np.float32)
@@ -378,7 +379,7 @@ def export_run(run_dir: str | Path, config: ExportConfig = ExportConfig(), log: 
     """
     from tqdm import tqdm
 
-    from . import calibration as calib
+    from edgetl.export import calibration as calib
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     run_dir = Path(run_dir)

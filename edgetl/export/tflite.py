@@ -9,65 +9,12 @@ without writing and tracing a SavedModel, which took 4-5x longer than the conver
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
-from typing import Iterator
 
 import numpy as np
 
-
-@contextlib.contextmanager
-def captured_native_stderr() -> Iterator[list[str]]:
-    """Swallow the converter's C++ chatter on fd 2 (it tears the progress bar apart).
-
-    The text is handed back so a failing conversion can still show what MLIR said.
-    """
-    out: list[str] = []
-    try:
-        saved = os.dup(2)
-    except OSError:  # no fd 2 (embedded interpreter): nothing to capture
-        yield out
-        return
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        try:
-            import sys
-
-            sys.stderr.flush()
-            os.dup2(tmp.fileno(), 2)
-            yield out
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            out.append(tmp.read().decode("utf-8", "replace"))
-
-
-def frozen_function(keras_model):
-    """The model's inference function, batch dimension open as in a SavedModel signature, weights as constants."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    spec = tf.TensorSpec((None, *tuple(keras_model.inputs[0].shape)[1:]), tf.float32)
-    function = tf.function(lambda x: keras_model(x, training=False)).get_concrete_function(spec)
-    return convert_variables_to_constants_v2(function)
-
-
-def traced_forward(keras_model):
-    """The model's inference function traced once with the batch dimension open: numpy in, numpy (a list
-    for several outputs) out. `predict_on_batch` traces again for each new batch size, so a last, shorter
-    batch cost a whole trace (2-5 s for MobileNet on 2 cores)."""
-    import tensorflow as tf
-
-    spec = tf.TensorSpec((None, *tuple(keras_model.inputs[0].shape)[1:]), tf.float32)
-    function = tf.function(lambda x: keras_model(x, training=False), input_signature=[spec])
-
-    def forward(batch: np.ndarray):
-        out = function(np.asarray(batch, np.float32))
-        return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else np.asarray(out)
-
-    return forward
+from edgetl.features.tf_functions import frozen_function
+from edgetl.io.native_stderr import captured_native_stderr
 
 
 def converter_for(source):
@@ -144,7 +91,7 @@ def finish(flatbuffer: bytes, metadata: dict) -> bytes:
     """
     from edgetl.runtime import appended_zip_start
 
-    from .tflite_metadata import associated_files, standard_info, with_standard_metadata
+    from edgetl.export.tflite_metadata import associated_files, standard_info, with_standard_metadata
 
     data = with_standard_metadata(flatbuffer, standard_info(metadata))
     model = share_quantization_vectors(data[: appended_zip_start(data)])

@@ -268,7 +268,7 @@ def with_standard_metadata(model_bytes: bytes, info: dict) -> bytes:
     _check_info(info)
     import flatbuffers
 
-    from .tflite import AlignedBuffer
+    from edgetl.export.tflite import AlignedBuffer
 
     schema = _tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.files import one_line
+from edgetl.io.files import one_line
 
-from .flatbuffer import FlatbufferError, check_tflite_structure
-from .metadata import ModelFileError, check_tflite_identifier, sniff
+from edgetl.runtime.flatbuffer import FlatbufferError, check_tflite_structure
+from edgetl.runtime.metadata import ModelFileError, check_tflite_identifier, sniff
 
 _ONNX_TYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
 

@@ -312,7 +312,7 @@ def read_embedded(path: Path) -> tuple[dict | None, list[str] | None]:
 
 
 def _with_standard_metadata(path: Path, meta: dict | None, labels: list[str] | None):
-    from .standard_metadata import read_standard_metadata
+    from edgetl.runtime.standard_metadata import read_standard_metadata
 
     try:
         standard = read_standard_metadata(path)

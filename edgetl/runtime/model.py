@@ -1,7 +1,7 @@
 """`LoadedModel`: raw uint8 RGB images in, float32 probabilities out, whatever the file and its types.
 
 Models take raw RGB pixels 0..255 (docs/interfaces.md); `LoadedModel.predict` takes the uint8 images from
-`edgetl.data.load_image`, normalizes and quantizes them for the model's input tensor, runs the backend
+`edgetl.data.dataset.load_image`, normalizes and quantizes them for the model's input tensor, runs the backend
 (`edgetl.runtime.backends`) and dequantizes its output, for float32, uint8 and int8 models alike.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import BACKENDS
-from .metadata import ModelFileError, check_exists, model_kind, read_embedded
+from edgetl.runtime.backends import BACKENDS
+from edgetl.runtime.metadata import ModelFileError, check_exists, model_kind, read_embedded
 
 #: Interpreter threads wherever an artifact runs: the checks, the benchmarks, label_image.
 DEFAULT_NUM_THREADS = 1

@@ -9,7 +9,7 @@ import json
 import struct
 from pathlib import Path
 
-from .metadata import LABELS_FILE, METADATA_FILE as EDGETL_FILE, appended_zip_start, is_tflite, zip_members
+from edgetl.runtime.metadata import LABELS_FILE, METADATA_FILE as EDGETL_FILE, appended_zip_start, is_tflite, zip_members
 
 METADATA_FIELD_NAME = "TFLITE_METADATA"  # the name MetadataPopulator and every reader use
 METADATA_IDENTIFIER = b"M001"

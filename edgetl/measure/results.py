@@ -1,0 +1,182 @@
+"""What a sweep measured, one `ArtifactResult` per artifact, and its files results.json and results.csv.
+
+results.json is the source of truth (exact round trip through :func:`read_results`), and keeps the
+sweep's notes (skipped or failed grid points); results.csv is the same rows flat, for spreadsheets.
+The benchmark fills the rows, `pareto` picks from them, `report` and `plot` draw them: all of them
+depend on this module, which depends on nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetl.io.files import atomic_write_text
+
+RESULTS_CSV = "results.csv"
+RESULTS_JSON = "results.json"
+
+
+@dataclass
+class ArtifactResult:
+    """One row of results.csv / results.json: every figure measured for one exported artifact."""
+
+    point: str  # grid point id, e.g. "v2-a1-r224" (edgetl.features.backbones.point_id)
+    backbone: str  # "v1" | "v2" | "hub"
+    alpha: float
+    resolution: int
+    format: str  # e.g. "tflite-int8", see edgetl.export.FORMATS
+    path: str  # artifact path, relative to the sweep output dir
+    size_bytes: int
+    accuracy: float  # top-1 on the test split, 0..1
+    top5_accuracy: float | None  # only when there are more than five classes
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_p99: float
+    latency_ms_mean: float
+    num_threads: int
+    peak_rss_mb: float  # peak resident memory of the process running the artifact
+    macs: int  # multiply-accumulates of the backbone (+ head) for one image
+    params: int
+    num_test_images: int
+    per_class_accuracy: dict[str, float] = field(default_factory=dict)
+    confusion_matrix: list[list[int]] = field(default_factory=list)
+    status: str = "ok"  # "ok", or what went wrong / which check failed
+    accuracy_low: float | None = None  # 95% Wilson interval of `accuracy` (edgetl.stats)
+    accuracy_high: float | None = None
+    load_ms: float | None = None  # start-up: load and allocate, then the first inference
+    first_inference_ms: float | None = None
+    other_cpu_cores: float | None = None  # other processes' CPU use while latency was timed
+    warning: str = ""  # e.g. a busy machine during the latency measurement
+    predictions: list[int] = field(default_factory=list)  # top-1 class per test image, in test-split order
+    labels: list[int] = field(default_factory=list)  # the true class of each of those images
+    latency_source: str = "host"  # "host" (the sweep's machine), "device" (measured there), "estimate"
+    sha256: str = ""  # of the artifact file as measured
+    measured_on: str = ""  # the machine that timed it: its hostname (with --ray, also the Ray node id)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def init_ms(self) -> float | None:
+        """Start-up cost: load and allocate plus the first inference (what a cold app start waits for)."""
+        if self.load_ms is None or self.first_inference_ms is None:
+            return None
+        return self.load_ms + self.first_inference_ms
+
+    def correct(self):
+        """Per-image correctness (numpy bool array) on the test split; None for rows without predictions."""
+        import numpy as np
+
+        if not self.predictions or len(self.predictions) != len(self.labels):
+            return None
+        return np.asarray(self.predictions) == np.asarray(self.labels)
+
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """Which artifact this row is, across lists (a pick may come from a re-read results.json)."""
+        return (self.point, self.format, self.path)
+
+
+def failed_result(point: str, backbone: str, alpha: float, resolution: int, fmt: str, status: str,
+                  num_threads: int) -> ArtifactResult:
+    """The row of an artifact that could not be made or measured: NaN figures, and why in `status`."""
+    nan = float("nan")
+    return ArtifactResult(
+        point=point, backbone=backbone, alpha=alpha, resolution=resolution, format=fmt, path="", size_bytes=0,
+        accuracy=nan, top5_accuracy=None, latency_ms_p50=nan, latency_ms_p90=nan, latency_ms_p99=nan,
+        latency_ms_mean=nan, num_threads=num_threads, peak_rss_mb=nan, macs=0, params=0, num_test_images=0,
+        status=status,
+    )
+
+
+_FIELDS = [f.name for f in dataclasses.fields(ArtifactResult)]
+_JSON_COLUMNS = ("per_class_accuracy", "confusion_matrix", "predictions", "labels")
+
+
+def _csv_row(r: ArtifactResult) -> dict[str, Any]:
+    row = r.to_dict()
+    for col in _JSON_COLUMNS:
+        row[col] = json.dumps(row[col], sort_keys=False)
+    if row["top5_accuracy"] is None:
+        row["top5_accuracy"] = ""
+    return row
+
+
+def write_results(results: Sequence[ArtifactResult], out_dir: str | os.PathLike,
+                  notes: Sequence[str] = ()) -> tuple[Path, Path]:
+    """Write ``results.csv`` and ``results.json`` into `out_dir`; returns (csv_path, json_path).
+
+    The CSV has one flat row per artifact with the ArtifactResult fields as columns; the nested
+    per_class_accuracy / confusion_matrix are JSON strings there and top5_accuracy ``None`` is an empty
+    cell. The JSON holds ``{"results": [to_dict(), ...], "notes": [...]}`` and is the one to read back.
+    """
+    out = Path(out_dir)
+    rows = list(results)
+    for i, r in enumerate(rows):
+        if not isinstance(r, ArtifactResult):
+            raise ValueError(f"results[{i}] is a {type(r).__name__}, not an ArtifactResult")
+    table = io.StringIO()
+    w = csv.DictWriter(table, fieldnames=_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(_csv_row(r))
+    csv_path = atomic_write_text(out / RESULTS_CSV, table.getvalue())
+    # json's default repr of floats round-trips exactly; NaN (failed rows) is written as NaN,
+    # which Python's json reads back, at the cost of strict-JSON tools.
+    text = json.dumps({"results": [r.to_dict() for r in rows], "notes": list(notes)}, indent=2) + "\n"
+    json_path = atomic_write_text(out / RESULTS_JSON, text)
+    return csv_path, json_path
+
+
+def _read_results_json(out_dir: str | os.PathLike) -> tuple[Path, list, list[str]]:
+    path = Path(out_dir) / RESULTS_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {out_dir} a sweep output directory?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if isinstance(data, list):  # written before notes were kept
+        return path, data, []
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise ValueError(f"{path} must hold {{\"results\": [...], \"notes\": [...]}}, got {type(data).__name__}")
+    return path, data["results"], [str(n) for n in data.get("notes") or []]
+
+
+def read_results(out_dir: str | os.PathLike) -> list[ArtifactResult]:
+    """The ArtifactResults stored in ``out_dir/results.json`` (exactly what write_results wrote).
+
+    Fields missing from an older file take their dataclass defaults; unknown keys are an error
+    rather than silently dropped, since that would mean this edgetl is older than the file.
+    """
+    path, data, _notes = _read_results_json(out_dir)
+    known = set(_FIELDS)
+    out: list[ArtifactResult] = []
+    for i, d in enumerate(data):
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: entry {i} is a {type(d).__name__}, not an object")
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{path}: entry {i} has unknown fields {unknown} (written by a newer edgetl?)")
+        try:
+            out.append(ArtifactResult(**d))
+        except TypeError as e:
+            raise ValueError(f"{path}: entry {i} is not a complete result: {e}") from e
+    return out
+
+
+def read_notes(out_dir: str | os.PathLike) -> list[str]:
+    """The sweep's notes kept in ``out_dir/results.json`` (skipped and failed grid points)."""
+    return _read_results_json(out_dir)[2]

@@ -1,0 +1,333 @@
+"""`edgetl sweep --ray [ADDRESS]`: the sweep's own units as Ray tasks, on one machine or a cluster.
+
+- **Units.** Train (bottlenecks and head) per point, export per point and format
+  (`edgetl.export.export_format`), benchmark per artifact: the functions the in-process runner calls,
+  each wrapped in a Ray task. The driver decides what is finished with the same keys and checks
+  (`edgetl.sweep.state`), so a cluster sweep resumes, and mixes with in-process runs, like a local one.
+- **Files.** A task works in a temporary directory on its own node and returns the bytes of the files it
+  made; the driver, the only process that writes the output directory, writes them there, each file
+  atomically, as each unit finishes. So no shared file system is needed for the output, and no two
+  processes ever write the same file (export.json, sweep_state.json). The cost is that a point's model
+  files (a few MB) travel through Ray's object store, little next to the training that made them.
+- **What each node reads itself**, at the same path as the driver: the photos (a shared mount or a copy;
+  the driver's scan is passed along, so each node reads only the files it needs) and the weights,
+  resolved on the node exactly as locally (`--weights_dir`, `$EDGETL_WEIGHTS_DIR`, Keras' cache) and
+  checked against the driver's SHA-256. The bottleneck cache is `--bottleneck_dir`: on a shared mount,
+  one cache for the cluster (entries are written atomically, so concurrent writers are safe); by default
+  (or on a local path), one cache per node, each computing the points it trains.
+- **Comparable latencies.** By default every benchmark runs on the driver's node holding all of its CPUs,
+  so no other unit runs there during a measurement, and the driver submits one at a time. With
+  `--bench_resource NAME`, benchmarks run on the nodes that offer the custom resource NAME
+  (`ray start --resources='{"NAME": 1}'`), holding a node's CPUs too: one measurement at a time per node.
+  Each row says which host and node measured it (`measured_on`).
+- **Lost nodes.** A task whose worker or node dies is retried by Ray (`ClusterConfig.max_retries`); a unit
+  lost after that is noted, and re-running the same command does only the units not on disk.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from edgetl import __version__
+from edgetl.features.backbones import BackboneSpec, WeightsNotFoundError, resolve_weights
+from edgetl.measure.bench import prepare_test_images
+from edgetl.sweep.ray_tasks import Board, ClusterConfig, ClusterError, bench_options, bench_unit, connect, export_unit, read_model, train_unit
+from edgetl.io.files import DiskError, atomic_write_bytes, atomic_write_json, one_line
+from edgetl.measure.results import ArtifactResult, write_results
+from edgetl.sweep.run import SweepConfig, SweepResult, bench_key, export_keys, fine_tune_pass, finish_sweep, point_failed, start_sweep, train_key
+from edgetl.sweep.state import TEST_IMAGES, export_todo, finished_train, point_dir, point_name, read_json, read_state, record_bench, record_export, record_train, settled_row
+
+__all__ = ["ClusterConfig", "ClusterError", "sweep_on_ray"]
+
+UNITS_JSON = "ray_units.json"  # in the output dir: which node did which unit, when
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the driver
+
+
+@dataclass
+class _Point:
+    spec: BackboneSpec
+    state: dict
+    keys: dict[str, str]  # export key of each format
+    run: dict | None = None  # run.json, once trained
+    model: object = None  # ObjectRef of the files an export needs
+    test_images: object = None  # ObjectRef of test_images.npz
+    open_units: int = 0  # submitted or queued, not yet back
+    rows: dict[str, ArtifactResult] = field(default_factory=dict)
+
+
+@dataclass
+class _Unit:
+    kind: str  # "train" | "export" | "bench"
+    point: _Point
+    fmt: str = ""
+    key: str = ""
+    entry: dict = field(default_factory=dict)  # bench: the format's export.json entry
+
+    @property
+    def name(self) -> str:
+        return f"{self.point.spec.id} {self.fmt}".strip()
+
+
+class _RaySweep:
+    """One sweep's driver: plans each point from what is on disk, submits its units, writes what comes back."""
+
+    def __init__(self, ray, config: SweepConfig, cluster: ClusterConfig, dataset, notes: list[str], say):
+        self.ray, self.config, self.notes, self.say = ray, config, notes, say
+        self.remote_config = _absolute(config)  # nodes may start in another working directory
+        self.out = Path(config.output_dir)
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        driver = ray.get_runtime_context().get_node_id()
+        self.bench_options, self.bench_slots, bench_notes = bench_options(ray, cluster, nodes, driver)
+        for note in bench_notes:
+            notes.append(note)
+            say(f"warning: {note}")
+        self.labels = {n["NodeID"]: f"{n['NodeManagerHostname']} (node {n['NodeID'][:8]})" for n in nodes}
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.board = ray.remote(num_cpus=0)(Board).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(driver, soft=True)).remote()
+        self.local_dataset, self.dataset = dataset, ray.put(dataset)
+        retries = {"max_retries": cluster.max_retries}
+        self.tasks = {"train": ray.remote(train_unit).options(num_returns=2, **retries),
+                      "export": ray.remote(export_unit).options(**retries),
+                      "bench": ray.remote(bench_unit).options(**self.bench_options, **retries)}
+        self.in_flight: dict = {}  # ObjectRef -> _Unit
+        self.benches: deque[_Unit] = deque()
+        self.benching = 0
+        # The fine-tuning pass adds to the head-only pass's record instead of replacing it.
+        self.done_units: list[dict] = read_json(self.out / UNITS_JSON).get("units", []) if config.fine_tune else []
+        self.points: list[_Point] = []
+        say(f"ray: {len(nodes)} node(s), {sum(n['Resources'].get('CPU', 0) for n in nodes):g} CPUs; latency measured "
+            + (f"on the nodes offering {cluster.bench_resource}" if cluster.bench_resource else
+               f"on the driver's node {self.labels.get(driver, driver[:8])}"))
+
+    # -- planning and submitting
+
+    def plan(self, spec: BackboneSpec) -> None:
+        state = read_state(self.config, spec)
+        try:
+            weights = resolve_weights(spec, self.config.features.weights, self.config.features.weights_dir)
+        except WeightsNotFoundError as e:
+            point_failed(point_name(self.config, spec), e, self.notes, self.say)
+            return
+        trained = train_key(self.config, spec, weights)
+        point = _Point(spec, state, export_keys(self.config, trained))
+        self.points.append(point)
+        point.run = finished_train(self.config, spec, state, trained)
+        if point.run is not None:
+            self._plan_exports(point)
+            return
+        point.model, report = self.tasks["train"].remote(self.remote_config, spec, self.dataset, weights.sha256,
+                                                         __version__, self.board)
+        self._submit(report, _Unit("train", point, key=trained))
+
+    def _submit(self, ref, unit: _Unit) -> None:
+        self.in_flight[ref] = unit
+        unit.point.open_units += 1
+
+    def _plan_exports(self, point: _Point) -> None:
+        todo = export_todo(self.config, point.spec, point.keys, point.state)
+        if todo and point.model is None:  # trained by an earlier run: its files come from the output dir
+            point.model = self.ray.put(read_model(point_dir(self.config, point.spec)))
+        for fmt in self.config.export.formats:
+            if fmt in todo:
+                ref = self.tasks["export"].remote(self.remote_config, point.spec, fmt, point.state["train"],
+                                                  point.model, self.dataset, __version__, self.board)
+                self._submit(ref, _Unit("export", point, fmt, point.keys[fmt]))
+            else:
+                self._plan_bench(point, fmt)
+
+    def _plan_bench(self, point: _Point, fmt: str) -> None:
+        from edgetl.export import read_export_summary
+
+        entry = read_export_summary(point_dir(self.config, point.spec)).get(fmt, {})
+        key = bench_key(self.config, point.keys[fmt])
+        row = settled_row(self.config, point.spec, fmt, entry, key, point.state)
+        if row is not None:
+            point.rows[fmt] = row
+        else:
+            self.benches.append(_Unit("bench", point, fmt, key, entry))
+            point.open_units += 1
+
+    def submit_benches(self) -> None:
+        while self.benches and (self.bench_slots is None or self.benching < self.bench_slots):
+            unit = self.benches.popleft()
+            point, out = unit.point, point_dir(self.config, unit.point.spec)
+            if point.test_images is None:
+                path, _ = prepare_test_images(self.local_dataset, point.spec.resolution, out / TEST_IMAGES)
+                point.test_images = self.ray.put(path.read_bytes())
+            artifact = out / unit.entry["path"]
+            ref = self.tasks["bench"].remote(
+                self.remote_config, point.spec, unit.fmt, artifact.relative_to(self.out).as_posix(),
+                artifact.read_bytes(), point.test_images, point.run, unit.entry.get("status", "ok"), __version__,
+                self.board)
+            self.in_flight[ref] = unit  # counted among the point's open units when it was queued
+            self.benching += 1
+
+    # -- what comes back
+
+    def finished(self, ref) -> None:
+        """Write a unit's output (or note why there is none); the point's bar ticks when its last unit is back."""
+        unit = self.in_flight.pop(ref)
+        point = unit.point
+        point.open_units -= 1
+        if unit.kind == "bench":
+            self.benching -= 1
+        try:
+            report = self.ray.get(ref)
+            for message in report["logs"]:
+                self.say(f"[{report['node']}] {message}")
+            getattr(self, f"_on_{unit.kind}")(unit, report)
+            self.done_units.append({"unit": unit.kind, "point": point.spec.id, "format": unit.fmt,
+                                    "node": report["node"], "started": report["started"], "ended": report["ended"]})
+        except self.ray.exceptions.RayTaskError as e:  # the unit's own error: before DiskError, a node's disk
+            cause = e.cause if isinstance(e.cause, Exception) else e
+            if unit.kind == "train":
+                point_failed(point_name(self.config, point.spec), cause, self.notes, self.say)
+            else:
+                self._note(f"{unit.name}: {unit.kind} failed: {type(cause).__name__}: {one_line(cause)}")
+        except DiskError:
+            raise  # the driver's own output directory: the next unit would hit it too
+        except self.ray.exceptions.RayError as e:  # the worker or node died (after Ray's retries)
+            self._note(f"{unit.name}: {unit.kind} lost ({type(e).__name__}: its worker or node died); "
+                       "re-run the same command to finish it")
+        except Exception as e:  # writing or planning what follows: this unit's point only, as in-process
+            self._note(f"{unit.name}: {unit.kind} failed: {type(e).__name__}: {one_line(e)}")
+
+    def _note(self, note: str) -> None:
+        self.notes.append(note)
+        self.say(note)
+
+    def _on_train(self, unit: _Unit, report: dict) -> None:
+        point, out = unit.point, point_dir(self.config, unit.point.spec)
+        files = {**self.ray.get(point.model), **report["files"]}
+        (out / "run.json").unlink(missing_ok=True)  # until rewritten, the directory is not a finished run
+        for name, data in files.items():
+            if name != "run.json":
+                atomic_write_bytes(out / name, data, name)
+        atomic_write_bytes(out / "run.json", files["run.json"], "run.json")  # last: it marks the run complete
+        point.state = record_train(self.config, point.spec, unit.key)
+        point.run = read_json(out / "run.json")
+        self._plan_exports(point)
+
+    def _on_export(self, unit: _Unit, report: dict) -> None:
+        from edgetl.export import ARTIFACTS_DIR, merge_export_entry
+
+        out = point_dir(self.config, unit.point.spec)
+        for name, data in report["files"].items():
+            atomic_write_bytes(out / ARTIFACTS_DIR / name, data, f"the {unit.fmt} artifact")
+        merge_export_entry(out, unit.fmt, report["entry"])
+        record_export(self.config, unit.point.spec, unit.fmt, unit.key, unit.point.state)
+        self._plan_bench(unit.point, unit.fmt)
+
+    def _on_bench(self, unit: _Unit, report: dict) -> None:
+        point = unit.point
+        record_bench(self.config, point.spec, unit.fmt, unit.key, report["row"], report["ran_on"], point.state)
+        point.rows[unit.fmt] = report["row"]
+
+    def rows(self) -> list[ArtifactResult]:
+        return [p.rows[f] for p in self.points for f in self.config.export.formats if f in p.rows]
+
+    def save_units(self) -> None:
+        atomic_write_json(self.out / UNITS_JSON, {"units": self.done_units})
+
+
+def _absolute(config: SweepConfig) -> SweepConfig:
+    """The settings as the nodes get them: every path absolute (a worker's working directory is not ours)."""
+    f = config.features
+
+    def absolute(path):
+        return None if path is None else Path(path).expanduser().resolve()
+
+    weights = f.weights if f.weights in ("imagenet", "none") else str(absolute(f.weights))
+    features = replace(f, weights=weights, weights_dir=absolute(f.weights_dir),
+                       bottleneck_dir=absolute(f.bottleneck_dir))
+    return replace(config, image_dir=absolute(config.image_dir), features=features)
+
+
+class _Progress:
+    """The grid bar (a point is done when its last unit is back) and one line per node of what it is doing."""
+
+    def __init__(self, sweep: _RaySweep, total: int):
+        from tqdm import tqdm
+
+        self.sweep, self.tqdm = sweep, tqdm
+        self.grid = tqdm(total=total, desc="grid", unit="point", position=0)
+        self.lines = {node: tqdm(bar_format="{desc}", position=1 + i, leave=False, desc=f"{label}: idle")
+                      for i, (node, label) in enumerate(sweep.labels.items())}
+        self.counted: set[str] = set()
+
+    def update(self) -> None:
+        for point in self.sweep.points:
+            if point.open_units == 0 and point.spec.id not in self.counted:
+                self.counted.add(point.spec.id)
+                self.grid.set_postfix_str(point.spec.id)
+                self.grid.update(1)
+        try:
+            doing = self.sweep.ray.get(self.sweep.board.snapshot.remote(), timeout=5)
+        except self.sweep.ray.exceptions.RayError:
+            return  # the lines are a view; the sweep goes on without them
+        by_node: dict[str, list[str]] = {}
+        for node, label, what in doing.values():
+            by_node.setdefault(node, []).append(what)
+            self.sweep.labels.setdefault(node, label)
+        for node, label in self.sweep.labels.items():
+            if node not in self.lines:  # a node that joined during the sweep
+                self.lines[node] = self.tqdm(bar_format="{desc}", position=1 + len(self.lines), leave=False)
+            self.lines[node].set_description_str(f"{label}: {', '.join(sorted(by_node.get(node, []))) or 'idle'}")
+
+    def close(self, skipped: int) -> None:
+        self.grid.update(skipped)  # points planned out (no weights) count as done, as in-process
+        for bar in [*self.lines.values(), self.grid]:
+            bar.close()
+
+
+def _run_on_ray(ray, config: SweepConfig, cluster: ClusterConfig, dataset, notes: list[str], say,
+                earlier: list[ArtifactResult]) -> list[ArtifactResult]:
+    """Every point of `config` as Ray tasks; returns `earlier` plus its rows (written as they finish)."""
+    runner = _RaySweep(ray, config, cluster, dataset, notes, say)
+    progress = _Progress(runner, len(config.points))
+    try:
+        for spec in config.points:
+            try:
+                runner.plan(spec)
+            except DiskError:
+                raise
+            except Exception as e:  # one broken grid point must not cost the others
+                point_failed(point_name(config, spec), e, notes, say)
+        while runner.in_flight or runner.benches:
+            runner.submit_benches()
+            ready, _ = ray.wait(list(runner.in_flight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                runner.finished(ref)
+            if ready and runner.rows():  # as they finish: a driver killed now keeps what is written
+                write_results(earlier + runner.rows(), config.output_dir, notes)
+            progress.update()
+    finally:
+        runner.save_units()
+        progress.close(len(config.points) - len(progress.counted))
+    return earlier + runner.rows()
+
+
+def sweep_on_ray(config: SweepConfig, cluster: ClusterConfig = ClusterConfig(), notes: list[str] | None = None,
+                 log=None) -> SweepResult:
+    """`edgetl sweep --ray`: the same units, keys, files and report as `edgetl.sweep.run.sweep`, run as Ray tasks
+    (the fine-tuning pass over the front, when asked for, as a second round of them)."""
+    notes = list(notes or [])
+    ray, started = connect(cluster)  # first: a cluster that is not there fails before the scan
+    try:
+        dataset, say = start_sweep(config, log)
+        results = _run_on_ray(ray, config, cluster, dataset, notes, say, [])
+        fine = fine_tune_pass(config, results)
+        if fine is not None:
+            say(f"fine-tuning {len(fine.points)} point(s) of the front: " + ", ".join(p.id for p in fine.points))
+            results = _run_on_ray(ray, fine, cluster, dataset, notes, say, results)
+        return finish_sweep(config, results, notes)
+    finally:
+        if started:
+            ray.shutdown()
