@@ -95,22 +95,17 @@ def _as_correct_mask(values, name: str) -> np.ndarray:
     try:
         arr = np.asarray(values)
     except Exception as exc:  # ragged nested lists, exotic objects
-        raise ValueError(
-            f"{name} must be a 1-D array-like of booleans (or 0/1), could not convert: {exc}"
-        ) from exc
+        raise ValueError(f"{name} must be a 1-D array-like of booleans (or 0/1), could not convert: {exc}") from exc
     if arr.ndim != 1:
         raise ValueError(
-            f"{name} must be a 1-D array-like of booleans (or 0/1), one per image; "
-            f"got an array of shape {arr.shape}"
+            f"{name} must be a 1-D array-like of booleans (or 0/1), one per image; got an array of shape {arr.shape}"
         )
     if arr.dtype == np.bool_:
         return arr
     if arr.size == 0:
         return arr.astype(bool)  # [] has dtype float64; an empty mask is fine
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(
-            f"{name} must be a 1-D array-like of booleans (or 0/1), got dtype {arr.dtype}"
-        )
+        raise ValueError(f"{name} must be a 1-D array-like of booleans (or 0/1), got dtype {arr.dtype}")
     bad = ~((arr == 0) | (arr == 1))  # NaN compares unequal to both, so it is bad too
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -216,9 +211,7 @@ def mcnemar_p_value(b01: int, b10: int) -> float:
     return min(1.0, 2.0 * _binom_half_cdf(min(b01, b10), m))
 
 
-def _newcombe_paired_interval(
-    both: int, b01: int, b10: int, neither: int, confidence: float
-) -> tuple[float, float]:
+def _newcombe_paired_interval(both: int, b01: int, b10: int, neither: int, confidence: float) -> tuple[float, float]:
     """Newcombe's (1998, method 10) interval for ``p1 - p2`` from a paired 2x2 table.
 
     Table: ``both`` = right for A and B, ``b01`` = A right / B wrong, ``b10`` = A wrong / B right,

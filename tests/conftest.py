@@ -7,9 +7,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from edgetl.measure.results import ArtifactResult
 
 # ---------------------------------------------------------------------------------------------------------
 # tiny_models: small real models (float32 TFLite, full-int8 TFLite, ONNX) with embedded metadata.
@@ -138,8 +142,8 @@ def build_tiny_models(out_dir: Path) -> TinyModels:
     from PIL import Image
 
     from edgetl import __version__
-    from edgetl.runtime.images import PREPROCESSING, load_image
     from edgetl.runtime import embed_tflite_metadata
+    from edgetl.runtime.images import PREPROCESSING, load_image
 
     out_dir.mkdir(parents=True, exist_ok=True)
     size, labels = TINY_SIZE, list(TINY_LABELS)
@@ -238,8 +242,12 @@ def _hermetic_environment(tmp_path_factory):
     home = tmp_path_factory.mktemp("keras_home")
     names = ("EDGETL_NO_DOWNLOAD", "KERAS_HOME", "EDGETL_WEIGHTS_DIR", "EDGETL_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
     saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(EDGETL_NO_DOWNLOAD="1", KERAS_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2",
-                      EDGETL_CACHE_DIR=str(tmp_path_factory.mktemp("edgetl_cache")))
+    os.environ.update(
+        EDGETL_NO_DOWNLOAD="1",
+        KERAS_HOME=str(home),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        EDGETL_CACHE_DIR=str(tmp_path_factory.mktemp("edgetl_cache")),
+    )
     os.environ.pop("EDGETL_WEIGHTS_DIR", None)
     yield
     for k, v in saved.items():
@@ -268,9 +276,16 @@ def copy_subset(src: Path, dst: Path, classes: list[str], per_class: int) -> Pat
 _counter = itertools.count()
 
 
-def make_result(accuracy: float = 0.8, latency: float = 10.0, size_mb: float = 4.0, *,
-                point: str | None = None, format: str = "tflite-float32", status: str = "ok",
-                **overrides) -> "ArtifactResult":
+def make_result(
+    accuracy: float = 0.8,
+    latency: float = 10.0,
+    size_mb: float = 4.0,
+    *,
+    point: str | None = None,
+    format: str = "tflite-float32",
+    status: str = "ok",
+    **overrides,
+) -> ArtifactResult:
     """An ArtifactResult with plausible values; only the three Pareto axes usually matter.
 
     Shared by tests/test_pareto.py and tests/test_report.py.

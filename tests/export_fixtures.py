@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from conftest import FLOWERS, copy_subset, informative_mobilenet
 
 CLASSES = ["daisy", "roses", "tulips"]
@@ -54,8 +53,13 @@ def write_run_dir(run_dir: Path, model, image_dir: Path, classes: list[str]) -> 
         "validation_percentage": VALIDATION_PERCENTAGE,
         "testing_percentage": TESTING_PERCENTAGE,
         "classes": classes,
-        "backbone": {"version": "v1", "alpha": 0.25, "resolution": RESOLUTION, "weights": "none (random)",
-                     "weights_sha256": ""},
+        "backbone": {
+            "version": "v1",
+            "alpha": 0.25,
+            "resolution": RESOLUTION,
+            "weights": "none (random)",
+            "weights_sha256": "",
+        },
         "training": {"head": "logistic regression fitted by tests/export_fixtures.py"},
         "metrics": {},
         "num_skipped_files": 0,

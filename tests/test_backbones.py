@@ -8,9 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FLOWERS, WEIGHTS_DIR
-from edgetl.features.backbones import ALPHAS, KERAS_RESOLUTIONS, BackboneSpec, ResolvedWeights, WeightsNotFoundError, build_feature_extractor, count_macs, keras_cache_dir, resolve_weights, weights_file_name
+
+from edgetl.features.backbones import (
+    ALPHAS,
+    KERAS_RESOLUTIONS,
+    BackboneSpec,
+    ResolvedWeights,
+    WeightsNotFoundError,
+    build_feature_extractor,
+    count_macs,
+    keras_cache_dir,
+    resolve_weights,
+    weights_file_name,
+)
 from edgetl.runtime.images import load_image
 
 SHARED_FILES = sorted(p.name for p in WEIGHTS_DIR.glob("*.h5"))
@@ -36,11 +47,7 @@ def photos() -> np.ndarray:
 
 def _spec_for_file(name: str) -> list[tuple[str, float, int]]:
     return [
-        (v, a, r)
-        for v in ALPHAS
-        for a in ALPHAS[v]
-        for r in KERAS_RESOLUTIONS[v]
-        if weights_file_name(v, a, r) == name
+        (v, a, r) for v in ALPHAS for a in ALPHAS[v] for r in KERAS_RESOLUTIONS[v] if weights_file_name(v, a, r) == name
     ]
 
 
@@ -77,7 +84,7 @@ def test_keras_itself_loads_each_file_by_that_name(name, keras_own_models_dir):
     """Keras' weights="imagenet" asks its cache for the very name weights_file_name gives (else: a download)."""
     import keras
 
-    (version, alpha, resolution), = _spec_for_file(name)
+    ((version, alpha, resolution),) = _spec_for_file(name)
     before = set(os.listdir(keras_own_models_dir))
     assert name not in before
     (keras_own_models_dir / name).symlink_to(WEIGHTS_DIR / name)
@@ -209,7 +216,9 @@ def test_feature_extractor_is_frozen_and_scales_pixels_inside(photos):
 def test_real_weights_give_different_features_than_random(photos):
     spec = BackboneSpec("v1", 0.25, 128)
     x = photos.astype(np.float32)
-    real = np.asarray(build_feature_extractor(spec, resolve_weights(spec, "imagenet", WEIGHTS_DIR)).predict(x, verbose=0))
+    real = np.asarray(
+        build_feature_extractor(spec, resolve_weights(spec, "imagenet", WEIGHTS_DIR)).predict(x, verbose=0)
+    )
     rand = np.asarray(build_feature_extractor(spec, resolve_weights(spec, "none")).predict(x, verbose=0))
     assert real.shape == rand.shape == (4, 256)
     assert np.isfinite(real).all() and np.isfinite(rand).all()

@@ -22,8 +22,10 @@ def write(path: Path, data: dict) -> None:
 def fake_point(out: Path, pid: str, *, engine: bool = True, copied: bool = True) -> None:
     point = out / "points" / pid
     feature_engine = {"engine": "litert", "convert_s": 2.0, "check_s": 0.5, "forward_s": 6.0} if engine else "litert"
-    write(point / "run.json", {"backbone": {"feature_engine": feature_engine},
-                               "timings": {"features": 10.0, "head": 3.0, "save": 4.0}})
+    write(
+        point / "run.json",
+        {"backbone": {"feature_engine": feature_engine}, "timings": {"features": 10.0, "head": 3.0, "save": 4.0}},
+    )
     f32 = {"seconds": 0.5, **({"converted_by": "edgetl train (the run's model.tflite)"} if copied else {})}
     write(point / "artifacts" / "export.json", {"formats": {"tflite-float32": f32, "tflite-int8": {"seconds": 6.0}}})
     write(point / "bench" / "tflite-float32.json", {"seconds": 1.5, "result": {}})
@@ -53,8 +55,16 @@ def test_missing_fields_are_none_not_errors(tmp_path):
 def test_sweep_breakdown_floor_sum_needs_every_point(tmp_path):
     for pid in ("v1-a0.25-r128", "v2-a1-r224"):
         fake_point(tmp_path, pid)
-    write(tmp_path / "timings.json", {"wall_s": 100.0, "decode_once_s": 7.5, "start_s": 1.5, "finish_s": 4.0,
-                                      "point_wall_s": {"v1-a0.25-r128": 27.0}})
+    write(
+        tmp_path / "timings.json",
+        {
+            "wall_s": 100.0,
+            "decode_once_s": 7.5,
+            "start_s": 1.5,
+            "finish_s": 4.0,
+            "point_wall_s": {"v1-a0.25-r128": 27.0},
+        },
+    )
     (tmp_path / "points" / "v1-a0.5-r128").mkdir(parents=True)  # no run.json: not a finished point
     floor = {"v1-a0.25-r128": {"seconds": 2.0}, "v2-a1-r224": {"seconds": 8.0}}
     b = bench_sweep.sweep_breakdown(tmp_path, floor)

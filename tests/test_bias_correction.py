@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from export_fixtures import ExportRun, build_export_run
 
 from edgetl.export.bias_correction import _reduce_axes, correct_biases, quantize_like_int8
-from export_fixtures import ExportRun, build_export_run
 
 
 def test_quantize_like_int8_is_symmetric_per_output_channel():
@@ -73,8 +73,11 @@ def test_correction_moves_only_biases_and_restores_the_int8_output_means(run):
     corrected = load()
     report = correct_biases(corrected, images)
     after = _weights(corrected)
-    convs = [layer.name for layer in float_model.layers[2].layers
-             if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    convs = [
+        layer.name
+        for layer in float_model.layers[2].layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+    ]
     assert report.layers == len(convs) + 1 and report.images == len(images) and report.max_shift > 0
     changed = set()
     for name, weights in before.items():
@@ -90,10 +93,18 @@ def test_correction_moves_only_biases_and_restores_the_int8_output_means(run):
     assert corrected_error < 0.5 * plain_error
 
 
-@pytest.mark.parametrize("kind,kernel,strides,padding", [
-    ("conv", 3, 1, "same"), ("conv", 3, 2, "same"), ("conv", 1, 1, "valid"), ("conv", 3, 2, "valid"),
-    ("depthwise", 3, 1, "same"), ("depthwise", 3, 2, "same"), ("depthwise", 3, 2, "valid"),
-])
+@pytest.mark.parametrize(
+    "kind,kernel,strides,padding",
+    [
+        ("conv", 3, 1, "same"),
+        ("conv", 3, 2, "same"),
+        ("conv", 1, 1, "valid"),
+        ("conv", 3, 2, "valid"),
+        ("depthwise", 3, 1, "same"),
+        ("depthwise", 3, 2, "same"),
+        ("depthwise", 3, 2, "valid"),
+    ],
+)
 def test_rounding_error_sums_equal_running_the_layer_with_the_kernel_error(kind, kernel, strides, padding):
     """The fast sums over kernel taps give what convolving with W - W_q gives, padding and stride included."""
     import keras
@@ -101,9 +112,11 @@ def test_rounding_error_sums_equal_running_the_layer_with_the_kernel_error(kind,
     from edgetl.export import bias_correction as bc
 
     rng = np.random.default_rng(0)
-    layer = (keras.layers.Conv2D(8, kernel, strides=strides, padding=padding, use_bias=False) if kind == "conv"
-             else keras.layers.DepthwiseConv2D(kernel, strides=strides, padding=padding, depth_multiplier=2,
-                                               use_bias=False))
+    layer = (
+        keras.layers.Conv2D(8, kernel, strides=strides, padding=padding, use_bias=False)
+        if kind == "conv"
+        else keras.layers.DepthwiseConv2D(kernel, strides=strides, padding=padding, depth_multiplier=2, use_bias=False)
+    )
     x = rng.uniform(0, 6, (3, 11, 10, 4)).astype(np.float32)
     layer(x)
     float_kernel = layer.get_weights()[0]

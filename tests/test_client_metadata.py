@@ -30,12 +30,12 @@ import numpy as np
 import pytest
 
 
-
 def _missing(message: str):
     """A missing environment skips a developer's run but fails CI, where tools/install.sh makes them all."""
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT_CHECK = REPO / "tools" / "client_check.py"
@@ -126,8 +126,9 @@ def _build_keras_model():
     import keras
 
     keras.utils.set_random_seed(0)
-    backbone = keras.applications.MobileNet(alpha=0.25, weights=None, include_top=False, pooling="avg",
-                                            input_shape=(SIZE, SIZE, 3))
+    backbone = keras.applications.MobileNet(
+        alpha=0.25, weights=None, include_top=False, pooling="avg", input_shape=(SIZE, SIZE, 3)
+    )
     # With random weights every image gets the same features: take BatchNorm statistics from one batch of
     # images (momentum 0, training mode) and raise beta so most ReLU6 units stay active.
     bns = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -305,7 +306,11 @@ def test_read_standard_metadata(models, fmt):
     assert md["mean"] == [0.0, 0.0, 0.0] and md["std"] == [1.0, 1.0, 1.0]
     assert md["color_space"] == "RGB"
     assert (md["name"], md["version"], md["author"], md["license"]) == (
-        info["name"], info["version"], info["author"], info["license"])
+        info["name"],
+        info["version"],
+        info["author"],
+        info["license"],
+    )
     assert md["description"].startswith(info["description"])
     facts = md["description"].splitlines()[-1]
     assert facts.startswith("edgetl: ") and f"format={fmt}" in facts
@@ -352,8 +357,9 @@ def test_reader_runs_in_device_venv(models, venv):
         "print(json.dumps({'metadata': out, 'imported': heavy}))\n"
     )
     paths = [str(models["paths"][fmt][kind]) for fmt in FORMATS for kind in ("meta", "bare")]
-    proc = subprocess.run([str(python), "-c", script, str(REPO), *paths], capture_output=True, text=True,
-                          timeout=60, env=CHILD_ENV)
+    proc = subprocess.run(
+        [str(python), "-c", script, str(REPO), *paths], capture_output=True, text=True, timeout=60, env=CHILD_ENV
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["imported"] == []
@@ -370,15 +376,23 @@ def test_reader_runs_in_device_venv(models, venv):
 def _client(client: str, model_files: list[Path], images: list[Path]) -> dict:
     python = CLIENT_VENVS[client] / "bin" / "python"
     if not python.exists():
-        _missing(f"{CLIENT_VENVS[client].name} does not exist (tools/make_client_venvs.sh "
-                    f"{client.replace('_', '-')})")
-    cmd = [str(python), str(CLIENT_CHECK), "--client", client, "--json", "--model_file",
-           *map(str, model_files), "--", *map(str, images)]
+        _missing(f"{CLIENT_VENVS[client].name} does not exist (tools/make_client_venvs.sh {client.replace('_', '-')})")
+    cmd = [
+        str(python),
+        str(CLIENT_CHECK),
+        "--client",
+        client,
+        "--json",
+        "--model_file",
+        *map(str, model_files),
+        "--",
+        *map(str, images),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=CHILD_ENV, cwd=REPO)
     try:
         doc = json.loads(proc.stdout)
     except ValueError:
-        raise AssertionError(f"client_check printed no JSON (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise AssertionError(f"client_check printed no JSON (exit {proc.returncode}):\n{proc.stderr[-3000:]}") from None
     assert doc["client"] == client
     return doc
 
@@ -399,7 +413,8 @@ def test_client_classifies_with_label_names(models, client):
         agree = sum(a == b for a, b in zip(names, models["top1"][fmt]))
         assert agree >= 0.6 * len(names), (
             f"{client} {fmt}: top-1 agrees with the interpreter on {agree}/{len(names)} photos\n"
-            f"client:      {names}\ninterpreter: {models['top1'][fmt]}")
+            f"client:      {names}\ninterpreter: {models['top1'][fmt]}"
+        )
 
 
 @pytest.mark.parametrize("client", sorted(CLIENT_VENVS))
@@ -432,8 +447,9 @@ def test_min_parser_version_matches_the_task_librarys(models):
         "print(json.dumps(out))\n"
     )
     files = [str(models["paths"][fmt]["meta"]) for fmt in FORMATS]
-    proc = subprocess.run([str(python), "-c", script, *files], capture_output=True, text=True, timeout=60,
-                          env=CHILD_ENV)
+    proc = subprocess.run(
+        [str(python), "-c", script, *files], capture_output=True, text=True, timeout=60, env=CHILD_ENV
+    )
     assert proc.returncode == 0, proc.stderr
     for entry in json.loads(proc.stdout):
         assert entry["min"] == entry["json"]["min_parser_version"] == "1.0.0"

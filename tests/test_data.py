@@ -12,10 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FLOWERS
 from PIL import Image
 
-from conftest import FLOWERS
-from edgetl.data.dataset import SplitConfig, IMAGE_EXTENSIONS, MIN_IMAGES_PER_CLASS, SPLITS, DatasetError, scan_dataset, split_for
+from edgetl.data.dataset import (
+    IMAGE_EXTENSIONS,
+    MIN_IMAGES_PER_CLASS,
+    SPLITS,
+    DatasetError,
+    SplitConfig,
+    scan_dataset,
+    split_for,
+)
 from edgetl.runtime.images import load_image
 
 
@@ -46,9 +54,7 @@ def retrain_py_split(file_name: str, validation_percentage: float, testing_perce
     max_num_images_per_class = 2**27 - 1
     hash_name = re.sub(r"_nohash_.*$", "", Path(file_name).name)
     hash_name_hashed = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
-    percentage_hash = (int(hash_name_hashed, 16) % (max_num_images_per_class + 1)) * (
-        100.0 / max_num_images_per_class
-    )
+    percentage_hash = (int(hash_name_hashed, 16) % (max_num_images_per_class + 1)) * (100.0 / max_num_images_per_class)
     if percentage_hash < validation_percentage:
         return "validation"
     if percentage_hash < (testing_percentage + validation_percentage):
@@ -317,7 +323,7 @@ def odd_images(tmp_path) -> dict[str, Path]:
     out["L"] = tmp_path / "gray.png"
     Image.fromarray(np.tile(np.linspace(0, 255, 60, dtype=np.uint8), (40, 1)), "L").save(out["L"])
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
-    rgba[:, : 30, 3] = 0  # left half fully transparent
+    rgba[:, :30, 3] = 0  # left half fully transparent
     out["RGBA"] = tmp_path / "rgba.png"
     Image.fromarray(rgba, "RGBA").save(out["RGBA"])
     pal = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
@@ -337,7 +343,15 @@ def odd_images(tmp_path) -> dict[str, Path]:
 
 
 def test_odd_image_modes_decode_to_uint8_rgb(odd_images):
-    expected_modes = {"L": "L", "RGBA": "RGBA", "P": "P", "P_gif": "P", "CMYK": "CMYK", "I;16": ("I;16", "I"), "EXIF": "RGB"}
+    expected_modes = {
+        "L": "L",
+        "RGBA": "RGBA",
+        "P": "P",
+        "P_gif": "P",
+        "CMYK": "CMYK",
+        "I;16": ("I;16", "I"),
+        "EXIF": "RGB",
+    }
     for key, path in odd_images.items():
         with Image.open(path) as im:
             assert im.mode in np.atleast_1d(expected_modes[key]), (key, im.mode)  # the file really is that mode

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from export_fixtures import ExportRun, build_export_run, copy_run
 
 from edgetl.export import FORMATS, ExportConfig, ExportError, ExportResult, check_status, export_run, formats_from_flags
 from edgetl.io.files import sha256_file
-from export_fixtures import ExportRun, build_export_run, copy_run
 
 pytestmark = pytest.mark.slow  # real training, conversion or sweeps: minutes
 
@@ -68,7 +68,7 @@ def _masks(n: int, keras_right: int, lost: int, gained: int = 0) -> tuple[np.nda
     keras = np.arange(n) < keras_right
     artifact = keras.copy()
     artifact[:lost] = False
-    artifact[keras_right:keras_right + gained] = True
+    artifact[keras_right : keras_right + gained] = True
     return artifact, keras
 
 
@@ -96,9 +96,10 @@ def test_full_agreement_float16_never_fails_and_float32_must_be_the_same_model()
 
 
 def test_calibration_selection_is_balanced_deterministic_and_training_only(tmp_path):
+    from export_fixtures import copy_photos
+
     from edgetl.data.dataset import SplitConfig, scan_dataset
     from edgetl.export import calibration as calib
-    from export_fixtures import copy_photos
 
     image_dir = copy_photos(tmp_path / "photos", per_class=12)
     dataset = scan_dataset(image_dir, SplitConfig(10, 30))
@@ -119,9 +120,10 @@ def test_calibration_selection_is_balanced_deterministic_and_training_only(tmp_p
 
 
 def test_manifest_round_trip_and_relocated_dataset(tmp_path):
+    from export_fixtures import copy_photos
+
     from edgetl.data.dataset import SplitConfig, scan_dataset
     from edgetl.export import calibration as calib
-    from export_fixtures import copy_photos
 
     image_dir = copy_photos(tmp_path / "photos", per_class=10)
     built = calib.build_calibration_set(scan_dataset(image_dir, SplitConfig(10, 30)), 32, 6)
@@ -164,8 +166,10 @@ def exported(export_run_dir, tmp_path_factory) -> tuple[Path, list[ExportResult]
     results = export_run(run_dir, ExportConfig(formats=ALL, num_calibration_images=CALIBRATION_IMAGES), progress=False)
     print("\nformat          size_bytes  test_acc  agreement  max_abs_diff  seconds  status")
     for r in results:
-        print(f"{r.format:<15} {r.size_bytes:>10}  {r.test_accuracy:>8.3f}  {r.agreement:>9.3f}  "
-              f"{r.max_abs_diff if r.max_abs_diff is not None else '-':>12}  {r.seconds:>7.1f}  {r.status}")
+        print(
+            f"{r.format:<15} {r.size_bytes:>10}  {r.test_accuracy:>8.3f}  {r.agreement:>9.3f}  "
+            f"{r.max_abs_diff if r.max_abs_diff is not None else '-':>12}  {r.seconds:>7.1f}  {r.status}"
+        )
     return run_dir, results
 
 
@@ -231,8 +235,9 @@ def test_int8_exports_from_one_manifest_are_byte_identical_and_merge_export_json
     # another run directory, same model, reusing the first export's tflite-int8 manifest
     other = shutil.copytree(run_dir, tmp_path / "other", ignore=shutil.ignore_patterns("artifacts"))
     manifest = first["tflite-int8"].calibration_manifest
-    again = export_run(other, ExportConfig(formats=("tflite-int8", "onnx-int8"), calibration_manifest=manifest),
-                       progress=False)
+    again = export_run(
+        other, ExportConfig(formats=("tflite-int8", "onnx-int8"), calibration_manifest=manifest), progress=False
+    )
     for r in again:
         assert r.status == "ok"
         assert r.path.read_bytes() == first[r.format].path.read_bytes(), f"{r.format} is not reproducible"
@@ -250,8 +255,11 @@ def test_no_bias_correction_converts_the_model_as_trained(exported, tmp_path):
     corrected = {r.format: r for r in results}
     other = shutil.copytree(run_dir, tmp_path / "other", ignore=shutil.ignore_patterns("artifacts"))
     manifest = corrected["tflite-int8"].calibration_manifest
-    plain = export_run(other, ExportConfig(formats=("tflite-int8", "onnx-int8"), calibration_manifest=manifest,
-                                           bias_correction=False), progress=False)
+    plain = export_run(
+        other,
+        ExportConfig(formats=("tflite-int8", "onnx-int8"), calibration_manifest=manifest, bias_correction=False),
+        progress=False,
+    )
     for r in plain:
         assert r.status == "ok"
         assert read_metadata(r.path)["bias_correction"] is False
@@ -275,8 +283,11 @@ def test_tflite_int8_io_types(export_run_dir, tmp_path, io_type, dtype):
     from edgetl.runtime import load_model, read_metadata
 
     run_dir = copy_run(export_run_dir, tmp_path / "run")
-    (result,) = export_run(run_dir, ExportConfig(formats=("tflite-int8",), io_type=io_type,
-                                                 num_calibration_images=CALIBRATION_IMAGES), progress=False)
+    (result,) = export_run(
+        run_dir,
+        ExportConfig(formats=("tflite-int8",), io_type=io_type, num_calibration_images=CALIBRATION_IMAGES),
+        progress=False,
+    )
     assert result.status == "ok" and result.io_type == io_type
     model = load_model(result.path)
     assert model.input_dtype == dtype and model.output_dtype == dtype
@@ -298,8 +309,9 @@ def test_a_bad_conversion_fails_its_check_but_keeps_the_artifact(export_run_dir,
     kernel, bias = head.get_weights()
     head.set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)])  # every answer moves to the next class
     run = json.loads((run_dir / "run.json").read_text())
-    export_artifact(ModelSource(model, None), "tflite-float32", run_dir / "model.tflite",
-                    artifact_metadata(run, "tflite-float32"))
+    export_artifact(
+        ModelSource(model, None), "tflite-float32", run_dir / "model.tflite", artifact_metadata(run, "tflite-float32")
+    )
     run["files"] = {"model.tflite": sha256_file(run_dir / "model.tflite")}
     (run_dir / "run.json").write_text(json.dumps(run))
 
@@ -412,17 +424,18 @@ def test_every_tflite_format_has_standard_metadata(exported):
 
 
 @pytest.mark.parametrize("client,venv", [("mediapipe", ".venv-mediapipe"), ("task_library", ".venv-task-library")])
-def test_stock_clients_classify_with_every_tflite_format_by_label_name(exported, export_run_dir, tmp_path, client,
-                                                                      venv):
+def test_stock_clients_classify_with_every_tflite_format_by_label_name(
+    exported, export_run_dir, tmp_path, client, venv
+):
     """MediaPipe Tasks / the Task Library load each file alone and name the classes; their top-1 agrees with
     edgetl's on photos pre-shrunk to 1.5x the input size (the clients resize without antialiasing)."""
     import subprocess
 
+    from conftest import REPO_ROOT
     from PIL import Image
 
-    from conftest import REPO_ROOT
-    from edgetl.runtime.images import load_image
     from edgetl.runtime import load_model
+    from edgetl.runtime.images import load_image
 
     python = REPO_ROOT / venv / "bin" / "python"
     if not python.exists():
@@ -438,8 +451,17 @@ def test_stock_clients_classify_with_every_tflite_format_by_label_name(exported,
     formats = [r for r in results if r.format.startswith("tflite")]
     if client == "task_library":  # tflite-support 0.4.4's runtime lacks FULLY_CONNECTED v12 (dynamic range)
         formats = [r for r in formats if r.format != "tflite-dynamic"]
-    cmd = [str(python), str(REPO_ROOT / "tools" / "client_check.py"), "--client", client, "--json",
-           "--model_file", *[str(r.path) for r in formats], "--", *map(str, small)]
+    cmd = [
+        str(python),
+        str(REPO_ROOT / "tools" / "client_check.py"),
+        "--client",
+        client,
+        "--json",
+        "--model_file",
+        *[str(r.path) for r in formats],
+        "--",
+        *map(str, small),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     doc = json.loads(proc.stdout)

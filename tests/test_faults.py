@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import FLOWERS, REPO_ROOT, WEIGHTS_DIR, copy_subset
 
 pytestmark = pytest.mark.slow  # sweeps in subprocesses: minutes
@@ -26,10 +25,33 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
 
 
 def sweep_args(data: Path, out: Path, cache: Path) -> list[str]:
-    return ["sweep", "--image_dir", str(data), "--weights_dir", str(WEIGHTS_DIR), "--backbones", "v1",
-            "--alphas", "0.25", "--resolutions", "96", "--formats", FORMATS, "--how_many_training_steps", "100",
-            "--calibration_images", "12", "--min_timed_runs", "5", "--min_timed_seconds", "0.05",
-            "--bottleneck_dir", str(cache), "--output_dir", str(out)]
+    return [
+        "sweep",
+        "--image_dir",
+        str(data),
+        "--weights_dir",
+        str(WEIGHTS_DIR),
+        "--backbones",
+        "v1",
+        "--alphas",
+        "0.25",
+        "--resolutions",
+        "96",
+        "--formats",
+        FORMATS,
+        "--how_many_training_steps",
+        "100",
+        "--calibration_images",
+        "12",
+        "--min_timed_runs",
+        "5",
+        "--min_timed_seconds",
+        "0.05",
+        "--bottleneck_dir",
+        str(cache),
+        "--output_dir",
+        str(out),
+    ]
 
 
 def edgetl(*args: str, kill_at: str | None = None, trace: Path | None = None, limit_bytes: int | None = None):
@@ -43,8 +65,14 @@ def edgetl(*args: str, kill_at: str | None = None, trace: Path | None = None, li
         if limit_bytes:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    return subprocess.run([sys.executable, "-m", "edgetl.cli.main", *args], capture_output=True, text=True, env=env,
-                          preexec_fn=limit, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "edgetl.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=limit,
+        timeout=600,
+    )
 
 
 def results(out: Path) -> dict:
@@ -61,8 +89,9 @@ def stages(trace: Path) -> list[str]:
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str):
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         message = f"cannot mount a tmpfs here ({done.stderr.strip()}); the disk-fault tests need root"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
@@ -90,14 +119,24 @@ def reference(photos, tmp_path_factory) -> Path:
     return out
 
 
-KILL_POINTS = ["features#1", "head", "save_run:tflite", "convert:tflite-float32",
-               "check:tflite-float32",
-               "calibration", "bias_correction", "convert:tflite-int8", "manifest:tflite-int8",
-               "convert:onnx-float32", "bench:tflite-float32", "bench:tflite-int8", "report"]
+KILL_POINTS = [
+    "features#1",
+    "head",
+    "save_run:tflite",
+    "convert:tflite-float32",
+    "check:tflite-float32",
+    "calibration",
+    "bias_correction",
+    "convert:tflite-int8",
+    "manifest:tflite-int8",
+    "convert:onnx-float32",
+    "bench:tflite-float32",
+    "bench:tflite-int8",
+    "report",
+]
 
 
-def test_killed_at_every_stage_resumes_to_the_same_results_without_redoing_finished_units(photos, reference,
-                                                                                           tmp_path):
+def test_killed_at_every_stage_resumes_to_the_same_results_without_redoing_finished_units(photos, reference, tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
     traces = []
     for i, point in enumerate(KILL_POINTS):  # each run resumes the one before, and is killed further on
@@ -114,7 +153,7 @@ def test_killed_at_every_stage_resumes_to_the_same_results_without_redoing_finis
     next_run = dict(zip(KILL_POINTS, traces[1:] + [stages(final)]))
     # 40 photos in batches of 32: killed after the first, the next run computes (and checkpoints) only the second
     assert next_run["features#1"].count("features") == 1
-    for killed_at in KILL_POINTS[KILL_POINTS.index("convert:tflite-float32"):]:  # trained before those kills
+    for killed_at in KILL_POINTS[KILL_POINTS.index("convert:tflite-float32") :]:  # trained before those kills
         assert "head" not in next_run[killed_at] and "features" not in next_run[killed_at], killed_at
     assert "convert:tflite-float32" not in next_run["calibration"]  # tflite-float32 was finished then
     assert "convert:tflite-int8" in next_run["manifest:tflite-int8"]  # killed before export.json recorded it
@@ -147,8 +186,10 @@ def test_a_truncated_newest_artifact_is_detected_and_only_its_units_redone(photo
     done = edgetl(*sweep_args(photos, out, reference.parent / "cache"), trace=trace)
     assert done.returncode == 0, done.stderr[-3000:]
     fmt = newest.stem
-    assert [s for s in stages(trace) if s.startswith(("convert:", "bench:", "head"))] == [f"convert:{fmt}",
-                                                                                        f"bench:{fmt}"]
+    assert [s for s in stages(trace) if s.startswith(("convert:", "bench:", "head"))] == [
+        f"convert:{fmt}",
+        f"bench:{fmt}",
+    ]
     assert results(out) == results(reference)
 
 
@@ -202,10 +243,10 @@ def test_damaged_model_bytes_are_refused_by_label_image_verify_and_bench(photos,
 
 
 def test_a_sweep_warns_before_starting_when_the_disk_looks_too_small(photos, tmp_path):
-    from edgetl.features.backbones import BackboneSpec
     from edgetl.data.dataset import scan_dataset
-    from edgetl.sweep.space import check_space, estimate_space
+    from edgetl.features.backbones import BackboneSpec
     from edgetl.sweep.run import SweepConfig
+    from edgetl.sweep.space import check_space, estimate_space
 
     with tmpfs(tmp_path / "tiny", "1m") as disk:
         config = SweepConfig(image_dir=photos, output_dir=disk / "run", points=(BackboneSpec("v2", 1.0, 224),))
@@ -215,8 +256,9 @@ def test_a_sweep_warns_before_starting_when_the_disk_looks_too_small(photos, tmp
         said: list[str] = []
         check_space(config, dataset, said.append)
         assert len(said) == 1 and str(disk / "run") in said[0] and "MB free" in said[0]
-        roomy = SweepConfig(image_dir=photos, output_dir=tmp_path / "run", points=config.points,
-                            features=config.features)
+        roomy = SweepConfig(
+            image_dir=photos, output_dir=tmp_path / "run", points=config.points, features=config.features
+        )
         said.clear()
         check_space(roomy, dataset, said.append)
         assert not [s for s in said if "output directory" in s]

@@ -1,4 +1,5 @@
-"""edgetl.features.bottlenecks: the bottleneck cache, with a real backbone (V1 0.25 at 96 px, ImageNet) on real photos."""
+"""edgetl.features.bottlenecks: the bottleneck cache, with a real backbone (V1 0.25 at 96 px, ImageNet) on real
+photos."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FLOWERS, WEIGHTS_DIR, copy_subset
+
+from edgetl.data.dataset import ImageRecord, SplitConfig, scan_dataset
 from edgetl.features.backbones import BackboneSpec, build_feature_extractor, resolve_weights
-from edgetl.data.dataset import SplitConfig, ImageRecord, scan_dataset
-from edgetl.runtime.images import load_image
 from edgetl.features.bottlenecks import DIGEST_BYTES, cache_key, compute_features, default_cache_dir
+from edgetl.runtime.images import load_image
 
 SPEC = BackboneSpec("v1", 0.25, 96)
 RES = SPEC.resolution
@@ -72,7 +73,9 @@ def test_cached_vectors_equal_freshly_computed_ones(records, backbone, tmp_path)
     run(records, backbone, tmp_path)
     cached, embed = run(records, backbone, tmp_path)
     assert embed.images == 0
-    fresh = np.asarray(model.predict(np.stack([load_image(r.path, RES) for r in records]).astype(np.float32), verbose=0))
+    fresh = np.asarray(
+        model.predict(np.stack([load_image(r.path, RES) for r in records]).astype(np.float32), verbose=0)
+    )
     np.testing.assert_allclose(cached.features, fresh, rtol=1e-5, atol=1e-5)
     # the rows are in record order, not cache or completion order
     one = np.asarray(model.predict(load_image(records[-1].path, RES)[None].astype(np.float32), verbose=0))[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_train import flowers, private_cache, run_cli, train_args  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -41,8 +40,17 @@ def test_tuning_and_refit_are_recorded(flowers, tmp_path, private_cache):  # noq
 @pytest.fixture(scope="module")
 def fine_tuned(flowers, tmp_path_factory, private_cache):  # noqa: F811
     run_dir = tmp_path_factory.mktemp("ft") / "run"
-    argv = train_args(flowers, run_dir, run_dir.parent / "cache", "--fine_tune", "--fine_tune_layers", "6",
-                      "--fine_tune_epochs", "2", "--no_tune")
+    argv = train_args(
+        flowers,
+        run_dir,
+        run_dir.parent / "cache",
+        "--fine_tune",
+        "--fine_tune_layers",
+        "6",
+        "--fine_tune_epochs",
+        "2",
+        "--no_tune",
+    )
     result = run_cli(argv, run_dir)
     assert result.rc == 0, result.out[-3000:] + result.err[-3000:]
     return run_dir, result
@@ -50,9 +58,9 @@ def fine_tuned(flowers, tmp_path_factory, private_cache):  # noqa: F811
 
 def test_fine_tuning_trains_the_top_layers_only_and_keeps_batch_norm(fine_tuned):
     import keras
+    from conftest import WEIGHTS_DIR
 
     from edgetl.features.backbones import BackboneSpec, build_feature_extractor, resolve_weights
-    from conftest import WEIGHTS_DIR
 
     run_dir, result = fine_tuned
     info = result.run["fine_tune"]
@@ -63,8 +71,11 @@ def test_fine_tuning_trains_the_top_layers_only_and_keeps_batch_norm(fine_tuned)
     original = build_feature_extractor(spec, resolve_weights(spec, "imagenet", WEIGHTS_DIR))
     tuned_backbone = next(layer for layer in tuned.layers if isinstance(layer, keras.Model))
     original_backbone = next(layer for layer in original.layers if isinstance(layer, keras.Model))
-    changed = [layer.name for layer, ref in zip(tuned_backbone.layers, original_backbone.layers)
-               if any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), ref.get_weights()))]
+    changed = [
+        layer.name
+        for layer, ref in zip(tuned_backbone.layers, original_backbone.layers)
+        if any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), ref.get_weights()))
+    ]
     top = {layer.name for layer in original_backbone.layers[-6:]}
     assert changed and set(changed) <= top
     assert not any(isinstance(tuned_backbone.get_layer(n), keras.layers.BatchNormalization) for n in changed)

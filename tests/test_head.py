@@ -10,8 +10,9 @@ import pytest
 from edgetl.train.head import HeadConfig, accuracy, cross_entropy, train_head, train_heads
 
 
-def blobs(seed: int, n_train: int = 30, n_val: int = 300, dim: int = 60, classes: int = 3,
-          flip: float = 0.0, sep: float = 0.5):
+def blobs(
+    seed: int, n_train: int = 30, n_val: int = 300, dim: int = 60, classes: int = 3, flip: float = 0.0, sep: float = 0.5
+):
     """Gaussian class clusters; `flip` of the training labels are wrong, so long training overfits."""
     rng = np.random.default_rng(seed)
     means = rng.normal(0, sep, (classes, dim)).astype(np.float32)
@@ -51,8 +52,16 @@ def test_head_learns_separable_classes():
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_seeded_training_is_bit_for_bit_repeatable(dropout):
     data = blobs(1, n_train=50, flip=0.2)
-    config = dict(how_many_training_steps=400, eval_step_interval=20, learning_rate=0.01, train_batch_size=16,
-                  dropout=dropout, l2=1e-3, seed=7, early_stopping_patience=1000)
+    config = dict(
+        how_many_training_steps=400,
+        eval_step_interval=20,
+        learning_rate=0.01,
+        train_batch_size=16,
+        dropout=dropout,
+        l2=1e-3,
+        seed=7,
+        early_stopping_patience=1000,
+    )
     a, b = fit(data, **config), fit(data, **config)
     assert a.weights.tobytes() == b.weights.tobytes()
     assert a.bias.tobytes() == b.bias.tobytes()
@@ -66,10 +75,18 @@ def test_heads_trained_together_are_bit_for_bit_the_heads_trained_alone(shared):
     """The tuning search trains its candidates stacked; each must be what it would be alone, including
     heads that stop early at different steps and a fixed-step refit."""
     tx, ty, vx, vy = blobs(3, n_train=60, flip=0.2)
-    base = dict(how_many_training_steps=600, eval_step_interval=20, train_batch_size=16, early_stopping_patience=3,
-                seed=5, **shared)
-    configs = [HeadConfig(**base, learning_rate=lr, l2=l2, label_smoothing=s)
-               for lr, l2, s in [(0.001, 0.0, 0.0), (0.03, 1e-3, 0.0), (0.01, 0.0, 0.1), (0.1, 1e-2, 0.2)]]
+    base = dict(
+        how_many_training_steps=600,
+        eval_step_interval=20,
+        train_batch_size=16,
+        early_stopping_patience=3,
+        seed=5,
+        **shared,
+    )
+    configs = [
+        HeadConfig(**base, learning_rate=lr, l2=l2, label_smoothing=s)
+        for lr, l2, s in [(0.001, 0.0, 0.0), (0.03, 1e-3, 0.0), (0.01, 0.0, 0.1), (0.1, 1e-2, 0.2)]
+    ]
     for fixed_steps in (None, 70):
         together = train_heads(tx, ty, vx, vy, 3, configs, log=quiet, fixed_steps=fixed_steps)
         alone = [train_head(tx, ty, vx, vy, 3, c, log=quiet, fixed_steps=fixed_steps) for c in configs]
@@ -83,7 +100,9 @@ def test_heads_trained_together_are_bit_for_bit_the_heads_trained_alone(shared):
 
 def test_heads_trained_together_must_share_their_batches():
     tx, ty, vx, vy = blobs(4)
-    with pytest.raises(ValueError, match="differ only in learning_rate, l2, label_smoothing; these differ: dropout, seed"):
+    with pytest.raises(
+        ValueError, match="differ only in learning_rate, l2, label_smoothing; these differ: dropout, seed"
+    ):
         train_heads(tx, ty, vx, vy, 3, [HeadConfig(), HeadConfig(dropout=0.3, seed=1)], log=quiet)
     with pytest.raises(ValueError, match="at least one"):
         train_heads(tx, ty, vx, vy, 3, [], log=quiet)
@@ -122,8 +141,11 @@ def test_early_stopping_restores_the_best_validation_weights():
     at_best = fit(data, how_many_training_steps=head.best_step, **{**OVERFIT, "early_stopping_patience": 10**6})
     assert at_best.weights.tobytes() == head.weights.tobytes()
     # ... and not those of the last step trained
-    at_stop = fit(data, how_many_training_steps=steps[-1],
-                  **{**OVERFIT, "eval_step_interval": steps[-1], "early_stopping_patience": 10**6})
+    at_stop = fit(
+        data,
+        how_many_training_steps=steps[-1],
+        **{**OVERFIT, "eval_step_interval": steps[-1], "early_stopping_patience": 10**6},
+    )
     assert at_stop.best_step == steps[-1]
     assert not np.allclose(at_stop.weights, head.weights)
     assert cross_entropy(at_stop.predict_proba(vx), vy) > losses[best] + 0.01
@@ -132,8 +154,15 @@ def test_early_stopping_restores_the_best_validation_weights():
 def test_without_validation_images_training_loss_is_monitored():
     tx, ty, _, _ = blobs(3, n_train=60, sep=1.0)
     empty = np.zeros((0, tx.shape[1]), np.float32)
-    head = train_head(tx, ty, empty, np.zeros(0, np.int64), 3,
-                      HeadConfig(how_many_training_steps=100, eval_step_interval=50), log=quiet)
+    head = train_head(
+        tx,
+        ty,
+        empty,
+        np.zeros(0, np.int64),
+        3,
+        HeadConfig(how_many_training_steps=100, eval_step_interval=50),
+        log=quiet,
+    )
     assert [r["validation_cross_entropy"] for r in head.history] == [r["train_cross_entropy"] for r in head.history]
     assert head.best_step == 100
 
@@ -178,7 +207,15 @@ def test_head_config_rejects_bad_values(bad):
 
 
 def test_head_config_accepts_good_values():
-    config = HeadConfig(how_many_training_steps=1, learning_rate=1e-5, train_batch_size=1, eval_step_interval=1,
-                        dropout=0.0, l2=0.0, early_stopping_patience=1, seed=123)
+    config = HeadConfig(
+        how_many_training_steps=1,
+        learning_rate=1e-5,
+        train_batch_size=1,
+        eval_step_interval=1,
+        dropout=0.0,
+        l2=0.0,
+        early_stopping_patience=1,
+        seed=123,
+    )
     assert config.seed == 123
     HeadConfig(dropout=0.99, l2=0.5)

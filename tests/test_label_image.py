@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.runtime.label_image import main
 from edgetl.runtime import load_model
+from edgetl.runtime.label_image import main
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tools" / "label_image.py"
@@ -117,8 +117,23 @@ def test_single_image_output_is_tensorflow_label_image_format(tiny_models):
 
 def test_in_process_main_and_input_mean_std(tiny_models, capsys):
     image = tiny_models.images[1]
-    assert main(["--model_file", str(tiny_models.float_tflite), "--image", str(image),
-                 "--input_mean", "127.5", "--input_std", "127.5", "--num_threads", "2"]) == 0
+    assert (
+        main(
+            [
+                "--model_file",
+                str(tiny_models.float_tflite),
+                "--image",
+                str(image),
+                "--input_mean",
+                "127.5",
+                "--input_std",
+                "127.5",
+                "--num_threads",
+                "2",
+            ]
+        )
+        == 0
+    )
     blocks = parse(capsys.readouterr().out)
     x = (tiny_models.pixels[1:2].astype(np.float32) - 127.5) / 127.5
     expected = np.asarray(tiny_models.keras_model.predict(x, verbose=0))[0]
@@ -248,9 +263,22 @@ finally:
 def test_label_image_never_imports_tensorflow(tiny_models, which):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     proc = subprocess.run(
-        [sys.executable, "-c", BLOCKER, str(SCRIPT), "-v", "-m", str(getattr(tiny_models, which)),
-         "-i", *map(str, tiny_models.images[:3])],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tiny_models.dir,
+        [
+            sys.executable,
+            "-c",
+            BLOCKER,
+            str(SCRIPT),
+            "-v",
+            "-m",
+            str(getattr(tiny_models, which)),
+            "-i",
+            *map(str, tiny_models.images[:3]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tiny_models.dir,
     )
     no_traceback(proc)
     assert proc.returncode == 0, proc.stderr
@@ -277,8 +305,9 @@ def device_python(name: str) -> Path:
 @pytest.mark.parametrize("venv", list(DEVICE_VENVS))
 def test_device_venv_runs_label_image(tiny_models, venv, which):
     python = device_python(venv)
-    proc = run_label_image("-v", "-m", getattr(tiny_models, which), "-i", *tiny_models.images,
-                           python=python, cwd=tiny_models.dir)
+    proc = run_label_image(
+        "-v", "-m", getattr(tiny_models, which), "-i", *tiny_models.images, python=python, cwd=tiny_models.dir
+    )
     no_traceback(proc)
     assert proc.returncode == 0, proc.stderr
     assert f"via {DEVICE_VENVS[venv]}" in proc.stderr

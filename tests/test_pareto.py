@@ -6,20 +6,19 @@ import math
 import random
 
 import pytest
-
 from conftest import make_result
+
 from edgetl.measure.results import ArtifactResult
 from edgetl.pick.pareto import Budget, Pick, PickConfig, dominates, knee, pareto_front, pick
+
 
 def brute_force_front(results: list[ArtifactResult]) -> list[ArtifactResult]:
     """O(n^2) reference written independently of edgetl.pick.pareto.dominates."""
     ok = [r for r in results if r.status == "ok"]
 
     def dom(a: ArtifactResult, b: ArtifactResult) -> bool:
-        ge = (a.accuracy >= b.accuracy and a.latency_ms_p50 <= b.latency_ms_p50
-              and a.size_bytes <= b.size_bytes)
-        gt = (a.accuracy > b.accuracy or a.latency_ms_p50 < b.latency_ms_p50
-              or a.size_bytes < b.size_bytes)
+        ge = a.accuracy >= b.accuracy and a.latency_ms_p50 <= b.latency_ms_p50 and a.size_bytes <= b.size_bytes
+        gt = a.accuracy > b.accuracy or a.latency_ms_p50 < b.latency_ms_p50 or a.size_bytes < b.size_bytes
         return ge and gt
 
     return [r for r in ok if not any(dom(o, r) for o in ok if o is not r)]
@@ -33,8 +32,14 @@ def random_results(seed: int, n: int) -> list[ArtifactResult]:
     sizes = [0.5, 1.0, 2.5, 4.0, 14.0]
     out = []
     for _ in range(n):
-        out.append(make_result(rng.choice(accs), rng.choice(lats), rng.choice(sizes),
-                               status="ok" if rng.random() > 0.1 else "error: conversion failed"))
+        out.append(
+            make_result(
+                rng.choice(accs),
+                rng.choice(lats),
+                rng.choice(sizes),
+                status="ok" if rng.random() > 0.1 else "error: conversion failed",
+            )
+        )
     # Guarantee at least one exact duplicate triple.
     d = out[0]
     out.append(make_result(d.accuracy, d.latency_ms_p50, d.size_bytes / 1e6, status="ok"))
@@ -73,8 +78,9 @@ def test_front_tradeoff_on_size_alone_keeps_the_point():
 
 
 def test_failed_rows_are_never_on_the_front_nor_picked():
-    best_but_failed = make_result(0.99, 0.1, 0.1, point="failed", status="accuracy check failed",
-                                  latency_ms_p90=math.nan)
+    best_but_failed = make_result(
+        0.99, 0.1, 0.1, point="failed", status="accuracy check failed", latency_ms_p90=math.nan
+    )
     ok = make_result(0.7, 10.0, 4.0, point="ok")
     assert pareto_front([best_but_failed, ok]) == [ok]
     assert pick([best_but_failed, ok]).chosen is ok
@@ -140,12 +146,12 @@ def test_budget_limits_are_inclusive_and_tie_break():
 def test_nothing_fits_gives_closest_three_by_relative_violation():
     budget = Budget(max_latency_ms=10.0, max_size_mb=2.0)
     rows = [
-        make_result(0.9, 12.0, 2.0, point="lat20pct"),       # 0.20
-        make_result(0.9, 10.0, 2.1, point="size5pct"),       # 0.05
-        make_result(0.9, 11.0, 2.2, point="both20pct"),      # 0.10 + 0.10
-        make_result(0.9, 30.0, 2.0, point="lat200pct"),      # 2.0
-        make_result(0.9, 10.5, 2.0, point="lat5pct-b"),      # 0.05, ties size5pct
-        make_result(0.95, 50.0, 9.0, point="far"),           # 4 + 3.5
+        make_result(0.9, 12.0, 2.0, point="lat20pct"),  # 0.20
+        make_result(0.9, 10.0, 2.1, point="size5pct"),  # 0.05
+        make_result(0.9, 11.0, 2.2, point="both20pct"),  # 0.10 + 0.10
+        make_result(0.9, 30.0, 2.0, point="lat200pct"),  # 2.0
+        make_result(0.9, 10.5, 2.0, point="lat5pct-b"),  # 0.05, ties size5pct
+        make_result(0.95, 50.0, 9.0, point="far"),  # 4 + 3.5
         make_result(0.99, 1.0, 0.1, point="failed", status="timeout"),
     ]
     p = pick(rows, budget)
@@ -233,27 +239,33 @@ def test_empty_results_raise():
         pick([], Budget(max_latency_ms=10))
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"max_latency_ms": -1.0},
-    {"max_size_mb": -0.5},
-    {"min_accuracy": -0.1},
-    {"max_latency_ms": 0},
-    {"min_accuracy": 90},  # a percentage, not a fraction
-    {"max_size_mb": math.nan},
-    {"max_latency_ms": "15"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_latency_ms": -1.0},
+        {"max_size_mb": -0.5},
+        {"min_accuracy": -0.1},
+        {"max_latency_ms": 0},
+        {"min_accuracy": 90},  # a percentage, not a fraction
+        {"max_size_mb": math.nan},
+        {"max_latency_ms": "15"},
+    ],
+)
 def test_bad_budgets_raise(kwargs):
     with pytest.raises(ValueError, match="budget"):
         Budget(**kwargs)
 
 
-@pytest.mark.parametrize("overrides", [
-    {"accuracy": math.nan},
-    {"accuracy": 91.0},
-    {"latency_ms_p50": -1.0},
-    {"latency_ms_p50": math.inf},
-    {"size_bytes": -5},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"accuracy": math.nan},
+        {"accuracy": 91.0},
+        {"latency_ms_p50": -1.0},
+        {"latency_ms_p50": math.inf},
+        {"size_bytes": -5},
+    ],
+)
 def test_bad_ok_rows_raise(overrides):
     bad = make_result(**overrides)
     with pytest.raises(ValueError):

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import FLOWERS, copy_subset
-from edgetl.runtime.images import load_image
+
 from edgetl.data.dataset import scan_dataset
 from edgetl.data.pixels import INDEX, LazyPixels, build_store, open_store
+from edgetl.runtime.images import load_image
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ def test_both_softmax_heads_learn_separable_features():
     features = (rng.normal(size=(120, 8)) + 3.0 * labels[:, None] * np.eye(8)[0] + 50.0).astype(np.float32)
     train, val, test = np.arange(0, 120, 3), np.arange(1, 120, 3), np.arange(2, 120, 3)
     for standardize in (False, True):
-        predicted = probe_heads.softmax_head(standardize)((features[train], labels[train]),
-                                                          (features[val], labels[val]), features[test], 2)
+        predicted = probe_heads.softmax_head(standardize)(
+            (features[train], labels[train]), (features[val], labels[val]), features[test], 2
+        )
         assert (predicted == labels[test]).mean() >= 0.9

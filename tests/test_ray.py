@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import FLOWERS, REPO_ROOT, WEIGHTS_DIR, copy_subset
-from edgetl.cli.main import main
 from test_faults import results, stages  # what must not depend on where a unit ran; the traced stages
+
+from edgetl.cli.main import main
 from edgetl.measure.results import read_results
 
 FORMATS = "tflite-float32,onnx-float32"  # two runtimes; int8 is the slowest unit to convert
@@ -31,10 +31,34 @@ RAY = Path(sys.executable).with_name("ray")
 
 
 def sweep_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["sweep", "--image_dir", str(data), "--weights_dir", str(WEIGHTS_DIR), "--backbones", "v1",
-            "--alphas", "0.25", "--resolutions", "96,128", "--formats", FORMATS, "--how_many_training_steps", "100",
-            "--calibration_images", "12", "--min_timed_runs", "5", "--min_timed_seconds", "0",
-            "--bottleneck_dir", str(out.parent / "bottlenecks"), "--output_dir", str(out), *extra]
+    return [
+        "sweep",
+        "--image_dir",
+        str(data),
+        "--weights_dir",
+        str(WEIGHTS_DIR),
+        "--backbones",
+        "v1",
+        "--alphas",
+        "0.25",
+        "--resolutions",
+        "96,128",
+        "--formats",
+        FORMATS,
+        "--how_many_training_steps",
+        "100",
+        "--calibration_images",
+        "12",
+        "--min_timed_runs",
+        "5",
+        "--min_timed_seconds",
+        "0",
+        "--bottleneck_dir",
+        str(out.parent / "bottlenecks"),
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
 
 
 def free_port() -> int:
@@ -50,11 +74,26 @@ def ray_head(env: dict, cpus: int = 2, resources: str = "{}"):
     port = free_port()
     # Its own (short: socket paths) temp dir, so the address file it leaves does not send `auto` to a dead head.
     temp_dir = tempfile.mkdtemp(prefix="ray-head-")
-    proc = subprocess.Popen([str(RAY), "start", "--head", "--block", f"--port={port}", f"--num-cpus={cpus}",
-                             f"--resources={resources}", f"--ray-client-server-port={free_port()}",
-                             f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(RAY),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            f"--num-cpus={cpus}",
+            f"--resources={resources}",
+            f"--ray-client-server-port={free_port()}",
+            f"--temp-dir={temp_dir}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         lines = []
         for line in proc.stdout:
@@ -131,10 +170,17 @@ def photos(tmp_path_factory) -> Path:
 
 def start_in_process(photos: Path, out: Path) -> subprocess.Popen:
     """The reference: the same sweep without --ray, in a fresh process that must never import Ray."""
-    code = ("import sys; from edgetl.cli.main import main; code = main(sys.argv[1:]); "
-            "print('ray imported:', any(m == 'ray' or m.startswith('ray.') for m in sys.modules)); sys.exit(code)")
-    return subprocess.Popen([sys.executable, "-c", code, *sweep_args(photos, out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    code = (
+        "import sys; from edgetl.cli.main import main; code = main(sys.argv[1:]); "
+        "print('ray imported:', any(m == 'ray' or m.startswith('ray.') for m in sys.modules)); sys.exit(code)"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *sweep_args(photos, out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
 
 
 def finish_in_process(proc: subprocess.Popen) -> None:
@@ -145,8 +191,11 @@ def finish_in_process(proc: subprocess.Popen) -> None:
 
 def _mtimes(out: Path) -> dict[str, int]:
     """Each unit's own output files (sweep_state.json and export.json are rewritten as any unit finishes)."""
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.glob("points/*/**/*")
-            if p.is_file() and p.name not in ("sweep_state.json", "export.json")}
+    return {
+        str(p.relative_to(out)): p.stat().st_mtime_ns
+        for p in out.glob("points/*/**/*")
+        if p.is_file() and p.name not in ("sweep_state.json", "export.json")
+    }
 
 
 @pytest.mark.slow
@@ -162,9 +211,18 @@ def test_cluster_sweep_equals_in_process_and_a_killed_worker_costs_only_its_unit
     token.write_text(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     with ray_head({**env, "EDGETL_KILL_AT": "convert:onnx-float32"}, cpus=2, resources='{"bench": 1}') as address:
-        done = subprocess.run([sys.executable, "-m", "edgetl.cli.main",
-                               *sweep_args(photos, out, "--ray", address, "--bench_resource", "bench")],
-                              capture_output=True, text=True, env=env, timeout=600)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edgetl.cli.main",
+                *sweep_args(photos, out, "--ray", address, "--bench_resource", "bench"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
     assert done.returncode in (0, 1), done.stderr[-3000:]
     finish_in_process(baseline)
     assert {(r.point, r.format) for r in read_results(out)} == {(p, "tflite-float32") for p in POINTS}
@@ -185,9 +243,25 @@ def test_cluster_sweep_equals_in_process_and_a_killed_worker_costs_only_its_unit
 
     # The front and the pick are those of the in-process sweep, given the same latencies.
     reference = {(r.point, r.format): r for r in read_results(in_process)}
-    rows = [r.__class__(**{**r.to_dict(), **{k: getattr(reference[(r.point, r.format)], k) for k in
-                                             ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "load_ms",
-                                              "first_inference_ms", "peak_rss_mb")}}) for r in read_results(out)]
+    rows = [
+        r.__class__(
+            **{
+                **r.to_dict(),
+                **{
+                    k: getattr(reference[(r.point, r.format)], k)
+                    for k in (
+                        "latency_ms_p50",
+                        "latency_ms_p90",
+                        "latency_ms_p99",
+                        "load_ms",
+                        "first_inference_ms",
+                        "peak_rss_mb",
+                    )
+                },
+            }
+        )
+        for r in read_results(out)
+    ]
     assert {r.identity for r in pareto_front(rows)} == {r.identity for r in pareto_front(list(reference.values()))}
     assert pick(rows).chosen.identity == pick(list(reference.values())).chosen.identity
     hostname = socket.gethostname()
@@ -195,8 +269,10 @@ def test_cluster_sweep_equals_in_process_and_a_killed_worker_costs_only_its_unit
     report = (out / "report.md").read_text()
     assert f"Latency measured on: {hostname} (node " in report and "different machines" not in report
     units = json.loads((out / "ray_units.json").read_text())["units"]
-    assert sorted((u["unit"], u["format"]) for u in units) == [("bench", "onnx-float32")] * 2 + [("export",
-                                                                                            "onnx-float32")] * 2
+    assert (
+        sorted((u["unit"], u["format"]) for u in units)
+        == [("bench", "onnx-float32")] * 2 + [("export", "onnx-float32")] * 2
+    )
 
     # 3. An in-process run of the same command finds everything finished.
     trace.unlink()

@@ -10,12 +10,12 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from conftest import make_result
+
+from edgetl.measure.results import read_notes, read_results, write_results
 from edgetl.pick.pareto import Budget, pick
 from edgetl.pick.plot import format_colour, plot_pareto
 from edgetl.pick.report import rebuild_report, write_model_card, write_report
-from edgetl.measure.results import read_results, read_notes, write_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -23,16 +23,37 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def sweep():
     """A small sweep: three grid points x two formats, one failed row, one with top-5."""
     rows = []
-    for point, acc, lat, size in [("v1-a0.25-r128", 0.72, 1.8, 0.6),
-                                  ("v2-a0.5-r160", 0.86, 4.5, 2.1),
-                                  ("v2-a1.0-r224", 0.91, 19.0, 9.2)]:
+    for point, acc, lat, size in [
+        ("v1-a0.25-r128", 0.72, 1.8, 0.6),
+        ("v2-a0.5-r160", 0.86, 4.5, 2.1),
+        ("v2-a1.0-r224", 0.91, 19.0, 9.2),
+    ]:
         rows.append(make_result(acc, lat, size, point=point, format="tflite-float32"))
-        rows.append(make_result(acc - 0.01, lat / 2.5, size / 4, point=point, format="tflite-int8",
-                                top5_accuracy=0.99, per_class_accuracy={"daisy": 0.5, "rosé|x": 1 / 3},
-                                confusion_matrix=[[1, 2, 3], [4, 5, 6], [7, 8, 9]]))
-    rows.append(make_result(0.0, math.nan, 3.0, point="v2-a0.75-r192", format="onnx",
-                            status="error: onnxruntime failed | shape mismatch\nsecond line",
-                            latency_ms_p90=math.nan, latency_ms_p99=math.nan, latency_ms_mean=math.nan))
+        rows.append(
+            make_result(
+                acc - 0.01,
+                lat / 2.5,
+                size / 4,
+                point=point,
+                format="tflite-int8",
+                top5_accuracy=0.99,
+                per_class_accuracy={"daisy": 0.5, "rosé|x": 1 / 3},
+                confusion_matrix=[[1, 2, 3], [4, 5, 6], [7, 8, 9]],
+            )
+        )
+    rows.append(
+        make_result(
+            0.0,
+            math.nan,
+            3.0,
+            point="v2-a0.75-r192",
+            format="onnx",
+            status="error: onnxruntime failed | shape mismatch\nsecond line",
+            latency_ms_p90=math.nan,
+            latency_ms_p99=math.nan,
+            latency_ms_mean=math.nan,
+        )
+    )
     return rows
 
 
@@ -165,8 +186,7 @@ def test_rebuild_report_from_results_json_alone(tmp_path):
 
 def test_plot_many_points_log_axis_and_all_failed(tmp_path):
     # > 40 artifacts (no labels) spanning > 10x latency (log axis); then a sweep where all failed.
-    rows = [make_result(0.5 + i * 0.01, 0.5 * 1.1 ** i, 0.2 + i * 0.1, format=f"fmt{i % 5}")
-            for i in range(45)]
+    rows = [make_result(0.5 + i * 0.01, 0.5 * 1.1**i, 0.2 + i * 0.1, format=f"fmt{i % 5}") for i in range(45)]
     p = pick(rows)
     assert_png(plot_pareto(rows, p, tmp_path / "many.png"))
     failed = [make_result(status="error")]
@@ -182,15 +202,32 @@ def test_format_colours_are_stable():
 
 def test_model_card(tmp_path):
     r = sweep()[1]
-    extra = {"dataset": "/data/flowers", "class_names": ["daisy", "rose"],
-             "split_sizes": {"train": 800, "validation": 100, "test": 100},
-             "training": {"epochs": 20, "learning_rate": 0.01}, "runtime": "ai-edge-litert 1.2",
-             "seed": 42}
+    extra = {
+        "dataset": "/data/flowers",
+        "class_names": ["daisy", "rose"],
+        "split_sizes": {"train": 800, "validation": 100, "test": 100},
+        "training": {"epochs": 20, "learning_rate": 0.01},
+        "runtime": "ai-edge-litert 1.2",
+        "seed": 42,
+    }
     path = write_model_card(r, extra, tmp_path / "MODEL_CARD.md")
     text = path.read_text(encoding="utf-8")
-    for needle in ("MobileNet v2", "alpha 1", "224x224", "tflite-int8", "/data/flowers", "daisy, rose",
-                   "train: 800", "epochs: 20", "ai-edge-litert 1.2", "4 threads", "seed: 42",
-                   "top-1 accuracy", "top-5 accuracy", "latency p50"):
+    for needle in (
+        "MobileNet v2",
+        "alpha 1",
+        "224x224",
+        "tflite-int8",
+        "/data/flowers",
+        "daisy, rose",
+        "train: 800",
+        "epochs: 20",
+        "ai-edge-litert 1.2",
+        "4 threads",
+        "seed: 42",
+        "top-1 accuracy",
+        "top-5 accuracy",
+        "latency p50",
+    ):
         assert needle in text, needle
     assert "uint8/int8" in text  # default input description
 

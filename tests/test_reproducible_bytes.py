@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import FLOWERS, WEIGHTS_DIR, copy_subset
+
 from edgetl.cli.main import main
 from edgetl.export import FORMATS
 
@@ -22,9 +22,29 @@ pytestmark = pytest.mark.slow
 
 
 def _point_args(image_dir: Path, out: Path, cache: Path) -> tuple[list[str], list[str]]:
-    train = ["train", "--image_dir", str(image_dir), "--backbone", "v1", "--alpha", "0.25", "--resolution", "96",
-             "--weights_dir", str(WEIGHTS_DIR), "--bottleneck_dir", str(cache), "--output_dir", str(out),
-             "--validation_percentage", "20", "--testing_percentage", "20", "--how_many_training_steps", "100"]
+    train = [
+        "train",
+        "--image_dir",
+        str(image_dir),
+        "--backbone",
+        "v1",
+        "--alpha",
+        "0.25",
+        "--resolution",
+        "96",
+        "--weights_dir",
+        str(WEIGHTS_DIR),
+        "--bottleneck_dir",
+        str(cache),
+        "--output_dir",
+        str(out),
+        "--validation_percentage",
+        "20",
+        "--testing_percentage",
+        "20",
+        "--how_many_training_steps",
+        "100",
+    ]
     export = ["export", "--run", str(out), "--calibration_images", "12"]
     return train, export
 

@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 
 from edgetl import stats
-from edgetl.stats import McNemarResult, accuracy_interval, mcnemar_exact, mcnemar_p_value, significantly_worse, wilson_interval
+from edgetl.stats import (
+    McNemarResult,
+    accuracy_interval,
+    mcnemar_exact,
+    mcnemar_p_value,
+    significantly_worse,
+    wilson_interval,
+)
 
 
 def paired_masks(both: int, b01: int, b10: int, neither: int, seed: int = 0):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,12 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import FLOWERS, copy_subset
-from edgetl.measure.results import ArtifactResult
+
 from edgetl.cli.main import main
+from edgetl.measure.results import ArtifactResult, read_results
 from edgetl.pick.pareto import Budget
-from edgetl.measure.results import read_results
 
 pytestmark = pytest.mark.slow  # real training, conversion or sweeps: minutes
 
@@ -26,10 +25,34 @@ FORMATS = "tflite-float32,tflite-int8,onnx-float32"
 
 
 def sweep_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["sweep", "--image_dir", str(data), "--weights", "none", "--backbones", "v1", "--alphas", "0.25",
-            "--resolutions", "96,128", "--formats", FORMATS, "--how_many_training_steps", "200",
-            "--calibration_images", "20", "--min_timed_runs", "20", "--min_timed_seconds", "0.2",
-            "--bottleneck_dir", str(out.parent / "bottlenecks"), "--output_dir", str(out), *extra]
+    return [
+        "sweep",
+        "--image_dir",
+        str(data),
+        "--weights",
+        "none",
+        "--backbones",
+        "v1",
+        "--alphas",
+        "0.25",
+        "--resolutions",
+        "96,128",
+        "--formats",
+        FORMATS,
+        "--how_many_training_steps",
+        "200",
+        "--calibration_images",
+        "20",
+        "--min_timed_runs",
+        "20",
+        "--min_timed_seconds",
+        "0.2",
+        "--bottleneck_dir",
+        str(out.parent / "bottlenecks"),
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +76,13 @@ def brute_force_front(rows: list[ArtifactResult]) -> set[tuple[str, str]]:
     ok = [r for r in rows if r.status == "ok"]
 
     def dominated(b):
-        return any(a.accuracy >= b.accuracy and a.latency_ms_p50 <= b.latency_ms_p50 and a.size_bytes <= b.size_bytes
-                   and (a.accuracy, a.latency_ms_p50, a.size_bytes) != (b.accuracy, b.latency_ms_p50, b.size_bytes)
-                   for a in ok)
+        return any(
+            a.accuracy >= b.accuracy
+            and a.latency_ms_p50 <= b.latency_ms_p50
+            and a.size_bytes <= b.size_bytes
+            and (a.accuracy, a.latency_ms_p50, a.size_bytes) != (b.accuracy, b.latency_ms_p50, b.size_bytes)
+            for a in ok
+        )
 
     return {(r.point, r.format) for r in ok if not dominated(r)}
 
@@ -104,8 +131,9 @@ def test_best_dir_and_report(finished_sweep):
     assert card.count("daisy, roses, tulips") == 1, "the card lists the classes once"
 
 
-def test_the_test_split_is_predicted_once_per_artifact_against_the_float_models_own_predictions(finished_sweep,
-                                                                                                tmp_path):
+def test_the_test_split_is_predicted_once_per_artifact_against_the_float_models_own_predictions(
+    finished_sweep, tmp_path
+):
     """train records the float model's test predictions (export checks compare with them, not with a second
     Keras pass), and each benchmark takes its accuracy from its artifact's export check, not a second pass."""
     import numpy as np
@@ -168,8 +196,13 @@ def _bench_mtimes(out: Path) -> dict[str, float]:
 def test_killed_sweep_resumes_without_redoing_finished_artifacts(tiny_data, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "edgetl.cli.main", *sweep_args(tiny_data, out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgetl.cli.main", *sweep_args(tiny_data, out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 600
     try:
         while time.time() < deadline and len(_bench_mtimes(out)) < 2:
@@ -198,16 +231,23 @@ def test_killed_sweep_resumes_without_redoing_finished_artifacts(tiny_data, tmp_
     assert {r.num_threads for r in read_results(out)} == {2}
 
 
-def test_a_point_exports_in_the_worker_while_the_next_trains_and_a_kill_there_stops_the_sweep(finished_sweep,
-                                                                                                tiny_data, tmp_path):
+def test_a_point_exports_in_the_worker_while_the_next_trains_and_a_kill_there_stops_the_sweep(
+    finished_sweep, tiny_data, tmp_path
+):
     # (Random weights differ from run to run, so equal results after a kill are tests/test_faults.py's, with
     # ImageNet weights; here, the worker's part: the kill, the resume, the order of the stages.)
     out = tmp_path / "run"
 
     def sweep(trace: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
         env = dict(os.environ, EDGETL_TRACE=str(trace), **({"EDGETL_KILL_AT": kill_at} if kill_at else {}))
-        return subprocess.run([sys.executable, "-m", "edgetl.cli.main", *sweep_args(tiny_data, out)], env=env,
-                              capture_output=True, text=True, timeout=600, start_new_session=True)
+        return subprocess.run(
+            [sys.executable, "-m", "edgetl.cli.main", *sweep_args(tiny_data, out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            start_new_session=True,
+        )
 
     # The first point's int8 conversion runs in the export worker: a power cut there stops the whole sweep.
     killed = sweep(tmp_path / "killed.txt", kill_at="convert:tflite-int8")
@@ -244,8 +284,23 @@ def test_grid_skips_missing_combinations_and_weights(tmp_path, tiny_data, capsys
     assert [p.id for p in points] == ["v1-a0.25-r96", "v2-a0.35-r96"]
     assert any("v1 has no alpha 0.35" in n for n in notes) and any("v2 has no alpha 0.25" in n for n in notes)
     # No weights offline for V2 0.35 (and none in this empty weights dir for V1): every point is skipped.
-    code = main(["sweep", "--image_dir", str(tiny_data), "--weights_dir", str(tmp_path), "--backbones", "v2",
-                 "--alphas", "0.35", "--resolutions", "96", "--output_dir", str(tmp_path / "out")])
+    code = main(
+        [
+            "sweep",
+            "--image_dir",
+            str(tiny_data),
+            "--weights_dir",
+            str(tmp_path),
+            "--backbones",
+            "v2",
+            "--alphas",
+            "0.35",
+            "--resolutions",
+            "96",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "v2-a0.35-r96 skipped" in err and "Traceback" not in err
 
@@ -253,8 +308,9 @@ def test_grid_skips_missing_combinations_and_weights(tmp_path, tiny_data, capsys
 def test_grid_files_yaml_and_toml(tmp_path):
     from edgetl.sweep.grid import read_grid_file
 
-    (tmp_path / "g.yaml").write_text("points:\n  - {backbone: v2, alpha: 1.0, resolution: 224}\n"
-                                     "  - {backbone: v1, alpha: 0.3, resolution: 128}\n")
+    (tmp_path / "g.yaml").write_text(
+        "points:\n  - {backbone: v2, alpha: 1.0, resolution: 224}\n  - {backbone: v1, alpha: 0.3, resolution: 128}\n"
+    )
     points, notes = read_grid_file(tmp_path / "g.yaml")
     assert [p.id for p in points] == ["v2-a1-r224"] and "0.3" in notes[0]
     (tmp_path / "g.toml").write_text('backbones = ["v1"]\nalphas = [0.25, 0.5]\nresolutions = [96]\n')
@@ -278,9 +334,24 @@ def test_device_bench_from_a_bundle_runs_without_tensorflow_and_re_picks(finishe
     with zipfile.ZipFile(tmp_path / "bundle.zip") as zf:
         zf.extractall(tmp_path / "bundle")
     bundle = tmp_path / "bundle"
-    proc = subprocess.run([str(python), "device_bench.py", "--num_threads", "1,2", "--min_timed_runs", "5",
-                           "--min_timed_seconds", "0.05", "--name", venv.strip(".")], cwd=bundle,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(python),
+            "device_bench.py",
+            "--num_threads",
+            "1,2",
+            "--min_timed_runs",
+            "5",
+            "--min_timed_seconds",
+            "0.05",
+            "--name",
+            venv.strip("."),
+        ],
+        cwd=bundle,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     device_json = bundle / f"device-{venv.strip('.')}.json"
     data = json.loads(device_json.read_text())
@@ -303,14 +374,26 @@ def test_fine_tune_front_adds_fine_tuned_rows_for_the_most_accurate_front_point(
     from edgetl.pick.pareto import pareto_front
 
     out = tmp_path / "run"
-    argv = sweep_args(tiny_data, out, "--formats", "tflite-float32,tflite-int8", "--fine_tune_front", "1",
-                      "--fine_tune_layers", "4", "--fine_tune_epochs", "1")
+    argv = sweep_args(
+        tiny_data,
+        out,
+        "--formats",
+        "tflite-float32,tflite-int8",
+        "--fine_tune_front",
+        "1",
+        "--fine_tune_layers",
+        "4",
+        "--fine_tune_epochs",
+        "1",
+    )
     assert main(argv) in (0, 1)
     rows = read_results(out)
     head_rows = [r for r in rows if not r.point.endswith("-ft")]
     fine_rows = [r for r in rows if r.point.endswith("-ft")]
     best = max(pareto_front(head_rows), key=lambda r: (r.accuracy, -r.latency_ms_p50))
-    assert {(r.point, r.format) for r in fine_rows} == {(best.point + "-ft", f) for f in ("tflite-float32", "tflite-int8")}
+    assert {(r.point, r.format) for r in fine_rows} == {
+        (best.point + "-ft", f) for f in ("tflite-float32", "tflite-int8")
+    }
     run = json.loads((out / "points" / (best.point + "-ft") / "run.json").read_text())
     assert run["fine_tune"]["layers"] == 4 and run["fine_tune"]["epochs_run"] == 1
     assert "-ft" in (out / "report.md").read_text()
@@ -318,8 +401,10 @@ def test_fine_tune_front_adds_fine_tuned_rows_for_the_most_accurate_front_point(
 
 def test_a_point_trained_beside_an_export_leaves_the_worker_a_core(finished_sweep):
     """The first point trains alone on every core; the second beside the first's export, on all but one."""
-    engine = {p: json.loads((finished_sweep / "points" / p / "run.json").read_text())["backbone"]["feature_engine"]
-              for p in ("v1-a0.25-r128", "v1-a0.25-r96")}
+    engine = {
+        p: json.loads((finished_sweep / "points" / p / "run.json").read_text())["backbone"]["feature_engine"]
+        for p in ("v1-a0.25-r128", "v1-a0.25-r96")
+    }
     cores = os.cpu_count() or 1
     assert engine["v1-a0.25-r128"]["engine"] == engine["v1-a0.25-r96"]["engine"] == "litert"
     assert engine["v1-a0.25-r128"]["num_threads"] == cores  # the largest point, trained first
@@ -350,4 +435,10 @@ def test_the_largest_point_goes_first_and_the_cheapest_export_last():
 
     grid = [BackboneSpec(v, a, r) for v, a in (("v1", 0.25), ("v1", 1.0), ("v2", 1.0)) for r in (128, 224)]
     assert [p.id for p in largest_first(tuple(grid))] == [  # the README grid
-        "v1-a1-r224", "v2-a1-r224", "v1-a1-r128", "v2-a1-r128", "v1-a0.25-r224", "v1-a0.25-r128"]
+        "v1-a1-r224",
+        "v2-a1-r224",
+        "v1-a1-r128",
+        "v2-a1-r128",
+        "v1-a0.25-r224",
+        "v1-a0.25-r128",
+    ]

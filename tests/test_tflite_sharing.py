@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import set_batchnorm_statistics, synthetic_images
+
 from edgetl.export.tflite import BUFFER_ALIGNMENT, share_quantization_vectors
 from edgetl.runtime import embed_tflite_metadata, load_model
 
@@ -223,8 +223,7 @@ def test_rewrite_is_deterministic(converted):
         "print(hashlib.sha256(s(open(sys.argv[1], 'rb').read())).hexdigest())"
     )
     repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=repo,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=repo, check=True)
     assert out.stdout.split()[-1] == hashlib.sha256(converted.shared).hexdigest()
 
 

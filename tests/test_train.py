@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FLOWERS, WEIGHTS_DIR, copy_subset
 from PIL import Image
 
-from conftest import FLOWERS, WEIGHTS_DIR, copy_subset
 from edgetl.cli.main import main
 from edgetl.data.dataset import SplitConfig, scan_dataset
 from edgetl.runtime.images import load_image
@@ -50,14 +50,32 @@ def run_cli(argv: list[str], output_dir: Path | None = None) -> CliRun:
 def train_args(image_dir: Path, output_dir: Path, bottleneck_dir: Path, *extra: str) -> list[str]:
     return [
         "train",
-        "--image_dir", str(image_dir),
-        "--backbone", "v1", "--alpha", "0.25", "--resolution", str(RES),
-        "--weights_dir", str(WEIGHTS_DIR),
-        "--bottleneck_dir", str(bottleneck_dir),
-        "--output_dir", str(output_dir),
-        "--validation_percentage", str(VAL), "--testing_percentage", str(TEST),
-        "--how_many_training_steps", "300", "--eval_step_interval", "25", "--train_batch_size", "32",
-        "--seed", "3",
+        "--image_dir",
+        str(image_dir),
+        "--backbone",
+        "v1",
+        "--alpha",
+        "0.25",
+        "--resolution",
+        str(RES),
+        "--weights_dir",
+        str(WEIGHTS_DIR),
+        "--bottleneck_dir",
+        str(bottleneck_dir),
+        "--output_dir",
+        str(output_dir),
+        "--validation_percentage",
+        str(VAL),
+        "--testing_percentage",
+        str(TEST),
+        "--how_many_training_steps",
+        "300",
+        "--eval_step_interval",
+        "25",
+        "--train_batch_size",
+        "32",
+        "--seed",
+        "3",
         *extra,
     ]
 

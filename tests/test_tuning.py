@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from test_head import blobs, quiet
 
 from edgetl.data.augment import augment, augmented_image, view_seed
 from edgetl.features.bottlenecks import view_key
 from edgetl.train.head import HeadConfig, accuracy, class_weights, train_head
 from edgetl.train.tuning import SEARCHED, TuneConfig, choose, fit_head
-from test_head import blobs, quiet
 
 FAST = HeadConfig(how_many_training_steps=300, eval_step_interval=10, train_batch_size=16, early_stopping_patience=5)
 
@@ -32,8 +32,9 @@ def test_fixing_a_setting_holds_it_and_no_search_tries_only_the_given():
     assert TuneConfig(search=False).candidates(base) == [base]
 
 
-@pytest.mark.parametrize("bad", [dict(l2=()), dict(dropout=(1.5,)), dict(learning_rate=(0.0,)),
-                                 dict(label_smoothing=(-0.1,))])
+@pytest.mark.parametrize(
+    "bad", [dict(l2=()), dict(dropout=(1.5,)), dict(learning_rate=(0.0,)), dict(label_smoothing=(-0.1,))]
+)
 def test_tune_config_rejects_what_head_config_rejects(bad):
     with pytest.raises(ValueError):
         TuneConfig(**bad)
@@ -53,8 +54,13 @@ def test_choose_takes_the_lowest_loss_among_rows_at_least_as_accurate_as_the_giv
 def test_fit_head_is_never_worse_on_validation_than_the_given_settings():
     tx, ty, vx, vy = blobs(4, n_train=60, flip=0.3)
     for seed in range(3):
-        base = HeadConfig(how_many_training_steps=300, eval_step_interval=10, train_batch_size=16,
-                          early_stopping_patience=5, seed=seed)
+        base = HeadConfig(
+            how_many_training_steps=300,
+            eval_step_interval=10,
+            train_batch_size=16,
+            early_stopping_patience=5,
+            seed=seed,
+        )
         fit = fit_head((tx, ty), (vx, vy), 3, base, TuneConfig(refit=False), log=quiet)
         given = train_head(tx, ty, vx, vy, 3, base, log=quiet)
         assert accuracy(fit.selected.predict_proba(vx), vy) >= accuracy(given.predict_proba(vx), vy)
@@ -84,8 +90,7 @@ def test_without_validation_there_is_no_search_and_no_refit():
 def test_augmented_views_join_training_only():
     tx, ty, vx, vy = blobs(7, n_train=30)
     lines = []
-    fit = fit_head((tx, ty), (vx, vy), 3, FAST, TuneConfig(search=False), log=lines.append,
-                   extra_train=(tx + 0.1, ty))
+    fit = fit_head((tx, ty), (vx, vy), 3, FAST, TuneConfig(search=False), log=lines.append, extra_train=(tx + 0.1, ty))
     assert fit.refit_steps == math.ceil(fit.selected.best_step * (60 + 300) / 60)
 
 
@@ -108,8 +113,13 @@ def test_balanced_class_weights_raise_recall_of_a_rare_class():
         return (means[y] + rng.normal(0, 1, (len(y), 2))).astype(np.float32), y
 
     (tx, ty), (vx, vy) = draw([400, 40]), draw([500, 500])
-    config = dict(how_many_training_steps=800, eval_step_interval=50, learning_rate=0.01, train_batch_size=50,
-                  early_stopping_patience=1000)
+    config = dict(
+        how_many_training_steps=800,
+        eval_step_interval=50,
+        learning_rate=0.01,
+        train_batch_size=50,
+        early_stopping_patience=1000,
+    )
     plain = train_head(tx, ty, vx, vy, 2, HeadConfig(**config), log=quiet)
     balanced = train_head(tx, ty, vx, vy, 2, HeadConfig(**config, class_weights="balanced"), log=quiet)
     recall = lambda head: float((head.predict_proba(vx[vy == 1]).argmax(1) == 1).mean())  # noqa: E731
@@ -118,8 +128,13 @@ def test_balanced_class_weights_raise_recall_of_a_rare_class():
 
 def test_label_smoothing_makes_the_head_less_sure():
     tx, ty, vx, vy = blobs(8, n_train=90, sep=1.5)
-    config = dict(how_many_training_steps=400, eval_step_interval=50, learning_rate=0.01, train_batch_size=30,
-                  early_stopping_patience=1000)
+    config = dict(
+        how_many_training_steps=400,
+        eval_step_interval=50,
+        learning_rate=0.01,
+        train_batch_size=30,
+        early_stopping_patience=1000,
+    )
     sharp = train_head(tx, ty, vx, vy, 3, HeadConfig(**config), log=quiet).predict_proba(vx).max(1).mean()
     smooth = train_head(tx, ty, vx, vy, 3, HeadConfig(**config, label_smoothing=0.2), log=quiet)
     assert smooth.predict_proba(vx).max(1).mean() < sharp - 0.02
@@ -136,9 +151,8 @@ def test_head_config_rejects_bad_new_settings(bad):
 
 
 def test_a_view_is_the_same_pixels_every_time_and_views_differ(tmp_path):
-    from PIL import Image
-
     from conftest import synthetic_images
+    from PIL import Image
 
     path = tmp_path / "photo.png"
     Image.fromarray(synthetic_images(2, size=120, height=90, seed=3)[1]).save(path)

@@ -47,16 +47,32 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--num_cpus", type=int, default=2, help="CPUs of the local Ray (default 2)")
     p.add_argument("--work_dir", type=Path, default=None, help="where both sweeps write (default: a new temp dir)")
     argv = sys.argv[1:] if argv is None else argv
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     return args, extra
 
 
 def sweep_args(args: argparse.Namespace, out: Path, extra: list[str]) -> list[str]:
-    return ["sweep", "--image_dir", str(args.image_dir), "--weights_dir", str(args.weights_dir),
-            "--backbones", args.backbones, "--alphas", args.alphas, "--resolutions", args.resolutions,
-            "--max_latency_ms", args.max_latency_ms, "--bottleneck_dir", str(out.parent / f"{out.name}-bottlenecks"),
-            "--output_dir", str(out), *extra]
+    return [
+        "sweep",
+        "--image_dir",
+        str(args.image_dir),
+        "--weights_dir",
+        str(args.weights_dir),
+        "--backbones",
+        args.backbones,
+        "--alphas",
+        args.alphas,
+        "--resolutions",
+        args.resolutions,
+        "--max_latency_ms",
+        args.max_latency_ms,
+        "--bottleneck_dir",
+        str(out.parent / f"{out.name}-bottlenecks"),
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
 
 
 def timed(calls: list[tuple[str, float]], kind: str, func):
@@ -67,6 +83,7 @@ def timed(calls: list[tuple[str, float]], kind: str, func):
             return func(*a, **k)
         finally:
             calls.append((kind, time.perf_counter() - started))
+
     return wrapper
 
 
@@ -84,11 +101,18 @@ def run_in_process(args, out: Path, extra: list[str]) -> dict:
     code = main(sweep_args(args, out, extra))
     wall = time.perf_counter() - started
     # Exports run in the sweep's export worker (edgetl.sweep.local), out of this process' reach: their own records.
-    calls += [("export", float(e.get("seconds") or 0)) for f in out.glob("points/*/artifacts/export.json")
-              for e in json.loads(f.read_text()).get("formats", {}).values()]
+    calls += [
+        ("export", float(e.get("seconds") or 0))
+        for f in out.glob("points/*/artifacts/export.json")
+        for e in json.loads(f.read_text()).get("formats", {}).values()
+    ]
     total = {kind: sum(s for k, s in calls if k == kind) for kind in ("train", "export", "bench")}
-    return {"exit": code, "wall_s": wall, "train_export_s": total["train"] + total["export"], **{
-        f"{k}_s": v for k, v in total.items()}}
+    return {
+        "exit": code,
+        "wall_s": wall,
+        "train_export_s": total["train"] + total["export"],
+        **{f"{k}_s": v for k, v in total.items()},
+    }
 
 
 def union_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -122,28 +146,40 @@ def run_on_ray(args, out: Path, extra: list[str]) -> dict:
     wall = time.perf_counter() - started
     units = json.loads((out / "ray_units.json").read_text())["units"]
     work = [(u["started"], u["ended"]) for u in units if u["unit"] != "bench"]
-    return {"exit": code, "wall_s": wall, "ray_start_s": start_up, "cpus": cpus, "nodes": nodes,
-            "train_export_span_s": union_seconds(work), "train_export_unit_s": sum(b - a for a, b in work),
-            "bench_s": sum(u["ended"] - u["started"] for u in units if u["unit"] == "bench")}
+    return {
+        "exit": code,
+        "wall_s": wall,
+        "ray_start_s": start_up,
+        "cpus": cpus,
+        "nodes": nodes,
+        "train_export_span_s": union_seconds(work),
+        "train_export_unit_s": sum(b - a for a, b in work),
+        "bench_s": sum(u["ended"] - u["started"] for u in units if u["unit"] == "bench"),
+    }
 
 
 def picks(out: Path, latencies_from: Path | None = None) -> str:
     """The sweep's pick under its own budget; with `latencies_from`, given that sweep's latencies instead."""
-    from edgetl.pick.pareto import Budget, PickConfig, pick
     from edgetl.measure.results import read_results
+    from edgetl.pick.pareto import Budget, PickConfig, pick
 
     settings = json.loads((out / "sweep.json").read_text())["settings"]
     rows = read_results(out)
     if latencies_from is not None:
         other = {(r.point, r.format): r for r in read_results(latencies_from)}
-        rows = [r.__class__(**{**r.to_dict(), **{k: getattr(other[(r.point, r.format)], k) for k in LATENCY}})
-                if (r.point, r.format) in other else r for r in rows]
+        rows = [
+            r.__class__(**{**r.to_dict(), **{k: getattr(other[(r.point, r.format)], k) for k in LATENCY}})
+            if (r.point, r.format) in other
+            else r
+            for r in rows
+        ]
     chosen = pick(rows, Budget(**settings["budget"]), PickConfig(**settings["pick"])).chosen
     return "nothing" if chosen is None else f"{chosen.point} {chosen.format}"
 
 
 def compare(a: Path, b: Path) -> list[str]:
     """What differs between the two sweeps' results, latency and memory aside (nothing, when all is well)."""
+
     def rows(out):
         return {(r["point"], r["format"]): r for r in json.loads((out / "results.json").read_text())["results"]}
 
@@ -167,24 +203,39 @@ def main(argv: list[str] | None = None) -> int:
     local = run_in_process(args, work / "in_process", extra)
     cluster = run_on_ray(args, work / "ray", extra)
     t1, tp, p = local["train_export_s"], cluster["train_export_span_s"], cluster["cpus"]
-    summary = {"in_process": local, "ray": cluster, "speedup": t1 / tp if tp else None,
-               "efficiency": t1 / (p * tp) if tp and p else None, "differences": compare(work / "in_process",
-                                                                                     work / "ray"),
-               "grid": {k: getattr(args, k) for k in ("image_dir", "backbones", "alphas", "resolutions")},
-               "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}}
+    summary = {
+        "in_process": local,
+        "ray": cluster,
+        "speedup": t1 / tp if tp else None,
+        "efficiency": t1 / (p * tp) if tp and p else None,
+        "differences": compare(work / "in_process", work / "ray"),
+        "grid": {k: getattr(args, k) for k in ("image_dir", "backbones", "alphas", "resolutions")},
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+    }
     (work / "bench_ray.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(f"\n{'':28}{'in-process':>12}{'ray':>12}")
-    print(f"{'wall':28}{local['wall_s']:11.1f}s{cluster['wall_s']:11.1f}s   "
-          f"(ray start-up {cluster['ray_start_s']:.1f} s)")
-    print(f"{'train + export':28}{t1:11.1f}s{tp:11.1f}s   (span on {cluster['nodes']} node(s), {p:g} CPUs; "
-          f"unit time {cluster['train_export_unit_s']:.1f} s)")
+    print(
+        f"{'wall':28}{local['wall_s']:11.1f}s{cluster['wall_s']:11.1f}s   (ray start-up {cluster['ray_start_s']:.1f} s)"
+    )
+    print(
+        f"{'train + export':28}{t1:11.1f}s{tp:11.1f}s   (span on {cluster['nodes']} node(s), {p:g} CPUs; "
+        f"unit time {cluster['train_export_unit_s']:.1f} s)"
+    )
     print(f"{'benchmarks':28}{local['bench_s']:11.1f}s{cluster['bench_s']:11.1f}s")
     print(f"speedup of train + export {summary['speedup']:.2f}x, parallel efficiency {summary['efficiency']:.0%}")
     print(f"pick: in-process {picks(work / 'in_process')}, ray {picks(work / 'ray')} (each on its own latencies)")
-    print("results: " + ("equal (latency and memory aside)" if not summary["differences"] else
-                         "DIFFERENT:\n  " + "\n  ".join(summary["differences"])))
-    print(f"1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on "
-          f"{os.cpu_count()} cores (other work on the machine makes these figures meaningless)")
+    print(
+        "results: "
+        + (
+            "equal (latency and memory aside)"
+            if not summary["differences"]
+            else "DIFFERENT:\n  " + "\n  ".join(summary["differences"])
+        )
+    )
+    print(
+        f"1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on "
+        f"{os.cpu_count()} cores (other work on the machine makes these figures meaningless)"
+    )
     print(f"written: {work / 'bench_ray.json'}")
     return 0 if not summary["differences"] else 1
 

@@ -29,8 +29,19 @@ def client_labels(client: str, model: Path, images: list[Path]) -> list[str] | s
     python = REPO / VENVS[client] / "bin" / "python"
     if not python.exists():
         return f"{VENVS[client]} missing (tools/make_client_venvs.sh)"
-    cmd = [str(python), str(REPO / "tools" / "client_check.py"), "--client", client, "--json", "--top_k", "1",
-           "--model_file", str(model), "--", *map(str, images)]
+    cmd = [
+        str(python),
+        str(REPO / "tools" / "client_check.py"),
+        "--client",
+        client,
+        "--json",
+        "--top_k",
+        "1",
+        "--model_file",
+        str(model),
+        "--",
+        *map(str, images),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     try:
         entry = json.loads(proc.stdout)["models"][0]
@@ -55,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     images, records, _failed = decode_images(dataset.split("testing"), int(run["backbone"]["resolution"]))
     truth = [r.label for r in records]
     print(f"{len(records)} test images of {run['image_dir']}")
-    print(f"{'format':15} {'edgetl top-1':>12} " + " ".join(f"{c + ' top-1':>20} {'agreement':>9}"
-                                                          for c in args.clients.split(",")))
+    print(
+        f"{'format':15} {'edgetl top-1':>12} "
+        + " ".join(f"{c + ' top-1':>20} {'agreement':>9}" for c in args.clients.split(","))
+    )
     for spec in (s for s in FORMATS.values() if s.runtime == "tflite"):
         path = args.run_dir / "artifacts" / f"{spec.name}{spec.suffix}"
         if not path.is_file():

@@ -32,12 +32,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgetl.features.backbones import BackboneSpec
 from edgetl.data.dataset import scan_dataset
 from edgetl.export import ExportConfig, export_run
+from edgetl.features.backbones import BackboneSpec
 from edgetl.features.bottlenecks import FeatureConfig
-from edgetl.train.finetune import FineTuneConfig
 from edgetl.stats import accuracy_interval, mcnemar_exact
+from edgetl.train.finetune import FineTuneConfig
 from edgetl.train.run import TrainConfig, train
 from edgetl.train.tuning import TuneConfig
 
@@ -65,16 +65,26 @@ def measure_step(base: TrainConfig, step: str, views: int, test_paths: list[str]
     wrong = {path for path, _, _ in result.misclassified}
     correct = [path not in wrong for path in test_paths]
     started = time.time()
-    (int8,) = export_run(config.output_dir, ExportConfig(formats=("tflite-int8",)), log=lambda msg: None,
-                         progress=False, dataset=dataset)
+    (int8,) = export_run(
+        config.output_dir, ExportConfig(formats=("tflite-int8",)), log=lambda msg: None, progress=False, dataset=dataset
+    )
     export_seconds = time.time() - started
     acc, low, high = accuracy_interval(correct)
     run = json.loads((Path(config.output_dir) / "run.json").read_text())
-    return {"step": step, "correct": correct, "test_accuracy": acc, "low": low, "high": high,
-            "validation_accuracy": result.metrics["validation_accuracy"], "train_seconds": round(train_seconds, 1),
-            "int8_test_accuracy": int8.test_accuracy, "int8_status": int8.status,
-            "export_seconds": round(export_seconds, 1), "chosen": run["tuning"]["chosen"],
-            "fine_tune_epochs": (run.get("fine_tune") or {}).get("epochs_run")}
+    return {
+        "step": step,
+        "correct": correct,
+        "test_accuracy": acc,
+        "low": low,
+        "high": high,
+        "validation_accuracy": result.metrics["validation_accuracy"],
+        "train_seconds": round(train_seconds, 1),
+        "int8_test_accuracy": int8.test_accuracy,
+        "int8_status": int8.status,
+        "export_seconds": round(export_seconds, 1),
+        "chosen": run["tuning"]["chosen"],
+        "fine_tune_epochs": (run.get("fine_tune") or {}).get("epochs_run"),
+    }
 
 
 def print_rows(title: str, rows: list[dict]) -> None:
@@ -84,14 +94,21 @@ def print_rows(title: str, rows: list[dict]) -> None:
     ref = rows[0]["correct"]
     for r in rows:
         cmp = mcnemar_exact(r["correct"], ref)
-        versus = "-" if r is rows[0] else (f"{cmp.diff_points:+.1f} [{cmp.diff_low_points:+.1f}, "
-                                           f"{cmp.diff_high_points:+.1f}], p={cmp.p_value:.2f}")
+        versus = (
+            "-"
+            if r is rows[0]
+            else (
+                f"{cmp.diff_points:+.1f} [{cmp.diff_low_points:+.1f}, {cmp.diff_high_points:+.1f}], p={cmp.p_value:.2f}"
+            )
+        )
         int8 = r["int8_test_accuracy"]
         int8_text = "-" if int8 is None else f"{int8:.1%}"
         drop = "-" if int8 is None else f"{100 * (int8 - r['test_accuracy']):+.1f}"
-        print(f"| {r['step']} | {r['test_accuracy']:.1%} [{r['low']:.1%}, {r['high']:.1%}] | {versus} | "
-              f"{r['validation_accuracy']:.1%} | {r['train_seconds']:.0f} | {int8_text} ({r['int8_status']}) | "
-              f"{drop} |")
+        print(
+            f"| {r['step']} | {r['test_accuracy']:.1%} [{r['low']:.1%}, {r['high']:.1%}] | {versus} | "
+            f"{r['validation_accuracy']:.1%} | {r['train_seconds']:.0f} | {int8_text} ({r['int8_status']}) | "
+            f"{drop} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,15 +132,28 @@ def main(argv: list[str] | None = None) -> int:
             for point in args.points.split(","):
                 version, alpha, resolution = point.split("-")
                 spec = BackboneSpec(version, float(alpha), int(resolution))
-                base = TrainConfig(image_dir=DATA / "datasets" / name, output_dir=work / name / point, backbone=spec,
-                                   features=FeatureConfig(weights_dir=DATA / "weights",
-                                                          bottleneck_dir=work / "cache" / name))
+                base = TrainConfig(
+                    image_dir=DATA / "datasets" / name,
+                    output_dir=work / name / point,
+                    backbone=spec,
+                    features=FeatureConfig(weights_dir=DATA / "weights", bottleneck_dir=work / "cache" / name),
+                )
                 rows = []
                 for step in steps:
-                    rows.append(measure_step(replace(base, output_dir=work / name / point / step), step,
-                                             args.augment_views, test_paths, dataset))
-                    print(f"  {name} {spec.id} {step}: {rows[-1]['test_accuracy']:.1%} in {rows[-1]['train_seconds']:.0f} s",
-                          flush=True)
+                    rows.append(
+                        measure_step(
+                            replace(base, output_dir=work / name / point / step),
+                            step,
+                            args.augment_views,
+                            test_paths,
+                            dataset,
+                        )
+                    )
+                    print(
+                        f"  {name} {spec.id} {step}: {rows[-1]['test_accuracy']:.1%} "
+                        f"in {rows[-1]['train_seconds']:.0f} s",
+                        flush=True,
+                    )
                 print_rows(f"{name}, {spec.id} ({len(test_paths)} test images)", rows)
                 report[f"{name}/{spec.id}"] = rows
                 args.out.write_text(json.dumps(report, indent=1))

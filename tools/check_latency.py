@@ -67,8 +67,10 @@ def plain_onnx_median(path: Path, num_threads: int, runs: int) -> float:
 def plain_median(path: Path, num_threads: int, runs: int) -> float:
     """Time one artifact in a fresh interpreter process, as the sweep does, so no runtime state is shared."""
     timer = "plain_onnx_median" if path.suffix == ".onnx" else "plain_tflite_median"
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import check_latency as c; "
-            f"print(c.{timer}(c.Path({str(path)!r}), {num_threads}, {runs}))")
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import check_latency as c; "
+        f"print(c.{timer}(c.Path({str(path)!r}), {num_threads}, {runs}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -93,13 +95,24 @@ def main(argv: list[str] | None = None) -> int:
         path = (args.sweep_dir / r["path"]).resolve()
         images = args.sweep_dir / "points" / r["point"] / "test_images.npz"
         # Back to back, so both methods see the same machine load; the sweep's own figure is shown too.
-        edgetl_now = statistics.median(measure(path, images, BenchConfig(
-            num_threads=r["num_threads"], min_timed_runs=args.runs, min_timed_seconds=0.0,
-            max_timed_runs=max(args.runs, BenchConfig.max_timed_runs))).latencies_ms)
+        edgetl_now = statistics.median(
+            measure(
+                path,
+                images,
+                BenchConfig(
+                    num_threads=r["num_threads"],
+                    min_timed_runs=args.runs,
+                    min_timed_seconds=0.0,
+                    max_timed_runs=max(args.runs, BenchConfig.max_timed_runs),
+                ),
+            ).latencies_ms
+        )
         plain = plain_median(path, r["num_threads"], args.runs)
         ratio = edgetl_now / plain
         worst = max(worst, abs(ratio - 1))
-        print(f"{r['point']:16} {r['format']:15} {r['latency_ms_p50']:9.3f} {edgetl_now:10.3f} {plain:9.3f} {ratio:6.3f}")
+        print(
+            f"{r['point']:16} {r['format']:15} {r['latency_ms_p50']:9.3f} {edgetl_now:10.3f} {plain:9.3f} {ratio:6.3f}"
+        )
     print(f"largest deviation of edgetl's p50 from the plain loop's: {worst:.1%} (tolerance {args.tolerance:.0%})")
     return 0 if worst <= args.tolerance else 1
 

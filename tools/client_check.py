@@ -56,23 +56,29 @@ def load_rgb(path: Path):
 
 def _categories(raw, top_k: int) -> list[dict]:
     cats = sorted(raw, key=lambda c: (-float(c.score), int(c.index)))[:top_k]
-    return [{"label": c.category_name or "", "display_name": getattr(c, "display_name", "") or "",
-             "index": int(c.index), "score": float(c.score)} for c in cats]
+    return [
+        {
+            "label": c.category_name or "",
+            "display_name": getattr(c, "display_name", "") or "",
+            "index": int(c.index),
+            "score": float(c.score),
+        }
+        for c in cats
+    ]
 
 
 class MediaPipeClient:
     name = "mediapipe"
 
     def __init__(self, model_file: Path, max_results: int):
+        import mediapipe as mp
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core import base_options
 
-        import mediapipe as mp
-
         self._mp = mp
         options = vision.ImageClassifierOptions(
-            base_options=base_options.BaseOptions(model_asset_path=str(model_file)),
-            max_results=max_results)
+            base_options=base_options.BaseOptions(model_asset_path=str(model_file)), max_results=max_results
+        )
         self._classifier = vision.ImageClassifier.create_from_options(options)
 
     def classify(self, rgb, top_k: int) -> list[dict]:
@@ -93,7 +99,8 @@ class TaskLibraryClient:
         self._vision = vision
         options = vision.ImageClassifierOptions(
             base_options=core.BaseOptions(file_name=str(model_file)),
-            classification_options=processor.ClassificationOptions(max_results=max_results))
+            classification_options=processor.ClassificationOptions(max_results=max_results),
+        )
         self._classifier = vision.ImageClassifier.create_from_options(options)
 
     def classify(self, rgb, top_k: int) -> list[dict]:
@@ -132,8 +139,9 @@ def run_model(client: str, model_file: Path, images: list[Path], top_k: int) -> 
                 continue
             top = classifier.classify(rgb, top_k)
             best = top[0] if top else {"label": None, "index": None, "score": None}
-            entry["predictions"].append({"image": str(path), "label": best["label"], "index": best["index"],
-                                         "score": best["score"], "top": top})
+            entry["predictions"].append(
+                {"image": str(path), "label": best["label"], "index": best["index"], "score": best["score"], "top": top}
+            )
     except Exception as e:
         entry["error"] = f"{type(e).__name__}: {e}"
     finally:
@@ -142,8 +150,9 @@ def run_model(client: str, model_file: Path, images: list[Path], top_k: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model_file", "--model-file", nargs="+", type=Path, required=True, help=".tflite file(s)")
     p.add_argument("--image_dir", "--image-dir", type=Path, help="classify the images under this folder")
     p.add_argument("images", nargs="*", type=Path, help="image files (besides or instead of --image_dir)")

@@ -43,9 +43,15 @@ def describe_device(name: str | None) -> dict:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return {"name": name or platform.node() or "device", "machine": platform.machine(), "cpu": _cpu_model(),
-            "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
-            "runtimes": versions}
+    return {
+        "name": name or platform.node() or "device",
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "runtimes": versions,
+    }
 
 
 def _has_onnxruntime() -> bool:
@@ -58,8 +64,11 @@ def _has_onnxruntime() -> bool:
 
 def measure_one(bundle: Path, entry: dict, threads: int, args) -> dict:
     """One artifact at one thread count, in a fresh process; a row of the device JSON."""
-    config = {"num_threads": threads, "min_timed_runs": args.min_timed_runs,
-              "min_timed_seconds": args.min_timed_seconds}
+    config = {
+        "num_threads": threads,
+        "min_timed_runs": args.min_timed_runs,
+        "min_timed_seconds": args.min_timed_seconds,
+    }
     images = bundle / "test_images" / f"r{entry['resolution']}.npz"
     cmd = [sys.executable, "-m", "edgetl.measure.bench", str(bundle / entry["path"]), str(images), json.dumps(config)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=bundle)
@@ -77,28 +86,40 @@ def measure_one(bundle: Path, entry: dict, threads: int, args) -> dict:
     top1 = np.asarray(m["predictions"]).argmax(axis=1)
     lat = latency_percentiles(m["latencies_ms"])
     host = entry.get("host_predictions") or []
-    return {**row, "status": "ok", "backend": m["backend"], "accuracy": float((top1 == labels).mean()),
-            "agreement_with_host": float((top1 == np.asarray(host)).mean()) if len(host) == len(top1) else None,
-            "latency_ms_p50": lat["p50"], "latency_ms_p90": lat["p90"], "latency_ms_p99": lat["p99"],
-            "latency_ms_mean": lat["mean"],
-            "load_ms": m["load_ms"], "first_inference_ms": m["first_inference_ms"],
-            "peak_rss_mb": m["peak_rss_mb"], "other_cpu_cores": m["other_cpu_cores"],
-            "num_test_images": int(len(labels))}
+    return {
+        **row,
+        "status": "ok",
+        "backend": m["backend"],
+        "accuracy": float((top1 == labels).mean()),
+        "agreement_with_host": float((top1 == np.asarray(host)).mean()) if len(host) == len(top1) else None,
+        "latency_ms_p50": lat["p50"],
+        "latency_ms_p90": lat["p90"],
+        "latency_ms_p99": lat["p99"],
+        "latency_ms_mean": lat["mean"],
+        "load_ms": m["load_ms"],
+        "first_inference_ms": m["first_inference_ms"],
+        "peak_rss_mb": m["peak_rss_mb"],
+        "other_cpu_cores": m["other_cpu_cores"],
+        "num_test_images": int(len(labels)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, default=HERE, help="the unpacked bundle (default: this script's folder)")
-    p.add_argument("--num_threads", default=f"1,{os.cpu_count() or 1}",
-                   help="comma list of thread counts (default: 1 and the core count)")
+    p.add_argument(
+        "--num_threads",
+        default=f"1,{os.cpu_count() or 1}",
+        help="comma list of thread counts (default: 1 and the core count)",
+    )
     p.add_argument("--min_timed_runs", type=int, default=None, help="default: edgetl's BenchConfig")
     p.add_argument("--min_timed_seconds", type=float, default=None, help="default: edgetl's BenchConfig")
     p.add_argument("--name", default=None, help="the device's name in reports (default: the host name)")
     p.add_argument("--out", type=Path, default=None, help="JSON to write (default: device-<name>.json here)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(args.bundle))
-    from edgetl.measure.bench import BenchConfig
     from edgetl.io.files import sha256_file
+    from edgetl.measure.bench import BenchConfig
 
     defaults = BenchConfig()
     args.min_timed_runs = defaults.min_timed_runs if args.min_timed_runs is None else args.min_timed_runs
@@ -119,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             row = measure_one(args.bundle, entry, t, args)
             rows.append(row)
-            figure = f"p50 {row['latency_ms_p50']:.2f} ms, top-1 {row['accuracy']:.1%}" if row["status"] == "ok" \
+            figure = (
+                f"p50 {row['latency_ms_p50']:.2f} ms, top-1 {row['accuracy']:.1%}"
+                if row["status"] == "ok"
                 else row["status"]
+            )
             print(f"[{i}/{len(manifest['artifacts'])}] {entry['point']} {entry['format']} x{t}: {figure}", flush=True)
     out = args.out or args.bundle / f"device-{device['name']}.json"
     tmp = out.with_name(f".{out.name}.tmp")

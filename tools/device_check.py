@@ -41,16 +41,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{env}: missing (run tools/make_device_venvs.sh)")
             status = 1
             continue
-        cmd = [str(python), str(REPO / "tools" / "label_image.py"), "--model_file", str(args.model), "--top_k", "1",
-               "--image", *[str(r.path) for r in chosen]]
+        cmd = [
+            str(python),
+            str(REPO / "tools" / "label_image.py"),
+            "--model_file",
+            str(args.model),
+            "--top_k",
+            "1",
+            "--image",
+            *[str(r.path) for r in chosen],
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
-        predicted = [line.split(": ", 1)[1] for line in out.stdout.splitlines()
-                     if ": " in line and not line.startswith(("image:", "time:"))]
+        predicted = [
+            line.split(": ", 1)[1]
+            for line in out.stdout.splitlines()
+            if ": " in line and not line.startswith(("image:", "time:"))
+        ]
         times = [float(line.split()[1].rstrip("ms")) for line in out.stdout.splitlines() if line.startswith("time:")]
         right = sum(p == r.label for p, r in zip(predicted, chosen))
         median = sorted(times)[len(times) // 2] if times else float("nan")
-        print(f"{env}: {right}/{len(chosen)} test images labelled with their true class "
-              f"(exit {out.returncode}, median invoke {median:.2f} ms)")
+        print(
+            f"{env}: {right}/{len(chosen)} test images labelled with their true class "
+            f"(exit {out.returncode}, median invoke {median:.2f} ms)"
+        )
         if out.returncode != 0 or len(predicted) != len(chosen):
             status = 1
             print(out.stderr.strip()[-2000:])

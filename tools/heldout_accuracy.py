@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
     args = p.parse_args(argv)
-    print(f"{'run':<28} {'format':<15} {'bias corr.':>10} {'MB':>6} {'% of f32':>8} "
-          f"{'val %':>6} {'test %':>6} {'both %':>6} {'vs f32':>7}")
+    print(
+        f"{'run':<28} {'format':<15} {'bias corr.':>10} {'MB':>6} {'% of f32':>8} "
+        f"{'val %':>6} {'test %':>6} {'both %':>6} {'vs f32':>7}"
+    )
     for run_dir in args.runs:
         data = heldout_images(run_dir)
         n = {s: len(data[s][1]) for s in SPLITS}
@@ -65,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         both = lambda r: 100.0 * sum(r.values()) / sum(n.values())  # noqa: E731
         for q, r in rows.items():
             corrected = read_metadata(q).get("bias_correction")
-            print(f"{run_dir.name[:28]:<28} {q.stem:<15} {'-' if corrected is None else str(corrected):>10} "
-                  f"{q.stat().st_size / 1e6:>6.2f} {100.0 * q.stat().st_size / ref_size:>7.1f}% "
-                  f"{100.0 * r['validation'] / n['validation']:>6.1f} {100.0 * r['testing'] / n['testing']:>6.1f} "
-                  f"{both(r):>6.2f} {both(r) - both(ref):>+7.2f}")
+            print(
+                f"{run_dir.name[:28]:<28} {q.stem:<15} {'-' if corrected is None else str(corrected):>10} "
+                f"{q.stat().st_size / 1e6:>6.2f} {100.0 * q.stat().st_size / ref_size:>7.1f}% "
+                f"{100.0 * r['validation'] / n['validation']:>6.1f} {100.0 * r['testing'] / n['testing']:>6.1f} "
+                f"{both(r):>6.2f} {both(r) - both(ref):>+7.2f}"
+            )
         print(f"({run_dir}: {n['validation']} validation + {n['testing']} test images)")
     return 0
 

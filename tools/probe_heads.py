@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgetl.features.backbones import BackboneSpec
 from edgetl.data.dataset import SplitConfig, scan_dataset
+from edgetl.features.backbones import BackboneSpec
 from edgetl.features.bottlenecks import FeatureConfig
 from edgetl.stats import accuracy_interval, mcnemar_exact
 from edgetl.train.run import TrainConfig, featurize
@@ -42,11 +42,17 @@ DATA = Path(os.environ.get("EDGETL_TEST_DATA", Path(__file__).resolve().parents[
 def pooled_features(image_dir: Path, spec: BackboneSpec) -> tuple[np.ndarray, np.ndarray]:
     """Every decodable image's features (train, validation and test together) and labels."""
     dataset = scan_dataset(image_dir, SplitConfig())
-    config = TrainConfig(image_dir=image_dir, backbone=spec, output_dir=Path("unused"),
-                         features=FeatureConfig(weights_dir=DATA / "weights"))
+    config = TrainConfig(
+        image_dir=image_dir,
+        backbone=spec,
+        output_dir=Path("unused"),
+        features=FeatureConfig(weights_dir=DATA / "weights"),
+    )
     splits = featurize(dataset, config, log=lambda _msg: None).splits
-    return (np.concatenate([splits[s][0] for s in ("training", "validation", "testing")]),
-            np.concatenate([splits[s][1] for s in ("training", "validation", "testing")]))
+    return (
+        np.concatenate([splits[s][0] for s in ("training", "validation", "testing")]),
+        np.concatenate([splits[s][1] for s in ("training", "validation", "testing")]),
+    )
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
@@ -64,6 +70,7 @@ def softmax_head(standardize: bool):
         scale = (lambda x: (x - mean) / std) if standardize else (lambda x: x)
         fit = fit_head((scale(train[0]), train[1]), (scale(val[0]), val[1]), classes, log=lambda _msg: None)
         return fit.head.predict_proba(scale(test_x)).argmax(1)
+
     return predict
 
 
@@ -99,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         train = ~(test | val)
         for name, predict in heads.items():
             started = time.perf_counter()
-            predicted = predict((features[train], labels[train]), (features[val], labels[val]), features[test],
-                                classes)
+            predicted = predict((features[train], labels[train]), (features[val], labels[val]), features[test], classes)
             seconds[name] += time.perf_counter() - started
             correct[name][test] = predicted == labels[test]
         print(f"fold {k + 1}/{args.folds} done", flush=True)
-    print(f"\n{args.dataset}, {spec.id}: {len(labels)} images, {args.folds}-fold cross-validation (every image tested once)")
+    print(
+        f"\n{args.dataset}, {spec.id}: {len(labels)} images, "
+        f"{args.folds}-fold cross-validation (every image tested once)"
+    )
     rows = {}
     for name in heads:
         acc, low, high = accuracy_interval(correct[name])
@@ -113,12 +122,18 @@ def main(argv: list[str] | None = None) -> int:
         if name != "softmax":
             test = mcnemar_exact(correct[name], correct["softmax"])
             rows[name]["vs_softmax"] = test.to_dict()
-            line += (f"  vs softmax {test.diff_points:+.2f} points [{test.diff_low_points:+.2f}, "
-                     f"{test.diff_high_points:+.2f}], p = {test.p_value:.3f}")
+            line += (
+                f"  vs softmax {test.diff_points:+.2f} points [{test.diff_low_points:+.2f}, "
+                f"{test.diff_high_points:+.2f}], p = {test.p_value:.3f}"
+            )
         print(line)
     if args.out:
-        args.out.write_text(json.dumps({"dataset": args.dataset, "point": spec.id, "images": len(labels),
-                                        "folds": args.folds, "heads": rows}, indent=1))
+        args.out.write_text(
+            json.dumps(
+                {"dataset": args.dataset, "point": spec.id, "images": len(labels), "folds": args.folds, "heads": rows},
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -14,41 +14,80 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `edgetl export` (edgetl/cli.py adds them to its sub-command); defaults from ExportConfig."""
     d = ExportConfig()
     parser.add_argument("--run", required=True, type=Path, help="run directory written by `edgetl train`")
-    parser.add_argument("--format", default=",".join(RUNTIMES),
-                        help=f"comma list of {', '.join(RUNTIMES)} (or full format names); default: all of them")
-    parser.add_argument("--quantize", default="all",
-                        help=f"comma list of {', '.join(QUANTIZATIONS)}, or all (default: all)")
+    parser.add_argument(
+        "--format",
+        default=",".join(RUNTIMES),
+        help=f"comma list of {', '.join(RUNTIMES)} (or full format names); default: all of them",
+    )
+    parser.add_argument(
+        "--quantize", default="all", help=f"comma list of {', '.join(QUANTIZATIONS)}, or all (default: all)"
+    )
     add_shared_export_arguments(parser)
-    parser.add_argument("--calibration_manifest", "--calibration-manifest", dest="calibration_manifest",
-                        type=Path, default=d.calibration_manifest,
-                        help="reuse the calibration images listed in this manifest (bit-for-bit reproducible int8)")
-    parser.add_argument("--num_threads", "--num-threads", dest="num_threads", type=int, default=d.num_threads,
-                        help=f"threads for running the artifacts during the checks (default {d.num_threads})")
+    parser.add_argument(
+        "--calibration_manifest",
+        "--calibration-manifest",
+        dest="calibration_manifest",
+        type=Path,
+        default=d.calibration_manifest,
+        help="reuse the calibration images listed in this manifest (bit-for-bit reproducible int8)",
+    )
+    parser.add_argument(
+        "--num_threads",
+        "--num-threads",
+        dest="num_threads",
+        type=int,
+        default=d.num_threads,
+        help=f"threads for running the artifacts during the checks (default {d.num_threads})",
+    )
 
 
 def add_shared_export_arguments(parser: argparse.ArgumentParser) -> None:
     """The export flags `edgetl export` and `edgetl sweep` share: the int8 recipe and the check."""
     d = ExportConfig()
-    parser.add_argument("--max_accuracy_drop", type=float, default=d.max_accuracy_drop,
-                        help="an artifact fails its check when its test accuracy is significantly below the float "
-                             f"model's by more than this many points (default {d.max_accuracy_drop:g})")
-    parser.add_argument("--io_type", "--io-type", dest="io_type", choices=IO_TYPES, default=d.io_type,
-                        help=f"input/output type of tflite-int8 (default {d.io_type}: raw pixels, no scaling)")
-    parser.add_argument("--calibration_images", "--calibration-images", dest="calibration_images", type=int,
-                        default=d.num_calibration_images,
-                        help="representative images for int8 formats, from the training split, balanced across "
-                             f"classes (default {d.num_calibration_images})")
-    parser.add_argument("--no_bias_correction", "--no-bias-correction", dest="bias_correction",
-                        action="store_false",
-                        help="convert int8 formats from the model as trained, without correcting the mean "
-                             "shift that int8 weight rounding causes (on by default)")
+    parser.add_argument(
+        "--max_accuracy_drop",
+        type=float,
+        default=d.max_accuracy_drop,
+        help="an artifact fails its check when its test accuracy is significantly below the float "
+        f"model's by more than this many points (default {d.max_accuracy_drop:g})",
+    )
+    parser.add_argument(
+        "--io_type",
+        "--io-type",
+        dest="io_type",
+        choices=IO_TYPES,
+        default=d.io_type,
+        help=f"input/output type of tflite-int8 (default {d.io_type}: raw pixels, no scaling)",
+    )
+    parser.add_argument(
+        "--calibration_images",
+        "--calibration-images",
+        dest="calibration_images",
+        type=int,
+        default=d.num_calibration_images,
+        help="representative images for int8 formats, from the training split, balanced across "
+        f"classes (default {d.num_calibration_images})",
+    )
+    parser.add_argument(
+        "--no_bias_correction",
+        "--no-bias-correction",
+        dest="bias_correction",
+        action="store_false",
+        help="convert int8 formats from the model as trained, without correcting the mean "
+        "shift that int8 weight rounding causes (on by default)",
+    )
 
 
 def export_config_from_args(args: argparse.Namespace, formats) -> ExportConfig:
-    return ExportConfig(formats=tuple(formats), io_type=args.io_type, num_calibration_images=args.calibration_images,
-                        calibration_manifest=getattr(args, "calibration_manifest", None),
-                        bias_correction=args.bias_correction, num_threads=args.num_threads,
-                        max_accuracy_drop=args.max_accuracy_drop)
+    return ExportConfig(
+        formats=tuple(formats),
+        io_type=args.io_type,
+        num_calibration_images=args.calibration_images,
+        calibration_manifest=getattr(args, "calibration_manifest", None),
+        bias_correction=args.bias_correction,
+        num_threads=args.num_threads,
+        max_accuracy_drop=args.max_accuracy_drop,
+    )
 
 
 def _format_row(r) -> str:
@@ -57,8 +96,10 @@ def _format_row(r) -> str:
 
     diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}"
     size = f"{r.size_bytes / 1e6:.2f} MB" if r.size_bytes else "-"
-    return (f"{r.format:<15} {size:>10} {pct(r.test_accuracy):>8} {pct(r.agreement):>9} {diff:>9} "
-            f"{r.seconds:>6.1f}s  {r.status}")
+    return (
+        f"{r.format:<15} {size:>10} {pct(r.test_accuracy):>8} {pct(r.agreement):>9} {diff:>9} "
+        f"{r.seconds:>6.1f}s  {r.status}"
+    )
 
 
 def run_export_command(args: argparse.Namespace) -> int:
@@ -77,11 +118,16 @@ def run_export_command(args: argparse.Namespace) -> int:
     for r in results:
         print(_format_row(r))
     if results:
-        print(f"(Keras float model test accuracy {results[0].keras_test_accuracy:.1%} on "
-              f"{results[0].num_test_images} images; summary in {Path(args.run) / ARTIFACTS_DIR / EXPORT_SUMMARY})")
+        print(
+            f"(Keras float model test accuracy {results[0].keras_test_accuracy:.1%} on "
+            f"{results[0].num_test_images} images; summary in {Path(args.run) / ARTIFACTS_DIR / EXPORT_SUMMARY})"
+        )
     failed = [r for r in results if not r.ok]
     if failed:
-        print(f"edgetl export: error: {len(failed)} artifact(s) failed: "
-              + "; ".join(f"{r.format}: {r.status}" for r in failed), file=sys.stderr)
+        print(
+            f"edgetl export: error: {len(failed)} artifact(s) failed: "
+            + "; ".join(f"{r.format}: {r.status}" for r in failed),
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -8,7 +8,16 @@ import os
 import sys
 from pathlib import Path
 
-from edgetl.cli.pick import add_bench_arguments, add_budget_arguments, add_device_arguments, bench_from_args, budget_from_args, cmd_bundle, cmd_report, pick_from_args
+from edgetl.cli.pick import (
+    add_bench_arguments,
+    add_budget_arguments,
+    add_device_arguments,
+    bench_from_args,
+    budget_from_args,
+    cmd_bundle,
+    cmd_report,
+    pick_from_args,
+)
 
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,26 +39,49 @@ def _add_backbone_arguments(p: argparse.ArgumentParser) -> None:
     from edgetl.features.bottlenecks import FeatureConfig
 
     d = FeatureConfig()
-    p.add_argument("--weights", default=d.weights,
-                   help=f"'imagenet' (default: {d.weights}), 'none' for random weights (pipeline tests only), "
-                        "or a weights file")
-    p.add_argument("--weights_dir", type=Path, default=d.weights_dir,
-                   help="folder holding Keras' ImageNet weight files (default: $EDGETL_WEIGHTS_DIR, then Keras' cache)")
-    p.add_argument("--bottleneck_dir", type=Path, default=d.bottleneck_dir,
-                   help="bottleneck feature cache (default: $EDGETL_CACHE_DIR or the user cache dir)")
-    p.add_argument("--feature_engine", choices=["litert", "tensorflow"], default=d.engine,
-                   help="what computes the bottlenecks: the backbone converted to TFLite in LiteRT on all cores "
-                        "(default; checked against TensorFlow on the first batch), or TensorFlow's forward pass")
-    p.add_argument("--augment_views", type=int, default=d.augment_views,
-                   help="augmented views (flip, crop, rotation, colour) of each training image whose features are "
-                        f"cached and trained on beside the image's own (default {d.augment_views})")
+    p.add_argument(
+        "--weights",
+        default=d.weights,
+        help=f"'imagenet' (default: {d.weights}), 'none' for random weights (pipeline tests only), or a weights file",
+    )
+    p.add_argument(
+        "--weights_dir",
+        type=Path,
+        default=d.weights_dir,
+        help="folder holding Keras' ImageNet weight files (default: $EDGETL_WEIGHTS_DIR, then Keras' cache)",
+    )
+    p.add_argument(
+        "--bottleneck_dir",
+        type=Path,
+        default=d.bottleneck_dir,
+        help="bottleneck feature cache (default: $EDGETL_CACHE_DIR or the user cache dir)",
+    )
+    p.add_argument(
+        "--feature_engine",
+        choices=["litert", "tensorflow"],
+        default=d.engine,
+        help="what computes the bottlenecks: the backbone converted to TFLite in LiteRT on all cores "
+        "(default; checked against TensorFlow on the first batch), or TensorFlow's forward pass",
+    )
+    p.add_argument(
+        "--augment_views",
+        type=int,
+        default=d.augment_views,
+        help="augmented views (flip, crop, rotation, colour) of each training image whose features are "
+        f"cached and trained on beside the image's own (default {d.augment_views})",
+    )
 
 
 def _features_from_args(args: argparse.Namespace):
     from edgetl.features.bottlenecks import FeatureConfig
 
-    return FeatureConfig(weights=args.weights, weights_dir=args.weights_dir, bottleneck_dir=args.bottleneck_dir,
-                         augment_views=args.augment_views, engine=args.feature_engine)
+    return FeatureConfig(
+        weights=args.weights,
+        weights_dir=args.weights_dir,
+        bottleneck_dir=args.bottleneck_dir,
+        augment_views=args.augment_views,
+        engine=args.feature_engine,
+    )
 
 
 def _add_head_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,21 +93,39 @@ def _add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train_batch_size", type=int, default=d.train_batch_size)
     p.add_argument("--eval_step_interval", type=int, default=d.eval_step_interval)
     # The searched settings default to None: a value given here is held fixed, the others are searched.
-    for name, help_text in (("learning_rate", "the head's Adam learning rate"),
-                            ("l2", "weight decay on the head's kernel"),
-                            ("dropout", "dropout on the features while training the head"),
-                            ("label_smoothing", "share of each target spread over all classes")):
-        p.add_argument(f"--{name}", type=float, default=None,
-                       help=f"{help_text}; fixes it (default: chosen on validation from "
-                            f"{', '.join(f'{v:g}' for v in getattr(t, name))})")
-    p.add_argument("--class_weights", choices=CLASS_WEIGHTS, default=d.class_weights,
-                   help="'balanced' weighs each class by n / (classes * n_class) in the loss, for unbalanced folders")
+    for name, help_text in (
+        ("learning_rate", "the head's Adam learning rate"),
+        ("l2", "weight decay on the head's kernel"),
+        ("dropout", "dropout on the features while training the head"),
+        ("label_smoothing", "share of each target spread over all classes"),
+    ):
+        p.add_argument(
+            f"--{name}",
+            type=float,
+            default=None,
+            help=f"{help_text}; fixes it (default: chosen on validation from "
+            f"{', '.join(f'{v:g}' for v in getattr(t, name))})",
+        )
+    p.add_argument(
+        "--class_weights",
+        choices=CLASS_WEIGHTS,
+        default=d.class_weights,
+        help="'balanced' weighs each class by n / (classes * n_class) in the loss, for unbalanced folders",
+    )
     p.add_argument("--early_stopping_patience", type=int, default=d.early_stopping_patience)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--no_tune", dest="tune", action="store_false",
-                   help="skip the search on validation: train with the given (or default) settings only")
-    p.add_argument("--no_refit", dest="refit", action="store_false",
-                   help="keep the head trained on the training split instead of refitting on train + validation")
+    p.add_argument(
+        "--no_tune",
+        dest="tune",
+        action="store_false",
+        help="skip the search on validation: train with the given (or default) settings only",
+    )
+    p.add_argument(
+        "--no_refit",
+        dest="refit",
+        action="store_false",
+        help="keep the head trained on the training split instead of refitting on train + validation",
+    )
 
 
 def head_config_from_args(args: argparse.Namespace):
@@ -106,22 +156,42 @@ def _add_fine_tune_arguments(p: argparse.ArgumentParser, switch: bool) -> None:
 
     d = FineTuneConfig()
     if switch:
-        p.add_argument("--fine_tune", action="store_true",
-                       help="after the head, train the backbone's top layers with it on augmented photos")
-    p.add_argument("--fine_tune_layers", type=int, default=d.layers,
-                   help=f"backbone layers (from the top) that fine-tuning trains; batch norm stays frozen (default {d.layers})")
+        p.add_argument(
+            "--fine_tune",
+            action="store_true",
+            help="after the head, train the backbone's top layers with it on augmented photos",
+        )
+    p.add_argument(
+        "--fine_tune_layers",
+        type=int,
+        default=d.layers,
+        help=f"backbone layers (from the top) that fine-tuning trains; batch norm stays frozen (default {d.layers})",
+    )
     p.add_argument("--fine_tune_learning_rate", type=float, default=d.learning_rate)
-    p.add_argument("--fine_tune_patience", type=int, default=d.patience,
-                   help=f"epochs without a lower validation loss before fine-tuning stops (default {d.patience})")
-    p.add_argument("--fine_tune_epochs", type=int, default=d.max_epochs,
-                   help=f"most epochs of fine-tuning; early stopping on validation loss ends sooner (default {d.max_epochs})")
+    p.add_argument(
+        "--fine_tune_patience",
+        type=int,
+        default=d.patience,
+        help=f"epochs without a lower validation loss before fine-tuning stops (default {d.patience})",
+    )
+    p.add_argument(
+        "--fine_tune_epochs",
+        type=int,
+        default=d.max_epochs,
+        help=f"most epochs of fine-tuning; early stopping on validation loss ends sooner (default {d.max_epochs})",
+    )
 
 
 def fine_tune_config_from_args(args: argparse.Namespace):
     from edgetl.train.finetune import FineTuneConfig
 
-    return FineTuneConfig(layers=args.fine_tune_layers, learning_rate=args.fine_tune_learning_rate,
-                          max_epochs=args.fine_tune_epochs, patience=args.fine_tune_patience, seed=args.seed)
+    return FineTuneConfig(
+        layers=args.fine_tune_layers,
+        learning_rate=args.fine_tune_learning_rate,
+        max_epochs=args.fine_tune_epochs,
+        patience=args.fine_tune_patience,
+        seed=args.seed,
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -149,7 +219,8 @@ def _csv(cast):
         try:
             return [cast(x) for x in text.split(",") if x.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+
     return parse
 
 
@@ -165,12 +236,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}")
     config = SweepConfig(
-        image_dir=args.image_dir, output_dir=args.output_dir, points=tuple(points), split=_split_from_args(args),
-        features=_features_from_args(args), head=head_config_from_args(args),
+        image_dir=args.image_dir,
+        output_dir=args.output_dir,
+        points=tuple(points),
+        split=_split_from_args(args),
+        features=_features_from_args(args),
+        head=head_config_from_args(args),
         tune=tune_config_from_args(args),
-        export=export_config_from_args(args, args.formats), bench=bench_from_args(args),
-        budget=budget_from_args(args), pick=pick_from_args(args), force=args.force,
-        fine_tune_front=args.fine_tune_front, fine_tune_settings=fine_tune_config_from_args(args),
+        export=export_config_from_args(args, args.formats),
+        bench=bench_from_args(args),
+        budget=budget_from_args(args),
+        pick=pick_from_args(args),
+        force=args.force,
+        fine_tune_front=args.fine_tune_front,
+        fine_tune_settings=fine_tune_config_from_args(args),
     )
     if args.ray is not None:
         from edgetl.sweep.ray_driver import ClusterConfig, sweep_on_ray
@@ -189,8 +268,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("no artifact fits the budget; see the report for the closest ones")
         return 1
     c = result.pick
-    print(f"pick: {c.point} {c.format}: accuracy {c.accuracy:.1%}, p50 {c.latency_ms_p50:.2f} ms, "
-          f"{c.size_bytes / 1e6:.2f} MB -> {Path(args.output_dir) / 'best'}")
+    print(
+        f"pick: {c.point} {c.format}: accuracy {c.accuracy:.1%}, p50 {c.latency_ms_p50:.2f} ms, "
+        f"{c.size_bytes / 1e6:.2f} MB -> {Path(args.output_dir) / 'best'}"
+    )
     return 0
 
 
@@ -218,26 +299,45 @@ def _add_sweep_parser(sub) -> None:
     p.add_argument("--alphas", type=_csv(float), default=[0.25, 0.5, 0.75, 1.0])
     p.add_argument("--resolutions", type=_csv(int), default=[128, 160, 192, 224])
     p.add_argument("--grid", type=Path, default=None, help="YAML/TOML grid file (overrides the three lists)")
-    p.add_argument("--formats", type=_csv(str), default=list(SWEEP_FORMATS),
-                   help=f"comma list of format names (default {','.join(SWEEP_FORMATS)})")
+    p.add_argument(
+        "--formats",
+        type=_csv(str),
+        default=list(SWEEP_FORMATS),
+        help=f"comma list of format names (default {','.join(SWEEP_FORMATS)})",
+    )
     add_shared_export_arguments(p)
     add_bench_arguments(p)
     add_budget_arguments(p)
     _add_backbone_arguments(p)
     _add_head_arguments(p)
-    p.add_argument("--fine_tune_front", type=int, default=0, metavar="K",
-                   help="after the head-only grid, fine-tune the K most accurate points of its Pareto front and add "
-                        "them as points <id>-ft (exported and benchmarked like the others)")
+    p.add_argument(
+        "--fine_tune_front",
+        type=int,
+        default=0,
+        metavar="K",
+        help="after the head-only grid, fine-tune the K most accurate points of its Pareto front and add "
+        "them as points <id>-ft (exported and benchmarked like the others)",
+    )
     _add_fine_tune_arguments(p, switch=False)
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--force", action="store_true", help="redo every stage even if finished")
     add_device_arguments(p)
-    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="run the units as Ray tasks (pip install 'edgetl[ray]'): without ADDRESS on a Ray started "
-                        "here, 'auto' on the cluster this machine has joined, or the head's host:port")
-    p.add_argument("--bench_resource", default=None, metavar="NAME",
-                   help="with --ray: measure latency on the nodes offering this custom resource (ray start "
-                        "--resources='{\"NAME\": 1}'), one at a time per node (default: on this machine's node)")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run the units as Ray tasks (pip install 'edgetl[ray]'): without ADDRESS on a Ray started "
+        "here, 'auto' on the cluster this machine has joined, or the head's host:port",
+    )
+    p.add_argument(
+        "--bench_resource",
+        default=None,
+        metavar="NAME",
+        help="with --ray: measure latency on the nodes offering this custom resource (ray start "
+        "--resources='{\"NAME\": 1}'), one at a time per node (default: on this machine's node)",
+    )
     p.set_defaults(func=cmd_sweep)
 
 
@@ -253,9 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backbone_arguments(p)
     _add_head_arguments(p)
     _add_fine_tune_arguments(p, switch=True)
-    p.add_argument("--tfhub_module", default=None,
-                   help="TF Hub image feature-vector module (URL or local SavedModel dir) instead of MobileNet; "
-                        "--resolution must match what the module expects")
+    p.add_argument(
+        "--tfhub_module",
+        default=None,
+        help="TF Hub image feature-vector module (URL or local SavedModel dir) instead of MobileNet; "
+        "--resolution must match what the module expects",
+    )
     p.add_argument("--print_misclassified_test_images", action="store_true")
     p.add_argument("--output_dir", type=Path, required=True)
     p.set_defaults(func=cmd_train)
@@ -286,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--front", action="store_true", help="only the artifacts on the Pareto front")
     p.set_defaults(func=cmd_bundle)
 
-    p = sub.add_parser("label", help="label images with a .tflite or .onnx model (same flags as tools/label_image.py)",
-                       add_help=False)
+    p = sub.add_parser(
+        "label", help="label images with a .tflite or .onnx model (same flags as tools/label_image.py)", add_help=False
+    )
     p.add_argument("label_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_label)
     return parser
@@ -295,16 +399,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Errors a user can fix: printed as one message, never a traceback.
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from edgetl.features.backbones import WeightsNotFoundError
     from edgetl.data.dataset import DatasetError
-
+    from edgetl.features.backbones import WeightsNotFoundError
     from edgetl.io.files import DiskError
-
-    from edgetl.sweep.ray_tasks import ClusterError
     from edgetl.sweep.local import WorkerLost
+    from edgetl.sweep.ray_tasks import ClusterError
 
-    errors: list[type[BaseException]] = [DatasetError, WeightsNotFoundError, FileNotFoundError, ValueError,
-                                         DiskError, ClusterError, WorkerLost]
+    errors: list[type[BaseException]] = [
+        DatasetError,
+        WeightsNotFoundError,
+        FileNotFoundError,
+        ValueError,
+        DiskError,
+        ClusterError,
+        WorkerLost,
+    ]
     if os.environ.get("EDGETL_DEBUG"):
         return ()
     try:

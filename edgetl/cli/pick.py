@@ -29,14 +29,23 @@ def add_budget_arguments(p: argparse.ArgumentParser) -> None:
     d = PickConfig()
     p.add_argument("--max_latency_ms", type=float, default=None, help="p50 latency budget at batch 1")
     p.add_argument("--max_size_mb", type=float, default=None, help="file size budget (1 MB = 10^6 bytes)")
-    p.add_argument("--max_init_ms", type=float, default=None,
-                   help="start-up budget: load and allocate plus the first inference")
-    p.add_argument("--pick", choices=PICK_RULES, default=d.rule,
-                   help="cheapest_tied (default): the cheapest artifact tied with the most accurate one within "
-                        "budget (within --accuracy_tolerance points and not significantly worse, paired); "
-                        "most_accurate: the most accurate within budget (the knee of the front without one)")
-    p.add_argument("--accuracy_tolerance", type=float, default=d.accuracy_tolerance,
-                   help=f"points of accuracy a tied artifact may give up (default {d.accuracy_tolerance:g})")
+    p.add_argument(
+        "--max_init_ms", type=float, default=None, help="start-up budget: load and allocate plus the first inference"
+    )
+    p.add_argument(
+        "--pick",
+        choices=PICK_RULES,
+        default=d.rule,
+        help="cheapest_tied (default): the cheapest artifact tied with the most accurate one within "
+        "budget (within --accuracy_tolerance points and not significantly worse, paired); "
+        "most_accurate: the most accurate within budget (the knee of the front without one)",
+    )
+    p.add_argument(
+        "--accuracy_tolerance",
+        type=float,
+        default=d.accuracy_tolerance,
+        help=f"points of accuracy a tied artifact may give up (default {d.accuracy_tolerance:g})",
+    )
     p.add_argument("--min_accuracy", type=float, default=None, help="minimum test top-1 (0..1 or percent)")
 
 
@@ -44,22 +53,41 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     from edgetl.measure.bench import BenchConfig
 
     d = BenchConfig()
-    p.add_argument("--num_threads", type=int, default=d.num_threads,
-                   help=f"threads for the runtime when measuring latency (default {d.num_threads})")
-    p.add_argument("--min_timed_runs", type=int, default=d.min_timed_runs,
-                   help=f"latency: at least this many timed invokes (default {d.min_timed_runs})")
-    p.add_argument("--min_timed_seconds", type=float, default=d.min_timed_seconds,
-                   help=f"latency: and at least this long (default {d.min_timed_seconds:g} s)")
-    p.add_argument("--max_timed_seconds", type=float, default=d.max_timed_seconds,
-                   help=f"latency: then until the percentiles are stable, at most this long (default "
-                        f"{d.max_timed_seconds:g} s)")
+    p.add_argument(
+        "--num_threads",
+        type=int,
+        default=d.num_threads,
+        help=f"threads for the runtime when measuring latency (default {d.num_threads})",
+    )
+    p.add_argument(
+        "--min_timed_runs",
+        type=int,
+        default=d.min_timed_runs,
+        help=f"latency: at least this many timed invokes (default {d.min_timed_runs})",
+    )
+    p.add_argument(
+        "--min_timed_seconds",
+        type=float,
+        default=d.min_timed_seconds,
+        help=f"latency: and at least this long (default {d.min_timed_seconds:g} s)",
+    )
+    p.add_argument(
+        "--max_timed_seconds",
+        type=float,
+        default=d.max_timed_seconds,
+        help=f"latency: then until the percentiles are stable, at most this long (default {d.max_timed_seconds:g} s)",
+    )
 
 
 def bench_from_args(args: argparse.Namespace):
     from edgetl.measure.bench import BenchConfig
 
-    return BenchConfig(num_threads=args.num_threads, min_timed_runs=args.min_timed_runs,
-                       min_timed_seconds=args.min_timed_seconds, max_timed_seconds=args.max_timed_seconds)
+    return BenchConfig(
+        num_threads=args.num_threads,
+        min_timed_runs=args.min_timed_runs,
+        min_timed_seconds=args.min_timed_seconds,
+        max_timed_seconds=args.max_timed_seconds,
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -69,10 +97,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not budget.is_set:
         from edgetl.pick.pareto import Budget
 
-        saved = json.loads((args.run_dir / "sweep.json").read_text()).get("settings", {}).get("budget", {}) \
-            if (args.run_dir / "sweep.json").is_file() else {}
+        saved = (
+            json.loads((args.run_dir / "sweep.json").read_text()).get("settings", {}).get("budget", {})
+            if (args.run_dir / "sweep.json").is_file()
+            else {}
+        )
         budget = Budget(**saved) if saved else budget
-    print(f"report: {rebuild_report(args.run_dir, budget, pick_from_args(args), args.device_results, args.device_threads)}")
+    report = rebuild_report(args.run_dir, budget, pick_from_args(args), args.device_results, args.device_threads)
+    print(f"report: {report}")
     return 0
 
 
@@ -80,12 +112,19 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from edgetl.pick.bundle import make_bundle
 
     out = make_bundle(args.run_dir, args.output, front_only=args.front)
-    print(f"bundle: {out} ({out.stat().st_size / 1e6:.1f} MB); on the device: unzip it, then "
-          "python device_bench.py; bring back the device-*.json for `edgetl report --device_results`")
+    print(
+        f"bundle: {out} ({out.stat().st_size / 1e6:.1f} MB); on the device: unzip it, then "
+        "python device_bench.py; bring back the device-*.json for `edgetl report --device_results`"
+    )
     return 0
 
 
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device_results", nargs="+", type=Path, default=[],
-                   help="device JSON(s) from device_bench.py: re-pick on each device's latencies")
+    p.add_argument(
+        "--device_results",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="device JSON(s) from device_bench.py: re-pick on each device's latencies",
+    )
     p.add_argument("--device_threads", type=int, default=1, help="which of the device's thread counts to pick on")

@@ -50,7 +50,7 @@ class Dataset:
             raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
         return [r for r in self.records if r.split == name]
 
-    def without(self, bad: dict[Path, str]) -> "Dataset":
+    def without(self, bad: dict[Path, str]) -> Dataset:
         """The same dataset minus files that failed to decode (recorded as skipped)."""
         if not bad:
             return self

@@ -20,17 +20,17 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from edgetl.runtime.images import PREPROCESS_VERSION, load_image, open_rgb, resized
 from edgetl.data.dataset import ImageRecord
 from edgetl.io.files import atomic_write_json, writing
+from edgetl.runtime.images import PREPROCESS_VERSION, load_image, open_rgb, resized
 
 PIXELS_DIR = ".pixels"
 INDEX = "index.json"
@@ -74,10 +74,12 @@ class PixelStore:
 
 
 def _index_matches(index: dict, records: Sequence[ImageRecord], resolutions: tuple[int, ...]) -> bool:
-    return (index.get("preprocess_version") == PREPROCESS_VERSION
-            and set(resolutions) <= set(index.get("resolutions", []))
-            and index.get("paths") == [str(r.path) for r in records]
-            and index.get("hashes") == [r.content_hash for r in records])
+    return (
+        index.get("preprocess_version") == PREPROCESS_VERSION
+        and set(resolutions) <= set(index.get("resolutions", []))
+        and index.get("paths") == [str(r.path) for r in records]
+        and index.get("hashes") == [r.content_hash for r in records]
+    )
 
 
 def open_store(directory: Path, records: Sequence[ImageRecord], resolutions: Sequence[int]) -> PixelStore | None:
@@ -90,14 +92,17 @@ def open_store(directory: Path, records: Sequence[ImageRecord], resolutions: Seq
         return None
     held = tuple(index["resolutions"])
     nbytes = {size: len(records) * size * size * 3 for size in held}
-    if any(not (Path(directory) / f"r{s}.u8").is_file() or (Path(directory) / f"r{s}.u8").stat().st_size != n
-           for s, n in nbytes.items()):
+    if any(
+        not (Path(directory) / f"r{s}.u8").is_file() or (Path(directory) / f"r{s}.u8").stat().st_size != n
+        for s, n in nbytes.items()
+    ):
         return None
     return PixelStore(Path(directory), held, {p: i for i, p in enumerate(index["paths"])}, dict(index["failed"]))
 
 
-def build_store(directory: Path, records: Sequence[ImageRecord], resolutions: Sequence[int],
-                workers: int | None = None) -> PixelStore:
+def build_store(
+    directory: Path, records: Sequence[ImageRecord], resolutions: Sequence[int], workers: int | None = None
+) -> PixelStore:
     """Decode every record once, resize it to each of `resolutions`, and write the store (or reuse a finished one).
 
     Decoding runs in threads (Pillow releases the GIL while it decodes and resizes). An undecodable file
@@ -128,9 +133,15 @@ def build_store(directory: Path, records: Sequence[ImageRecord], resolutions: Se
                 for s, fd in fds.items():
                     os.pwrite(fd, resized(image, s).tobytes(), i * s * s * 3)
 
-            with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool, tqdm(
-                    total=len(records), desc=f"decoding once at {', '.join(map(str, resolutions))} px", unit="img",
-                    leave=False) as bar:
+            with (
+                ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool,
+                tqdm(
+                    total=len(records),
+                    desc=f"decoding once at {', '.join(map(str, resolutions))} px",
+                    unit="img",
+                    leave=False,
+                ) as bar,
+            ):
                 for _ in pool.map(decode, range(len(records))):
                     bar.update(1)
             for fd in fds.values():
@@ -139,10 +150,18 @@ def build_store(directory: Path, records: Sequence[ImageRecord], resolutions: Se
             for fd in fds.values():
                 os.close(fd)
         seconds = time.perf_counter() - started
-        atomic_write_json(directory / INDEX, {
-            "preprocess_version": PREPROCESS_VERSION, "resolutions": list(resolutions),
-            "paths": [str(r.path) for r in records], "hashes": [r.content_hash for r in records],
-            "failed": failed, "seconds": round(seconds, 2)}, "the decoded-pixel store's index")
+        atomic_write_json(
+            directory / INDEX,
+            {
+                "preprocess_version": PREPROCESS_VERSION,
+                "resolutions": list(resolutions),
+                "paths": [str(r.path) for r in records],
+                "hashes": [r.content_hash for r in records],
+                "failed": failed,
+                "seconds": round(seconds, 2),
+            },
+            "the decoded-pixel store's index",
+        )
     return PixelStore(directory, resolutions, {str(r.path): i for i, r in enumerate(records)}, failed, seconds)
 
 

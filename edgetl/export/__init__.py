@@ -7,18 +7,60 @@
   prepare the int8 formats.
 - `run`: a run's formats converted and checked against the float Keras model (`export_run`).
 
-Importing this package stays TensorFlow-free (the CLI, `edgetl.cli.export`, builds its parser from it): TensorFlow, tf2onnx
-and onnxruntime are imported by the converters, on use.
+Importing this package stays TensorFlow-free (the CLI, `edgetl.cli.export`, builds its parser from it):
+TensorFlow, tf2onnx and onnxruntime are imported by the converters, on use.
 """
 
 from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
 from edgetl.export.config import ExportConfig
-from edgetl.export.formats import FORMATS, IO_TYPES, ONNX_OPSET, QUANTIZATIONS, RECIPE_VERSION, RUNTIMES, ExportError, FormatSpec, formats_from_flags
+from edgetl.export.formats import (
+    FORMATS,
+    IO_TYPES,
+    ONNX_OPSET,
+    QUANTIZATIONS,
+    RECIPE_VERSION,
+    RUNTIMES,
+    ExportError,
+    FormatSpec,
+    formats_from_flags,
+)
 from edgetl.export.predictions import check_predictions
-from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY, ExportResult, check_status, export_format, export_run, load_run_inputs, merge_export_entry, read_export_summary, read_run
+from edgetl.export.run import (
+    ARTIFACTS_DIR,
+    EXPORT_SUMMARY,
+    ExportResult,
+    check_status,
+    export_format,
+    export_run,
+    load_run_inputs,
+    merge_export_entry,
+    read_export_summary,
+    read_run,
+)
 
 __all__ = [
-    "ARTIFACTS_DIR", "EXPORT_SUMMARY", "FORMATS", "IO_TYPES", "ONNX_OPSET", "QUANTIZATIONS", "RECIPE_VERSION",
-    "RUNTIMES", "ExportConfig", "ExportError", "ExportResult", "FormatSpec", "ModelSource", "artifact_metadata", "check_predictions", "check_status", "export_artifact", "export_format", "export_run",
-    "formats_from_flags", "load_run_inputs", "merge_export_entry", "read_export_summary", "read_run",
+    "ARTIFACTS_DIR",
+    "EXPORT_SUMMARY",
+    "FORMATS",
+    "IO_TYPES",
+    "ONNX_OPSET",
+    "QUANTIZATIONS",
+    "RECIPE_VERSION",
+    "RUNTIMES",
+    "ExportConfig",
+    "ExportError",
+    "ExportResult",
+    "FormatSpec",
+    "ModelSource",
+    "artifact_metadata",
+    "check_predictions",
+    "check_status",
+    "export_artifact",
+    "export_format",
+    "export_run",
+    "formats_from_flags",
+    "load_run_inputs",
+    "merge_export_entry",
+    "read_export_summary",
+    "read_run",
 ]

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.io.files import atomic_write_bytes, writing
-
 from edgetl.export.formats import FORMATS, ExportError, check_io_type
+from edgetl.io.files import atomic_write_bytes, writing
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,14 @@ def artifact_metadata(run: dict, fmt: str) -> dict:
     }
 
 
-def export_artifact(source: ModelSource, fmt: str, out_path: str | Path, metadata: dict,
-                    calibration_images: np.ndarray | None = None, io_type: str = "uint8") -> Path:
+def export_artifact(
+    source: ModelSource,
+    fmt: str,
+    out_path: str | Path,
+    metadata: dict,
+    calibration_images: np.ndarray | None = None,
+    io_type: str = "uint8",
+) -> Path:
     """Convert `source` into `fmt` and write it to `out_path` atomically, metadata embedded.
 
     `calibration_images` are float32 pixels 0..255, shape (N, R, R, 3), preprocessed exactly as at

@@ -269,8 +269,9 @@ def correct_biases(model, images: np.ndarray) -> CorrectionReport:
                         *layer_inputs, output = inputs_of(batch)
                         outputs.append(output)
                         for i, ((weighted, _), x_in) in enumerate(zip(targets, layer_inputs)):
-                            s, n = _rounding_error(weighted, float_kernels[id(weighted)], x_in,
-                                                   len(batch) if summed[i] else 0)
+                            s, n = _rounding_error(
+                                weighted, float_kernels[id(weighted)], x_in, len(batch) if summed[i] else 0
+                            )
                             sums[i], counts[i] = sums[i] + s, counts[i] + n
                     # Each pass sets the bias from the original one (passes refine, never add up).
                     for (_, absorber), total, n in zip(targets, sums, counts):
@@ -288,4 +289,3 @@ def correct_biases(model, images: np.ndarray) -> CorrectionReport:
                 weights[0] = float_kernels[id(weighted)]
                 weighted.set_weights(weights)
     return CorrectionReport(layers=len(original_bias), max_shift=max_shift, images=len(images))
-

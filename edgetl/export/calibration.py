@@ -21,10 +21,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from edgetl.runtime.images import PREPROCESSING, load_image
 from edgetl.data.dataset import Dataset, ImageRecord
 from edgetl.export.formats import ExportError
 from edgetl.io.files import atomic_write_json, sha256_file
+from edgetl.runtime.images import PREPROCESSING, load_image
 
 MANIFEST_KIND = "edgetl-calibration-manifest"
 MANIFEST_FORMAT_VERSION = 1
@@ -107,8 +107,7 @@ def build_calibration_set(dataset: Dataset, resolution: int, num_images: int, lo
         "selection": SELECTION,
         "num_images": len(chosen),
         "images": [
-            {"path": _relative_posix(r.path, root), "label": r.label, "sha256": r.content_hash}
-            for r, _ in chosen
+            {"path": _relative_posix(r.path, root), "label": r.label, "sha256": r.content_hash} for r, _ in chosen
         ],
     }
     images = np.stack([img for _, img in chosen]).astype(np.float32)
@@ -125,7 +124,7 @@ def load_manifest(path: str | Path) -> dict:
     except (OSError, ValueError) as e:
         raise ExportError(f"calibration manifest {path} is not readable JSON: {e}") from e
     if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
-        raise ExportError(f"{path} is not an edgetl calibration manifest (no \"kind\": \"{MANIFEST_KIND}\")")
+        raise ExportError(f'{path} is not an edgetl calibration manifest (no "kind": "{MANIFEST_KIND}")')
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > MANIFEST_FORMAT_VERSION:
         raise ExportError(
@@ -136,8 +135,10 @@ def load_manifest(path: str | Path) -> dict:
     if not isinstance(manifest.get("dataset_root"), str) or not isinstance(images, list) or not images:
         raise ExportError(f"calibration manifest {path} needs a dataset_root and a non-empty images list")
     for i, entry in enumerate(images):
-        if not (isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)):
-            raise ExportError(f"calibration manifest {path}: images[{i}] needs \"path\" and \"sha256\" strings")
+        if not (
+            isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)
+        ):
+            raise ExportError(f'calibration manifest {path}: images[{i}] needs "path" and "sha256" strings')
     manifest = dict(manifest)
     manifest["_source"] = str(path)
     return manifest
@@ -180,9 +181,12 @@ def calibration_set_from_manifest(
         if missing:
             parts.append(f"{len(missing)} image(s) missing: {_name_files(missing)}")
         if changed:
-            parts.append(f"{len(changed)} image(s) changed since it was written (sha256 differs): {_name_files(changed)}")
+            parts.append(
+                f"{len(changed)} image(s) changed since it was written (sha256 differs): {_name_files(changed)}"
+            )
         raise ExportError(
-            f"{source} cannot be reused: " + "; ".join(parts)
+            f"{source} cannot be reused: "
+            + "; ".join(parts)
             + ". Restore those files, or drop --calibration_manifest to draw a new calibration set."
         )
     images, failed = [], []
@@ -199,7 +203,9 @@ def calibration_set_from_manifest(
             "its images are decoded with the current one, so int8 artifacts will differ from the original ones"
         )
     if manifest.get("resolution") not in (None, resolution):
-        notes.append(f"calibration: {source} was written at {manifest.get('resolution')} px; decoding at {resolution} px")
+        notes.append(
+            f"calibration: {source} was written at {manifest.get('resolution')} px; decoding at {resolution} px"
+        )
     out = {k: copy.deepcopy(v) for k, v in manifest.items() if not k.startswith("_")}
     out.update(
         {
@@ -220,4 +226,3 @@ def write_manifest(path: str | Path, manifest: dict) -> Path:
 def manifest_sha256(manifest: dict) -> str:
     """The SHA-256 of a manifest's content (canonical JSON), recorded in every int8 artifact's metadata."""
     return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-

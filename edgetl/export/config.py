@@ -6,9 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgetl.runtime import check_num_threads
-
 from edgetl.export.formats import FORMATS, IO_TYPES, ExportError, check_formats, check_io_type
+from edgetl.runtime import check_num_threads
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,14 @@ class ExportConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", check_formats(self.formats))
         check_io_type(self.io_type)
-        if isinstance(self.num_calibration_images, bool) or not isinstance(self.num_calibration_images, int) \
-                or self.num_calibration_images < 1:
-            raise ExportError(f"the number of calibration images must be a whole number >= 1, "
-                              f"got {self.num_calibration_images!r}")
+        if (
+            isinstance(self.num_calibration_images, bool)
+            or not isinstance(self.num_calibration_images, int)
+            or self.num_calibration_images < 1
+        ):
+            raise ExportError(
+                f"the number of calibration images must be a whole number >= 1, got {self.num_calibration_images!r}"
+            )
         try:
             check_num_threads(self.num_threads)
         except ValueError as e:

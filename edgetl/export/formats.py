@@ -45,26 +45,67 @@ class FormatSpec:
 FORMATS: dict[str, FormatSpec] = {
     spec.name: spec
     for spec in (
-        FormatSpec(name="tflite-float32", suffix=".tflite", runtime="tflite", quantization="float32",
-                   needs_calibration=False, max_abs_diff=1e-3, colour="#1f77b4",
-                   description="TFLiteConverter from the frozen forward function, float32 weights and activations"),
-        FormatSpec(name="tflite-float16", suffix=".tflite", runtime="tflite", quantization="float16",
-                   needs_calibration=False, max_abs_diff=None, colour="#17becf",
-                   description="float16 weights (half the size), float32 input and compute on CPU"),
-        FormatSpec(name="tflite-dynamic", suffix=".tflite", runtime="tflite", quantization="dynamic",
-                   needs_calibration=False, max_abs_diff=None, colour="#9467bd",
-                   description="dynamic-range: int8 weights, float activations, float32 input"),
-        FormatSpec(name="tflite-int8", suffix=".tflite", runtime="tflite", quantization="int8",
-                   needs_calibration=True, max_abs_diff=None, colour="#d62728",
-                   description="full integer (TFLITE_BUILTINS_INT8) from a representative dataset; "
-                               "uint8 input by default"),
-        FormatSpec(name="onnx-float32", suffix=".onnx", runtime="onnx", quantization="float32",
-                   needs_calibration=False, max_abs_diff=1e-3, colour="#2ca02c",
-                   description="tf2onnx from the Keras model, dynamic batch, float32"),
-        FormatSpec(name="onnx-int8", suffix=".onnx", runtime="onnx", quantization="int8",
-                   needs_calibration=True, max_abs_diff=None, colour="#bcbd22",
-                   description="onnxruntime static quantization (QDQ, per-channel int8 weights, uint8 "
-                               "activations), float32 input"),
+        FormatSpec(
+            name="tflite-float32",
+            suffix=".tflite",
+            runtime="tflite",
+            quantization="float32",
+            needs_calibration=False,
+            max_abs_diff=1e-3,
+            colour="#1f77b4",
+            description="TFLiteConverter from the frozen forward function, float32 weights and activations",
+        ),
+        FormatSpec(
+            name="tflite-float16",
+            suffix=".tflite",
+            runtime="tflite",
+            quantization="float16",
+            needs_calibration=False,
+            max_abs_diff=None,
+            colour="#17becf",
+            description="float16 weights (half the size), float32 input and compute on CPU",
+        ),
+        FormatSpec(
+            name="tflite-dynamic",
+            suffix=".tflite",
+            runtime="tflite",
+            quantization="dynamic",
+            needs_calibration=False,
+            max_abs_diff=None,
+            colour="#9467bd",
+            description="dynamic-range: int8 weights, float activations, float32 input",
+        ),
+        FormatSpec(
+            name="tflite-int8",
+            suffix=".tflite",
+            runtime="tflite",
+            quantization="int8",
+            needs_calibration=True,
+            max_abs_diff=None,
+            colour="#d62728",
+            description="full integer (TFLITE_BUILTINS_INT8) from a representative dataset; uint8 input by default",
+        ),
+        FormatSpec(
+            name="onnx-float32",
+            suffix=".onnx",
+            runtime="onnx",
+            quantization="float32",
+            needs_calibration=False,
+            max_abs_diff=1e-3,
+            colour="#2ca02c",
+            description="tf2onnx from the Keras model, dynamic batch, float32",
+        ),
+        FormatSpec(
+            name="onnx-int8",
+            suffix=".onnx",
+            runtime="onnx",
+            quantization="int8",
+            needs_calibration=True,
+            max_abs_diff=None,
+            colour="#bcbd22",
+            description="onnxruntime static quantization (QDQ, per-channel int8 weights, uint8 "
+            "activations), float32 input",
+        ),
     )
 }
 RUNTIMES = ("tflite", "onnx")
@@ -82,9 +123,7 @@ def check_formats(names) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(names))
     unknown = [f for f in names if f not in FORMATS]
     if unknown or not names:
-        raise ExportError(
-            f"unknown format(s) {', '.join(map(repr, unknown)) or '(none)'}; valid: {', '.join(FORMATS)}"
-        )
+        raise ExportError(f"unknown format(s) {', '.join(map(repr, unknown)) or '(none)'}; valid: {', '.join(FORMATS)}")
     return names
 
 
@@ -134,12 +173,14 @@ def formats_from_flags(format: str, quantize: str) -> tuple[list[str], list[str]
             candidates = [f"{runtime}-{q}" for q in wanted if f"{runtime}-{q}" in FORMATS]
             if explicit:
                 have = ", ".join(n for n in FORMATS if n.startswith(runtime + "-"))
-                notes += [f"skipping {runtime} + {q}: no such format ({runtime} exports {have})"
-                          for q in wanted if f"{runtime}-{q}" not in FORMATS]
+                notes += [
+                    f"skipping {runtime} + {q}: no such format ({runtime} exports {have})"
+                    for q in wanted
+                    if f"{runtime}-{q}" not in FORMATS
+                ]
         names += [n for n in candidates if n not in names]
     if not names:
         raise ExportError(
-            f"nothing to export for --format {format} --quantize {quantize}; "
-            f"formats that exist: {', '.join(FORMATS)}"
+            f"nothing to export for --format {format} --quantize {quantize}; formats that exist: {', '.join(FORMATS)}"
         )
     return names, notes

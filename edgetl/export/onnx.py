@@ -34,9 +34,7 @@ def to_onnx_float(model, opset: int | None = None):
     from tf2onnx.optimizer import _optimizers
 
     optimizers = {k: v for k, v in _optimizers.items() if k != "merge_duplication"}
-    proto, _ = tf2onnx.convert.from_keras(
-        model, input_signature=spec, opset=opset or ONNX_OPSET, optimizers=optimizers
-    )
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset or ONNX_OPSET, optimizers=optimizers)
     return canonical_names(proto)
 
 
@@ -162,13 +160,24 @@ def with_metadata(proto, metadata: dict):
     (pixel - mean) / std), ``color_space`` (RGB) and ``pixel_range`` (0..255).
     """
     from edgetl import __version__
-    from edgetl.runtime.metadata import ONNX_COLOR_KEY, ONNX_LABELS_KEY, ONNX_MEAN_KEY, ONNX_METADATA_KEY, ONNX_RANGE_KEY, ONNX_STD_KEY
+    from edgetl.runtime.metadata import (
+        ONNX_COLOR_KEY,
+        ONNX_LABELS_KEY,
+        ONNX_MEAN_KEY,
+        ONNX_METADATA_KEY,
+        ONNX_RANGE_KEY,
+        ONNX_STD_KEY,
+    )
 
     inp = metadata.get("input") or {}
-    ours = [(ONNX_METADATA_KEY, json.dumps(metadata)), (ONNX_LABELS_KEY, "\n".join(metadata["labels"])),
-            (ONNX_MEAN_KEY, ",".join([f"{float(inp.get('mean', 0.0)):g}"] * 3)),
-            (ONNX_STD_KEY, ",".join([f"{float(inp.get('std', 1.0)):g}"] * 3)),
-            (ONNX_COLOR_KEY, "RGB"), (ONNX_RANGE_KEY, "0..255")]
+    ours = [
+        (ONNX_METADATA_KEY, json.dumps(metadata)),
+        (ONNX_LABELS_KEY, "\n".join(metadata["labels"])),
+        (ONNX_MEAN_KEY, ",".join([f"{float(inp.get('mean', 0.0)):g}"] * 3)),
+        (ONNX_STD_KEY, ",".join([f"{float(inp.get('std', 1.0)):g}"] * 3)),
+        (ONNX_COLOR_KEY, "RGB"),
+        (ONNX_RANGE_KEY, "0..255"),
+    ]
     names = {key for key, _ in ours}
     keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in names]
     del proto.metadata_props[:]
@@ -179,8 +188,9 @@ def with_metadata(proto, metadata: dict):
     return proto
 
 
-def convert(source, fmt: str, metadata: dict, calibration_images: np.ndarray | None = None,
-            io_type: str = "uint8") -> bytes:
+def convert(
+    source, fmt: str, metadata: dict, calibration_images: np.ndarray | None = None, io_type: str = "uint8"
+) -> bytes:
     """The serialized ONNX model of `fmt` (onnx-float32 or onnx-int8) from `source.keras_model`, metadata included.
 
     `source` is an `edgetl.export.artifact.ModelSource`; `io_type` is unused (ONNX inputs are float32).

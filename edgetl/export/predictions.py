@@ -57,8 +57,12 @@ def save_reference(run_dir: Path, probabilities: np.ndarray, paths) -> dict:
 def recorded_reference(run_dir: Path, run: dict, paths) -> np.ndarray | None:
     """The probabilities `save_reference` recorded, when intact (run.json's SHA-256), made on the test images
     `paths` in that order and one column per class; else None (a run from before, or changed test images)."""
-    probs = load_probabilities(Path(run_dir) / REFERENCE, (run.get("files") or {}).get(REFERENCE),
-                               (run.get("reference") or {}).get("images_sha256"), paths)
+    probs = load_probabilities(
+        Path(run_dir) / REFERENCE,
+        (run.get("files") or {}).get(REFERENCE),
+        (run.get("reference") or {}).get("images_sha256"),
+        paths,
+    )
     return probs if probs is not None and probs.shape[1] == len(run["classes"]) else None
 
 
@@ -66,8 +70,12 @@ def save_check_predictions(artifact: Path, fmt: str, probabilities: np.ndarray, 
     """An export check's probabilities, beside the artifact; returns export.json's "test_predictions" entry."""
     path = artifact.parent / f"{fmt}.test_predictions.npy"
     digest = save_probabilities(path, probabilities, "the export check's test predictions")
-    return {"file": path.name, "sha256": digest, "artifact_sha256": sha256_file(artifact),
-            "images_sha256": images_sha256(paths)}
+    return {
+        "file": path.name,
+        "sha256": digest,
+        "artifact_sha256": sha256_file(artifact),
+        "images_sha256": images_sha256(paths),
+    }
 
 
 def check_predictions(run_dir: Path, entry: dict, paths) -> np.ndarray | None:
@@ -77,5 +85,6 @@ def check_predictions(run_dir: Path, entry: dict, paths) -> np.ndarray | None:
     saved, artifact = entry.get("test_predictions") or {}, Path(run_dir) / str(entry.get("path", ""))
     if not saved.get("file") or not artifact.is_file() or sha256_file(artifact) != saved.get("artifact_sha256"):
         return None
-    return load_probabilities(artifact.parent / str(saved["file"]), saved.get("sha256"), saved.get("images_sha256"),
-                              paths)
+    return load_probabilities(
+        artifact.parent / str(saved["file"]), saved.get("sha256"), saved.get("images_sha256"), paths
+    )

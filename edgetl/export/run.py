@@ -18,19 +18,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-
-from edgetl.io.files import DiskError, atomic_write_bytes, atomic_write_json, one_line, sha256_file
-from edgetl.io.faults import fault_point
 
 from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import FORMATS, ExportError
 from edgetl.export.predictions import recorded_reference, save_check_predictions
+from edgetl.io.faults import fault_point
+from edgetl.io.files import DiskError, atomic_write_bytes, atomic_write_json, one_line, sha256_file
 
 EXPORT_SUMMARY = "export.json"
 ARTIFACTS_DIR = "artifacts"
@@ -146,15 +145,21 @@ def _keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
     from edgetl.features.tf_functions import traced_forward
 
     forward = traced_forward(model)
-    return np.concatenate([np.asarray(forward(images_uint8[i : i + KERAS_BATCH]), np.float32)
-                           for i in range(0, len(images_uint8), KERAS_BATCH)])
+    return np.concatenate(
+        [
+            np.asarray(forward(images_uint8[i : i + KERAS_BATCH]), np.float32)
+            for i in range(0, len(images_uint8), KERAS_BATCH)
+        ]
+    )
 
 
 def _run_dataset(run: dict):
     from edgetl.data.dataset import DatasetError, SplitConfig, scan_dataset
 
-    split = SplitConfig(run.get("validation_percentage", SplitConfig.validation_percentage),
-                        run.get("testing_percentage", SplitConfig.testing_percentage))
+    split = SplitConfig(
+        run.get("validation_percentage", SplitConfig.validation_percentage),
+        run.get("testing_percentage", SplitConfig.testing_percentage),
+    )
     try:
         dataset = scan_dataset(run["image_dir"], split)
     except DatasetError as e:
@@ -174,8 +179,9 @@ def load_run_inputs(run_dir: Path, dataset=None, load=None) -> RunInputs:
             f"the classes in {run['image_dir']} ({', '.join(dataset.classes)}) are not the ones the run was "
             f"trained on ({', '.join(run['classes'])}); re-train, or restore the dataset"
         )
-    test_images, test_records, failed = decode_images(dataset.split("testing"), int(run["backbone"]["resolution"]),
-                                                     load)
+    test_images, test_records, failed = decode_images(
+        dataset.split("testing"), int(run["backbone"]["resolution"]), load
+    )
     notes = [f"test image skipped: {f}" for f in failed]
     if not len(test_images):
         raise ExportError(f"no decodable test images in {run['image_dir']}; cannot check any artifact")
@@ -183,10 +189,18 @@ def load_run_inputs(run_dir: Path, dataset=None, load=None) -> RunInputs:
     labels = np.array([r.label_index for r in test_records], dtype=np.int64)
     paths = tuple(str(r.path) for r in test_records)
     reference = recorded_reference(run_dir, run, paths)
-    return RunInputs(run_dir=run_dir, run=run, source=ModelSource(model, None), dataset=dataset,
-                     test_images=test_images, test_labels=labels,
-                     keras_probs=reference if reference is not None else _keras_predict(model, test_images),
-                     notes=notes, load=load, test_paths=paths)
+    return RunInputs(
+        run_dir=run_dir,
+        run=run,
+        source=ModelSource(model, None),
+        dataset=dataset,
+        test_images=test_images,
+        test_labels=labels,
+        keras_probs=reference if reference is not None else _keras_predict(model, test_images),
+        notes=notes,
+        load=load,
+        test_paths=paths,
+    )
 
 
 def _calibration(inputs: RunInputs, config: ExportConfig, log: Log):
@@ -198,10 +212,12 @@ def _calibration(inputs: RunInputs, config: ExportConfig, log: Log):
         resolution = int(inputs.run["backbone"]["resolution"])
         if config.calibration_manifest is not None:
             inputs.calibration = calib.calibration_set_from_manifest(
-                calib.load_manifest(config.calibration_manifest), resolution, fallback_root=inputs.run["image_dir"])
+                calib.load_manifest(config.calibration_manifest), resolution, fallback_root=inputs.run["image_dir"]
+            )
         else:
-            inputs.calibration = calib.build_calibration_set(inputs.dataset, resolution, config.num_calibration_images,
-                                                             inputs.load)
+            inputs.calibration = calib.build_calibration_set(
+                inputs.dataset, resolution, config.num_calibration_images, inputs.load
+            )
         for note in inputs.calibration.notes:
             log(f"note: {note}")
     return inputs.calibration
@@ -218,15 +234,23 @@ def _int8_source(inputs: RunInputs, config: ExportConfig, log: Log) -> ModelSour
         calibration = _calibration(inputs, config, log)
         fault_point("bias_correction")
         report = correct_biases(model, calibration.images)
-        log(f"note: int8 bias correction: {report.layers} layer(s) shifted by up to {report.max_shift:.3g}, "
-            f"from {report.images} calibration images")
+        log(
+            f"note: int8 bias correction: {report.layers} layer(s) shifted by up to {report.max_shift:.3g}, "
+            f"from {report.images} calibration images"
+        )
         inputs.int8_source = ModelSource(model, None)  # in memory only: no SavedModel to write (tflite.py)
     return inputs.int8_source
 
 
-def check_status(fmt: str, artifact_correct: np.ndarray, keras_correct: np.ndarray, max_abs_diff: float | None,
-                 max_accuracy_drop: float, alpha: float = 0.05) -> str:
-    """"ok", or why the artifact is off from the float model (see the format table's comment).
+def check_status(
+    fmt: str,
+    artifact_correct: np.ndarray,
+    keras_correct: np.ndarray,
+    max_abs_diff: float | None,
+    max_accuracy_drop: float,
+    alpha: float = 0.05,
+) -> str:
+    """ "ok", or why the artifact is off from the float model (see the format table's comment).
 
     `artifact_correct` and `keras_correct` are per-image correctness on the same test images.
     """
@@ -237,8 +261,10 @@ def check_status(fmt: str, artifact_correct: np.ndarray, keras_correct: np.ndarr
     test = mcnemar_exact(artifact_correct, keras_correct)
     drop = -test.diff_points
     if drop > max_accuracy_drop and test.p_value < alpha:
-        problems.append(f"accuracy {test.accuracy_a:.1%} vs the float model's {test.accuracy_b:.1%}: "
-                        f"{drop:.1f} points lower (> {max_accuracy_drop:g}), McNemar p = {test.p_value:.2g}")
+        problems.append(
+            f"accuracy {test.accuracy_a:.1%} vs the float model's {test.accuracy_b:.1%}: "
+            f"{drop:.1f} points lower (> {max_accuracy_drop:g}), McNemar p = {test.p_value:.2g}"
+        )
     if spec.max_abs_diff is not None and max_abs_diff is not None and not max_abs_diff <= spec.max_abs_diff:
         problems.append(f"max |probability diff| {max_abs_diff:.2g} > {spec.max_abs_diff:g}")
     return "ok" if not problems else "check failed: " + "; ".join(problems)
@@ -274,13 +300,22 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
     calibration = _calibration(inputs, config, log)
     metadata["bias_correction"] = config.bias_correction
     metadata["calibration_manifest_sha256"] = calib.manifest_sha256(calibration.manifest)
-    export_artifact(_int8_source(inputs, config, log), fmt, out_path, metadata,
-                    calibration_images=calibration.images, io_type=config.io_type)
+    export_artifact(
+        _int8_source(inputs, config, log),
+        fmt,
+        out_path,
+        metadata,
+        calibration_images=calibration.images,
+        io_type=config.io_type,
+    )
     manifest_path = out_path.parent / f"{fmt}.calibration.json"
     calib.write_manifest(manifest_path, calibration.manifest)
     fault_point(f"manifest:{fmt}")
-    return {"calibration_manifest": manifest_path, "num_calibration_images": len(calibration.images),
-            "bias_correction": config.bias_correction}
+    return {
+        "calibration_manifest": manifest_path,
+        "num_calibration_images": len(calibration.images),
+        "bias_correction": config.bias_correction,
+    }
 
 
 def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfig) -> dict:
@@ -289,8 +324,9 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
 
     fault_point(f"check:{fmt}")
     try:
-        probs = np.asarray(load_model(out_path, config.num_threads).predict(inputs.test_images, batch_size=PREDICT_BATCH),
-                           np.float32)
+        probs = np.asarray(
+            load_model(out_path, config.num_threads).predict(inputs.test_images, batch_size=PREDICT_BATCH), np.float32
+        )
         if probs.shape != inputs.keras_probs.shape:
             raise ValueError(f"output shape {probs.shape}, expected {inputs.keras_probs.shape}")
     except Exception as e:
@@ -299,10 +335,16 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
     agreement = float((probs.argmax(1) == inputs.keras_probs.argmax(1)).mean())
     max_diff = None if FORMATS[fmt].quantized else float(np.abs(probs - inputs.keras_probs).max())
     correct = probs.argmax(1) == inputs.test_labels
-    status = check_status(fmt, correct, inputs.keras_probs.argmax(1) == inputs.test_labels, max_diff,
-                          config.max_accuracy_drop)
-    return {"test_accuracy": float(correct.mean()), "agreement": agreement, "max_abs_diff": max_diff,
-            "status": status, "test_predictions": predictions}
+    status = check_status(
+        fmt, correct, inputs.keras_probs.argmax(1) == inputs.test_labels, max_diff, config.max_accuracy_drop
+    )
+    return {
+        "test_accuracy": float(correct.mean()),
+        "agreement": agreement,
+        "max_abs_diff": max_diff,
+        "status": status,
+        "test_predictions": predictions,
+    }
 
 
 def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -> ExportResult:
@@ -315,28 +357,56 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
     started = time.time()
     artifacts_dir = inputs.run_dir / ARTIFACTS_DIR
     out_path = artifacts_dir / f"{fmt}{spec.suffix}"
-    common = {"format": fmt, "keras_test_accuracy": inputs.keras_accuracy,
-              "num_test_images": len(inputs.test_labels), "io_type": config.io_type if fmt == "tflite-int8" else None}
+    common = {
+        "format": fmt,
+        "keras_test_accuracy": inputs.keras_accuracy,
+        "num_test_images": len(inputs.test_labels),
+        "io_type": config.io_type if fmt == "tflite-int8" else None,
+    }
     try:
         made = _convert_step(inputs, fmt, config, out_path, log)
     except (ExportError, DiskError):
         raise
     except Exception as e:  # a converter crash on one format must not lose the others
-        result = ExportResult(**common, path=None, size_bytes=0, test_accuracy=None, agreement=None, max_abs_diff=None,
-                              status=f"export failed: {type(e).__name__}: {one_line(e)}",
-                              seconds=round(time.time() - started, 2))
+        result = ExportResult(
+            **common,
+            path=None,
+            size_bytes=0,
+            test_accuracy=None,
+            agreement=None,
+            max_abs_diff=None,
+            status=f"export failed: {type(e).__name__}: {one_line(e)}",
+            seconds=round(time.time() - started, 2),
+        )
         log(f"{fmt}: {result.status}")
         _merge_summary(inputs.run_dir, result, {})
         return result
-    checked = {"test_accuracy": None, "agreement": None, "max_abs_diff": None,
-               **_check_step(inputs, fmt, out_path, config)}
+    checked = {
+        "test_accuracy": None,
+        "agreement": None,
+        "max_abs_diff": None,
+        **_check_step(inputs, fmt, out_path, config),
+    }
     predictions = checked.pop("test_predictions", None)
-    result = ExportResult(**common, **checked, path=out_path, size_bytes=out_path.stat().st_size,
-                          seconds=round(time.time() - started, 2),
-                          calibration_manifest=made.pop("calibration_manifest", None))
+    result = ExportResult(
+        **common,
+        **checked,
+        path=out_path,
+        size_bytes=out_path.stat().st_size,
+        seconds=round(time.time() - started, 2),
+        calibration_manifest=made.pop("calibration_manifest", None),
+    )
     # The file's SHA-256 beside it: a resumed sweep redoes a format whose file was truncated or damaged.
-    _merge_summary(inputs.run_dir, result, {"description": spec.description, "sha256": sha256_file(out_path), **made,
-                                            **({"test_predictions": predictions} if predictions else {})})
+    _merge_summary(
+        inputs.run_dir,
+        result,
+        {
+            "description": spec.description,
+            "sha256": sha256_file(out_path),
+            **made,
+            **({"test_predictions": predictions} if predictions else {}),
+        },
+    )
     if not result.ok:
         log(f"{fmt}: {result.status} (artifact kept at {out_path})")
     return result
@@ -354,8 +424,11 @@ def merge_export_entry(run_dir: Path, fmt: str, entry: dict) -> None:
 
     formats = read_export_summary(run_dir)
     formats[fmt] = entry
-    summary = {"edgetl_version": __version__, "run": str(run_dir.resolve()),
-               "formats": {k: formats[k] for k in sorted(formats)}}
+    summary = {
+        "edgetl_version": __version__,
+        "run": str(run_dir.resolve()),
+        "formats": {k: formats[k] for k in sorted(formats)},
+    }
     atomic_write_json(run_dir / ARTIFACTS_DIR / EXPORT_SUMMARY, summary, "export.json")
 
 
@@ -368,8 +441,13 @@ def read_export_summary(run_dir: Path) -> dict:
     return formats if isinstance(formats, dict) else {}
 
 
-def export_run(run_dir: str | Path, config: ExportConfig = ExportConfig(), log: Log | None = None,
-               progress: bool = True, dataset=None) -> list[ExportResult]:
+def export_run(
+    run_dir: str | Path,
+    config: ExportConfig = ExportConfig(),
+    log: Log | None = None,
+    progress: bool = True,
+    dataset=None,
+) -> list[ExportResult]:
     """Export and check each format of `config` for one run; the loop `edgetl export` and the sweep share.
 
     Artifacts land in RUN/artifacts/<format><suffix>; int8 ones get <format>.calibration.json beside
@@ -387,8 +465,10 @@ def export_run(run_dir: str | Path, config: ExportConfig = ExportConfig(), log: 
     from_manifest = None
     if config.needs_calibration and config.calibration_manifest is not None:
         from_manifest = calib.calibration_set_from_manifest(
-            calib.load_manifest(config.calibration_manifest), int(run["backbone"]["resolution"]),
-            fallback_root=run["image_dir"])
+            calib.load_manifest(config.calibration_manifest),
+            int(run["backbone"]["resolution"]),
+            fallback_root=run["image_dir"],
+        )
     inputs = load_run_inputs(run_dir, dataset)
     inputs.calibration = from_manifest
     for note in inputs.notes + (from_manifest.notes if from_manifest else []):

@@ -36,12 +36,14 @@ def _representative(images: np.ndarray):
     return gen
 
 
-def convert(source, fmt: str, metadata: dict, calibration_images: np.ndarray | None = None,
-            io_type: str = "uint8") -> bytes:
+def convert(
+    source, fmt: str, metadata: dict, calibration_images: np.ndarray | None = None, io_type: str = "uint8"
+) -> bytes:
     """The .tflite file of `fmt` (one of the tflite-* FORMATS) from `source` (`converter_for`), metadata appended.
 
-    `source` is an `edgetl.export.artifact.ModelSource`. For tflite-int8, `io_type` uint8 keeps the input as raw pixels (scale 1, zero point 0) so a
-    camera frame goes in untouched; int8 shifts by 128; float32 adds quantize/dequantize ops.
+    `source` is an `edgetl.export.artifact.ModelSource`. For tflite-int8, `io_type` uint8 keeps the input
+    as raw pixels (scale 1, zero point 0) so a camera frame goes in untouched; int8 shifts by 128; float32 adds
+    quantize/dequantize ops.
     """
     import tensorflow as tf
 
@@ -75,7 +77,9 @@ def convert(source, fmt: str, metadata: dict, calibration_images: np.ndarray | N
             error = e
     if error is not None:
         tail = "".join(log)[-2000:].strip()
-        raise RuntimeError(f"TFLite conversion to {fmt} failed: {error}" + (f"\nconverter log:\n{tail}" if tail else "")) from error
+        raise RuntimeError(
+            f"TFLite conversion to {fmt} failed: {error}" + (f"\nconverter log:\n{tail}" if tail else "")
+        ) from error
     # Lossless, and what brings a per-channel int8 MobileNetV2 from 30.7% to 28.1% of the float file.
     return finish(bytes(data), metadata)
 
@@ -89,9 +93,8 @@ def finish(flatbuffer: bytes, metadata: dict) -> bytes:
     Sharing comes after the metadata because adding it unpacks the model with the object API, which gives
     every tensor its own copy of the vectors again.
     """
-    from edgetl.runtime import appended_zip_start
-
     from edgetl.export.tflite_metadata import associated_files, standard_info, with_standard_metadata
+    from edgetl.runtime import appended_zip_start
 
     data = with_standard_metadata(flatbuffer, standard_info(metadata))
     model = share_quantization_vectors(data[: appended_zip_start(data)])
@@ -164,8 +167,11 @@ class AlignedBuffer:
         s, b = self.schema, self.buffer
         data = None
         if b.data is not None:
-            raw = bytes(b.data) if isinstance(b.data, (bytes, bytearray)) else \
-                np.ascontiguousarray(b.data, dtype=np.uint8).tobytes()
+            raw = (
+                bytes(b.data)
+                if isinstance(b.data, (bytes, bytearray))
+                else np.ascontiguousarray(b.data, dtype=np.uint8).tobytes()
+            )
             builder.StartVector(1, len(raw), BUFFER_ALIGNMENT if raw else 1)
             builder.head -= len(raw)  # one copy, as Builder.CreateNumpyVector does
             builder.Bytes[builder.head : builder.head + len(raw)] = raw

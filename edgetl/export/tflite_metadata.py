@@ -114,8 +114,7 @@ def _mediapipe_metadata():
         from mediapipe.tasks.python.metadata.metadata_writers import metadata_info
     except ImportError as e:
         raise ImportError(
-            "edgetl.export.tflite_metadata needs MediaPipe's metadata schema: pip install 'mediapipe==1.2.3' "
-            f"({e})"
+            f"edgetl.export.tflite_metadata needs MediaPipe's metadata schema: pip install 'mediapipe==1.2.3' ({e})"
         ) from e
     return metadata_fb, metadata_info
 
@@ -186,19 +185,25 @@ def _metadata_buffer(model, info: dict) -> bytes:
     metadata_fb, mi = _mediapipe_metadata()
     schema = _tflite_schema()
     if not model.subgraphs or len(model.subgraphs) != 1:
-        raise ValueError(f"with_standard_metadata: TFLite Metadata describes one subgraph, the model has "
-                         f"{len(model.subgraphs or [])}")
+        raise ValueError(
+            f"with_standard_metadata: TFLite Metadata describes one subgraph, the model has "
+            f"{len(model.subgraphs or [])}"
+        )
     in_types, out_types = _tensor_types(schema, model)
     if len(in_types) != 1 or len(out_types) != 1:
-        raise ValueError(f"with_standard_metadata: an image classifier has one input and one output tensor, "
-                         f"the model has {len(in_types)} and {len(out_types)}")
+        raise ValueError(
+            f"with_standard_metadata: an image classifier has one input and one output tensor, "
+            f"the model has {len(in_types)} and {len(out_types)}"
+        )
     n_classes = model.subgraphs[0].tensors[model.subgraphs[0].outputs[0]].shape
     if n_classes is not None and len(n_classes) and int(n_classes[-1]) != len(info["labels"]):
-        raise ValueError(f"with_standard_metadata: {len(info['labels'])} labels for an output of "
-                         f"{int(n_classes[-1])} classes")
+        raise ValueError(
+            f"with_standard_metadata: {len(info['labels'])} labels for an output of {int(n_classes[-1])} classes"
+        )
 
     description = "\n\n".join(
-        part for part in (str(info.get("description") or "").strip(), edgetl_facts_line(info["edgetl_json"])) if part)
+        part for part in (str(info.get("description") or "").strip(), edgetl_facts_line(info["edgetl_json"])) if part
+    )
     general = mi.GeneralMd(
         name=str(info["name"]),
         version=None if info.get("version") is None else str(info["version"]),
@@ -230,8 +235,9 @@ def _metadata_buffer(model, info: dict) -> bytes:
     model_md = general.create_metadata()
     model_md.subgraphMetadata = [subgraph]
     model_md.associatedFiles = [
-        mi.AssociatedFileMd(file_path=EDGETL_FILE, description=EDGETL_DESCRIPTION,
-                            file_type=metadata_fb.AssociatedFileType.DESCRIPTIONS).create_metadata()
+        mi.AssociatedFileMd(
+            file_path=EDGETL_FILE, description=EDGETL_DESCRIPTION, file_type=metadata_fb.AssociatedFileType.DESCRIPTIONS
+        ).create_metadata()
     ]
     model_md.minParserVersion = MIN_PARSER_VERSION
     b = flatbuffers.Builder(1024)
@@ -274,8 +280,10 @@ def with_standard_metadata(model_bytes: bytes, info: dict) -> bytes:
     model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
     buffers = list(model.buffers or [])
     if any(b.offset or b.size for b in buffers):
-        raise ValueError("with_standard_metadata: the model keeps its weights outside the flatbuffer (> 2 GB); "
-                         "repacking it would move them")
+        raise ValueError(
+            "with_standard_metadata: the model keeps its weights outside the flatbuffer (> 2 GB); "
+            "repacking it would move them"
+        )
     metadata_buf = _metadata_buffer(model, info)
 
     entries = list(model.metadata or [])
@@ -313,10 +321,12 @@ def standard_info(metadata: dict) -> dict:
     name = f"edgetl {family} {bb.get('alpha', 0):g} {bb.get('resolution', '?')}px {metadata.get('format', '')}"
     return {
         "name": name.strip(),
-        "description": (f"Image classifier of {len(labels)} classes: a {family} backbone (alpha "
-                        f"{bb.get('alpha', 0):g}) with a classification head retrained by edgetl. Input: RGB "
-                        f"pixels 0..255 resized to {bb.get('resolution', '?')}x{bb.get('resolution', '?')}; "
-                        "output: class probabilities."),
+        "description": (
+            f"Image classifier of {len(labels)} classes: a {family} backbone (alpha "
+            f"{bb.get('alpha', 0):g}) with a classification head retrained by edgetl. Input: RGB "
+            f"pixels 0..255 resized to {bb.get('resolution', '?')}x{bb.get('resolution', '?')}; "
+            "output: class probabilities."
+        ),
         "version": __version__,
         "author": "edgetl",
         "license": "Apache-2.0 (the MobileNet ImageNet weights); the head is trained on the user's photos",
@@ -325,4 +335,3 @@ def standard_info(metadata: dict) -> dict:
         "std": float(inp.get("std", 1.0)),
         "edgetl_json": metadata,
     }
-

@@ -39,8 +39,7 @@ class BackboneSpec:
             raise ValueError(f"unknown backbone {self.version!r}; expected one of {sorted(ALPHAS)}")
         if float(self.alpha) not in ALPHAS[self.version]:
             raise ValueError(
-                f"MobileNet {self.version} has no width multiplier {self.alpha}; "
-                f"choose from {ALPHAS[self.version]}"
+                f"MobileNet {self.version} has no width multiplier {self.alpha}; choose from {ALPHAS[self.version]}"
             )
         if not MIN_RESOLUTION <= int(self.resolution) <= MAX_RESOLUTION:
             raise ValueError(f"resolution {self.resolution} outside {MIN_RESOLUTION}..{MAX_RESOLUTION}")
@@ -133,8 +132,11 @@ def resolve_weights(
             reason = f"download of {name} failed ({why[:120]})"
     else:
         reason = f"downloads disabled ({NO_DOWNLOAD_ENV}=1)"
-    looked = "\n  ".join(str(d / weights_file_name(spec.version, spec.alpha, r)) for d in searched
-                          for r in KERAS_RESOLUTIONS[spec.version])
+    looked = "\n  ".join(
+        str(d / weights_file_name(spec.version, spec.alpha, r))
+        for d in searched
+        for r in KERAS_RESOLUTIONS[spec.version]
+    )
     raise WeightsNotFoundError(
         f"no ImageNet weights for MobileNet {spec.version} alpha {spec.alpha:g}; {reason}.\n"
         f"Looked for:\n  {looked}\n"

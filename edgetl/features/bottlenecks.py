@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from platformdirs import user_cache_dir
 from tqdm import tqdm
 
 from edgetl.data.augment import AUGMENT_VERSION, augmented_image
-from edgetl.features.engine import ENGINES
-from edgetl.runtime.images import PREPROCESS_VERSION, load_image
 from edgetl.data.dataset import ImageRecord
-from edgetl.io.files import DiskError, atomic_write_bytes, disk_reason
+from edgetl.features.engine import ENGINES
 from edgetl.io.faults import fault_point
+from edgetl.io.files import DiskError, atomic_write_bytes, disk_reason
+from edgetl.runtime.images import PREPROCESS_VERSION, load_image
 
 DIGEST_BYTES = 16
 
@@ -51,8 +51,9 @@ class FeatureConfig:
             raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.num_threads is not None and (isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int)
-                                             or self.num_threads < 1):
+        if self.num_threads is not None and (
+            isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 1
+        ):
             raise ValueError(f"num_threads must be None (every core) or a whole number >= 1, got {self.num_threads!r}")
         if isinstance(self.augment_views, bool) or not isinstance(self.augment_views, int) or self.augment_views < 0:
             raise ValueError(f"augment_views must be a whole number >= 0, got {self.augment_views!r}")
@@ -114,8 +115,10 @@ def _cache(path: Path, vector: np.ndarray, cache_dir: Path) -> bool:
         _write_entry(path, vector)
         return True
     except DiskError as e:
-        tqdm.write(f"warning: the bottleneck cache {cache_dir} cannot be written ({disk_reason(e)}); "
-                   "features are computed in memory and nothing more is cached this run")
+        tqdm.write(
+            f"warning: the bottleneck cache {cache_dir} cannot be written ({disk_reason(e)}); "
+            "features are computed in memory and nothing more is cached this run"
+        )
         return False
 
 
@@ -164,9 +167,10 @@ def compute_features(
     failed: dict[Path, str] = {}
     cache_ok = True  # a cache that cannot be written costs the cache, not the run
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    with ThreadPoolExecutor(decode_workers) as pool, tqdm(
-        total=len(todo), desc=desc, unit="img", disable=not todo, leave=False
-    ) as bar:
+    with (
+        ThreadPoolExecutor(decode_workers) as pool,
+        tqdm(total=len(todo), desc=desc, unit="img", disable=not todo, leave=False) as bar,
+    ):
         submit = lambda batch: [pool.submit(_decode, records[i], resolution, view, load) for i in batch]  # noqa: E731
         pending = submit(batches[0]) if batches else []
         for n, batch in enumerate(batches):

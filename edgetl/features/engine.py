@@ -31,8 +31,8 @@ def convert_backbone(extractor) -> bytes:
     """The Keras feature extractor as a float32 .tflite flatbuffer (raw pixels in, pooled features out)."""
     import tensorflow as tf
 
-    from edgetl.io.native_stderr import captured_native_stderr
     from edgetl.features.tf_functions import frozen_function
+    from edgetl.io.native_stderr import captured_native_stderr
 
     with captured_native_stderr():
         return tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(extractor)]).convert()
@@ -71,14 +71,17 @@ class Embedder:
         started = time.perf_counter()
         try:
             interpreter_class, backend = tflite_interpreter_class()
-            self._interpreter = interpreter_class(model_content=convert_backbone(self.extractor),
-                                                  num_threads=self.num_threads)
+            self._interpreter = interpreter_class(
+                model_content=convert_backbone(self.extractor), num_threads=self.num_threads
+            )
             self._interpreter.allocate_tensors()
         except DiskError:
             raise  # a full disk is the run's problem, not the engine's: exit 2 like any other write
         except Exception as e:  # a backbone the converter cannot take (a TF Hub module, say) still trains
-            tqdm.write(f"warning: the backbone does not run in LiteRT ({type(e).__name__}: {str(e)[:200]}); "
-                       "computing features with TensorFlow")
+            tqdm.write(
+                f"warning: the backbone does not run in LiteRT ({type(e).__name__}: {str(e)[:200]}); "
+                "computing features with TensorFlow"
+            )
             self.engine, self.info["engine"] = "tensorflow", "tensorflow (LiteRT conversion failed)"
             return self(batch)
         self.info["convert_s"] = round(time.perf_counter() - started, 2)
@@ -88,11 +91,18 @@ class Embedder:
         sample = batch[:CHECK_IMAGES]
         reference = np.asarray(self.extractor(sample, training=False), np.float32)
         diff = float(np.abs(ours[: len(sample)] - reference).max())
-        self.info.update(backend=backend, num_threads=self.num_threads, max_abs_diff_vs_tensorflow=diff,
-                         checked_images=len(sample), check_s=round(time.perf_counter() - started, 2))
+        self.info.update(
+            backend=backend,
+            num_threads=self.num_threads,
+            max_abs_diff_vs_tensorflow=diff,
+            checked_images=len(sample),
+            check_s=round(time.perf_counter() - started, 2),
+        )
         if not diff <= FEATURE_TOLERANCE:
-            tqdm.write(f"warning: LiteRT features differ from TensorFlow's by {diff:.3g} (> {FEATURE_TOLERANCE:g}); "
-                       "computing them with TensorFlow")
+            tqdm.write(
+                f"warning: LiteRT features differ from TensorFlow's by {diff:.3g} (> {FEATURE_TOLERANCE:g}); "
+                "computing them with TensorFlow"
+            )
             self.engine, self.info["engine"] = "tensorflow", "tensorflow (LiteRT check failed)"
             return self(batch)
         return ours

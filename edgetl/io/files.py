@@ -13,8 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def _umask() -> int:
@@ -84,8 +84,13 @@ class DiskError(Exception):
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 # What TensorFlow's and onnxruntime's wrappers say when the OS said one of the above.
-_DISK_MESSAGES = ("no space left on device", "read-only file system", "permission denied", "disk quota exceeded",
-                  "file too large")
+_DISK_MESSAGES = (
+    "no space left on device",
+    "read-only file system",
+    "permission denied",
+    "disk quota exceeded",
+    "file too large",
+)
 
 
 def disk_reason(e: BaseException | None) -> str | None:
@@ -123,8 +128,10 @@ def describe_disk_error(e: BaseException, path: str | os.PathLike, what: str, ne
     reason = disk_reason(e)
     note = "; a file-size limit (ulimit -f) is in force" if reason == "file too large" else _free_space_note(path)
     size = f" ({needed / 1e6:.1f} MB)" if needed else ""
-    return DiskError(f"cannot write {what}{size} to {path}: {reason}{note}. Everything finished before is "
-                     "kept; free some space or choose a writable directory, then run the same command again")
+    return DiskError(
+        f"cannot write {what}{size} to {path}: {reason}{note}. Everything finished before is "
+        "kept; free some space or choose a writable directory, then run the same command again"
+    )
 
 
 @contextlib.contextmanager
@@ -139,5 +146,3 @@ def writing(path: str | os.PathLike, what: str, needed: int | None = None, clean
         if isinstance(e, DiskError) or disk_reason(e) is None:
             raise
         raise describe_disk_error(e, path, what, needed) from e
-
-

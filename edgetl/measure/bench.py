@@ -12,11 +12,11 @@ from edgetl.features.backbones import point_id
 from edgetl.measure.results import ArtifactResult
 from edgetl.runtime import DEFAULT_NUM_THREADS, check_num_threads
 
-
 # ---------------------------------------------------------------------------------------------------------
 # Measuring. Every artifact is measured in a fresh child process that imports only numpy and the runtime:
 # the sweep's own process holds TensorFlow, its thread pools and its memory, which would distort both the
 # latency and the peak resident memory of what a device would actually run.
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -47,7 +47,9 @@ class BenchConfig:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
         if self.max_timed_runs < self.min_timed_runs:
-            raise ValueError(f"max_timed_runs ({self.max_timed_runs}) must be >= min_timed_runs ({self.min_timed_runs})")
+            raise ValueError(
+                f"max_timed_runs ({self.max_timed_runs}) must be >= min_timed_runs ({self.min_timed_runs})"
+            )
 
 
 #: How many invokes apart the percentiles are compared when deciding that they are stable.
@@ -88,8 +90,12 @@ class Measurement:
             "load_ms": self.load_ms,
             "first_inference_ms": self.first_inference_ms,
             "other_cpu_cores": self.other_cpu_cores,
-            "warning": (f"busy machine: other processes used {self.other_cpu_cores:.2f} cores while latency was "
-                        "timed; the latency figures are inflated" if busy else ""),
+            "warning": (
+                f"busy machine: other processes used {self.other_cpu_cores:.2f} cores while latency was "
+                "timed; the latency figures are inflated"
+                if busy
+                else ""
+            ),
             "peak_rss_mb": self.peak_rss_mb,
             "num_test_images": len(labels),
             "predictions": [int(p) for p in predicted],
@@ -167,7 +173,11 @@ def time_invocations(model, image, config: BenchConfig = BenchConfig()) -> list[
                 break
             if len(latencies) % STABILITY_STEP == 0:
                 look = latency_percentiles(latencies)
-                if config.stable_within > 0 and last_look is not None and _stable(last_look, look, config.stable_within):
+                if (
+                    config.stable_within > 0
+                    and last_look is not None
+                    and _stable(last_look, look, config.stable_within)
+                ):
                     break
                 last_look = look
         t0 = time.perf_counter()
@@ -196,8 +206,9 @@ def peak_rss_mib() -> float:
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
-def measure_in_process(model_path: str, images_path: str, config: BenchConfig = BenchConfig(),
-                       predict: bool = True) -> Measurement:
+def measure_in_process(
+    model_path: str, images_path: str, config: BenchConfig = BenchConfig(), predict: bool = True
+) -> Measurement:
     """Load the artifact, time batch-1 invokes, record peak RSS, then predict the test images (unless
     `predict` is False: the caller has this artifact's predictions already, from its export check).
 
@@ -244,14 +255,22 @@ def measure_in_process(model_path: str, images_path: str, config: BenchConfig = 
     )
 
 
-def measure(model_path, images_path, config: BenchConfig = BenchConfig(), timeout: float = 1800,
-            predict: bool = True) -> Measurement:
+def measure(
+    model_path, images_path, config: BenchConfig = BenchConfig(), timeout: float = 1800, predict: bool = True
+) -> Measurement:
     """Run :func:`measure_in_process` in a fresh Python process and return its measurement."""
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "edgetl.measure.bench", str(model_path), str(images_path), json.dumps(asdict(config)),
-           *([] if predict else ["--no_predict"])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgetl.measure.bench",
+        str(model_path),
+        str(images_path),
+        json.dumps(asdict(config)),
+        *([] if predict else ["--no_predict"]),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
@@ -298,8 +317,6 @@ def _child_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-
-
 def prepare_test_images(dataset, resolution: int, path: Path, load=None) -> tuple[Path, np.ndarray]:
     """Decode the test split once per resolution into an .npz the benchmark children read (`load`, with
     `load_image`'s signature, is where a sweep's pixels come from, decoded once for the grid).
@@ -322,8 +339,13 @@ def prepare_test_images(dataset, resolution: int, path: Path, load=None) -> tupl
         print(f"warning: skipping test image {line}")
     labels = np.array([r.label_index for r in kept], np.int64)
     buffer = io.BytesIO()
-    np.savez(buffer, images=images, labels=labels, paths=np.array([str(r.path) for r in kept]),
-             requested=np.array([str(r.path) for r in records]))
+    np.savez(
+        buffer,
+        images=images,
+        labels=labels,
+        paths=np.array([str(r.path) for r in kept]),
+        requested=np.array([str(r.path) for r in records]),
+    )
     atomic_write_bytes(path, buffer.getvalue())
     return path, labels
 
@@ -354,9 +376,15 @@ def bench_model(model_path, image_dir, config: BenchConfig = BenchConfig(), spli
     model_labels = np.array([labels.index(dataset.classes[i]) for i in ds_labels])
     bb = meta.get("backbone") or {}
     return ArtifactResult(
-        point=point_id(bb.get("version", "?"), bb.get("alpha", 0), size), backbone=bb.get("version", "?"),
-        alpha=float(bb.get("alpha", 0)), resolution=int(size), format=meta.get("format", model_path.suffix[1:]),
-        path=str(model_path), num_threads=config.num_threads, macs=0, params=0,
+        point=point_id(bb.get("version", "?"), bb.get("alpha", 0), size),
+        backbone=bb.get("version", "?"),
+        alpha=float(bb.get("alpha", 0)),
+        resolution=int(size),
+        format=meta.get("format", model_path.suffix[1:]),
+        path=str(model_path),
+        num_threads=config.num_threads,
+        macs=0,
+        params=0,
         **m.result_fields(model_labels, labels),
     )
 

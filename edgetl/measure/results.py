@@ -89,14 +89,30 @@ class ArtifactResult:
         return (self.point, self.format, self.path)
 
 
-def failed_result(point: str, backbone: str, alpha: float, resolution: int, fmt: str, status: str,
-                  num_threads: int) -> ArtifactResult:
+def failed_result(
+    point: str, backbone: str, alpha: float, resolution: int, fmt: str, status: str, num_threads: int
+) -> ArtifactResult:
     """The row of an artifact that could not be made or measured: NaN figures, and why in `status`."""
     nan = float("nan")
     return ArtifactResult(
-        point=point, backbone=backbone, alpha=alpha, resolution=resolution, format=fmt, path="", size_bytes=0,
-        accuracy=nan, top5_accuracy=None, latency_ms_p50=nan, latency_ms_p90=nan, latency_ms_p99=nan,
-        latency_ms_mean=nan, num_threads=num_threads, peak_rss_mb=nan, macs=0, params=0, num_test_images=0,
+        point=point,
+        backbone=backbone,
+        alpha=alpha,
+        resolution=resolution,
+        format=fmt,
+        path="",
+        size_bytes=0,
+        accuracy=nan,
+        top5_accuracy=None,
+        latency_ms_p50=nan,
+        latency_ms_p90=nan,
+        latency_ms_p99=nan,
+        latency_ms_mean=nan,
+        num_threads=num_threads,
+        peak_rss_mb=nan,
+        macs=0,
+        params=0,
+        num_test_images=0,
         status=status,
     )
 
@@ -114,8 +130,9 @@ def _csv_row(r: ArtifactResult) -> dict[str, Any]:
     return row
 
 
-def write_results(results: Sequence[ArtifactResult], out_dir: str | os.PathLike,
-                  notes: Sequence[str] = ()) -> tuple[Path, Path]:
+def write_results(
+    results: Sequence[ArtifactResult], out_dir: str | os.PathLike, notes: Sequence[str] = ()
+) -> tuple[Path, Path]:
     """Write ``results.csv`` and ``results.json`` into `out_dir`; returns (csv_path, json_path).
 
     The CSV has one flat row per artifact with the ArtifactResult fields as columns; the nested
@@ -151,7 +168,7 @@ def _read_results_json(out_dir: str | os.PathLike) -> tuple[Path, list, list[str
     if isinstance(data, list):  # written before notes were kept
         return path, data, []
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-        raise ValueError(f"{path} must hold {{\"results\": [...], \"notes\": [...]}}, got {type(data).__name__}")
+        raise ValueError(f'{path} must hold {{"results": [...], "notes": [...]}}, got {type(data).__name__}')
     return path, data["results"], [str(n) for n in data.get("notes") or []]
 
 

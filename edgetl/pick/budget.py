@@ -16,7 +16,6 @@ from edgetl.measure.results import ArtifactResult
 BYTES_PER_MB = 1_000_000
 
 
-
 def _fmt_num(x: float) -> str:
     """Short human number for messages: 15 -> "15", 23.14 -> "23.1", 0.5234 -> "0.523"."""
     if not math.isfinite(x) or abs(x) < 100:
@@ -64,8 +63,7 @@ class Budget:
     @property
     def is_set(self) -> bool:
         """True when at least one constraint is given (otherwise :func:`pick` picks the knee)."""
-        return any(v is not None for v in (self.max_latency_ms, self.max_size_mb, self.min_accuracy,
-                                           self.max_init_ms))
+        return any(v is not None for v in (self.max_latency_ms, self.max_size_mb, self.min_accuracy, self.max_init_ms))
 
     def describe(self) -> str:
         """One line for reports, e.g. "p50 latency <= 15 ms, size <= 4 MB, top-1 >= 75%"."""
@@ -84,30 +82,40 @@ class Budget:
         """(message, relative violation) for every constraint `r` breaks; empty when it fits."""
         out: list[tuple[str, float]] = []
         if self.max_latency_ms is not None and r.latency_ms_p50 > self.max_latency_ms:
-            out.append((
-                f"latency {_fmt_num(r.latency_ms_p50)} ms > {_fmt_num(self.max_latency_ms)} ms",
-                (r.latency_ms_p50 - self.max_latency_ms) / self.max_latency_ms,
-            ))
+            out.append(
+                (
+                    f"latency {_fmt_num(r.latency_ms_p50)} ms > {_fmt_num(self.max_latency_ms)} ms",
+                    (r.latency_ms_p50 - self.max_latency_ms) / self.max_latency_ms,
+                )
+            )
         if self.max_size_mb is not None:
             size_mb = r.size_bytes / BYTES_PER_MB
             if size_mb > self.max_size_mb:
-                out.append((
-                    f"size {size_mb:.2f} MB > {_fmt_num(self.max_size_mb)} MB",
-                    (size_mb - self.max_size_mb) / self.max_size_mb,
-                ))
+                out.append(
+                    (
+                        f"size {size_mb:.2f} MB > {_fmt_num(self.max_size_mb)} MB",
+                        (size_mb - self.max_size_mb) / self.max_size_mb,
+                    )
+                )
         if self.min_accuracy is not None and r.accuracy < self.min_accuracy:
-            out.append((
-                f"accuracy {r.accuracy * 100:.1f}% < {_fmt_num(self.min_accuracy * 100)}%",
-                # min_accuracy > accuracy >= 0 here, so the division is safe.
-                (self.min_accuracy - r.accuracy) / self.min_accuracy,
-            ))
+            out.append(
+                (
+                    f"accuracy {r.accuracy * 100:.1f}% < {_fmt_num(self.min_accuracy * 100)}%",
+                    # min_accuracy > accuracy >= 0 here, so the division is safe.
+                    (self.min_accuracy - r.accuracy) / self.min_accuracy,
+                )
+            )
         if self.max_init_ms is not None:
             init = r.init_ms
             if init is None:
                 out.append(("start-up not measured", 1.0))
             elif init > self.max_init_ms:
-                out.append((f"start-up {_fmt_num(init)} ms > {_fmt_num(self.max_init_ms)} ms",
-                            (init - self.max_init_ms) / self.max_init_ms))
+                out.append(
+                    (
+                        f"start-up {_fmt_num(init)} ms > {_fmt_num(self.max_init_ms)} ms",
+                        (init - self.max_init_ms) / self.max_init_ms,
+                    )
+                )
         return out
 
     def fits(self, r: ArtifactResult) -> bool:

@@ -26,8 +26,8 @@ import numpy as np
 
 from edgetl import __version__
 from edgetl.io.files import atomic_write_bytes, sha256_file
-from edgetl.pick.pareto import Budget, PickConfig, pick
 from edgetl.measure.results import ArtifactResult, read_results
+from edgetl.pick.pareto import Budget, PickConfig, pick
 
 BUNDLE_JSON = "bundle.json"
 DEVICE_BENCH = "device_bench.py"
@@ -77,15 +77,25 @@ def make_bundle(sweep_dir: str | Path, out: str | Path, front_only: bool = False
         artifact = sweep_dir / r.path
         name = f"artifacts/{r.point}/{artifact.name}"
         files[name] = artifact.read_bytes()
-        entries.append({"point": r.point, "format": r.format, "resolution": r.resolution, "path": name,
-                        "sha256": sha256_file(artifact), "macs": r.macs, "params": r.params,
-                        "host": {k: getattr(r, k) for k in ("accuracy", "latency_ms_p50", "num_threads")},
-                        "host_predictions": r.predictions})
+        entries.append(
+            {
+                "point": r.point,
+                "format": r.format,
+                "resolution": r.resolution,
+                "path": name,
+                "sha256": sha256_file(artifact),
+                "macs": r.macs,
+                "params": r.params,
+                "host": {k: getattr(r, k) for k in ("accuracy", "latency_ms_p50", "num_threads")},
+                "host_predictions": r.predictions,
+            }
+        )
     for resolution, data in _test_sets(sweep_dir, rows).items():
         files[f"test_images/r{resolution}.npz"] = data
     for source in sorted(_PACKAGE.rglob("*.py")):
         files[f"edgetl/{source.relative_to(_PACKAGE).as_posix()}"] = source.read_bytes()
     files[DEVICE_BENCH] = _DEVICE_BENCH_SOURCE.read_bytes()
-    files[BUNDLE_JSON] = json.dumps({"edgetl_version": __version__, "sweep": str(sweep_dir.resolve()),
-                                     "artifacts": entries}, indent=1).encode()
+    files[BUNDLE_JSON] = json.dumps(
+        {"edgetl_version": __version__, "sweep": str(sweep_dir.resolve()), "artifacts": entries}, indent=1
+    ).encode()
     return _write_zip(Path(out), files)

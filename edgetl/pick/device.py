@@ -53,8 +53,10 @@ def read_device_results(path: str | Path) -> DeviceResults:
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read device results {path}: {e}") from e
     if not isinstance(data, dict) or data.get("kind") != DEVICE_KIND:
-        raise ValueError(f"{path} is not an edgetl device results file (no \"kind\": \"{DEVICE_KIND}\"); "
-                         "make one with device_bench.py from `edgetl bundle`")
+        raise ValueError(
+            f'{path} is not an edgetl device results file (no "kind": "{DEVICE_KIND}"); '
+            "make one with device_bench.py from `edgetl bundle`"
+        )
     return DeviceResults(data.get("device") or {}, [r for r in data.get("results", []) if isinstance(r, dict)])
 
 
@@ -83,34 +85,53 @@ def fit_format(fmt: str, rows: list[ArtifactResult], measured: dict) -> tuple[La
             continue
         predicted = _predict(method, rest, measured, held_out)
         errors.append(abs(predicted - measured[held_out.identity]) / measured[held_out.identity])
-    fit = LatencyFit(fmt, method, len([r for r in train if r.format == fmt]),
-                     float(np.median(errors)) if errors else None, float(max(errors)) if errors else None)
+    fit = LatencyFit(
+        fmt,
+        method,
+        len([r for r in train if r.format == fmt]),
+        float(np.median(errors)) if errors else None,
+        float(max(errors)) if errors else None,
+    )
     return fit, train
 
 
 def _measured_row(host: ArtifactResult, d: dict) -> ArtifactResult:
-    return replace(host, latency_ms_p50=d["latency_ms_p50"], latency_ms_p90=d["latency_ms_p90"],
-                   latency_ms_p99=d["latency_ms_p99"], latency_ms_mean=d["latency_ms_mean"],
-                   load_ms=d.get("load_ms"), first_inference_ms=d.get("first_inference_ms"),
-                   peak_rss_mb=d.get("peak_rss_mb", host.peak_rss_mb), num_threads=d["num_threads"],
-                   other_cpu_cores=d.get("other_cpu_cores"), latency_source="device",
-                   warning="" if (d.get("other_cpu_cores") or 0) <= BUSY_OTHER_CORES else "busy device while timed")
+    return replace(
+        host,
+        latency_ms_p50=d["latency_ms_p50"],
+        latency_ms_p90=d["latency_ms_p90"],
+        latency_ms_p99=d["latency_ms_p99"],
+        latency_ms_mean=d["latency_ms_mean"],
+        load_ms=d.get("load_ms"),
+        first_inference_ms=d.get("first_inference_ms"),
+        peak_rss_mb=d.get("peak_rss_mb", host.peak_rss_mb),
+        num_threads=d["num_threads"],
+        other_cpu_cores=d.get("other_cpu_cores"),
+        latency_source="device",
+        warning="" if (d.get("other_cpu_cores") or 0) <= BUSY_OTHER_CORES else "busy device while timed",
+    )
 
 
-def device_rows(host_rows: list[ArtifactResult], results: DeviceResults,
-                num_threads: int) -> tuple[list[ArtifactResult], list[LatencyFit]]:
+def device_rows(
+    host_rows: list[ArtifactResult], results: DeviceResults, num_threads: int
+) -> tuple[list[ArtifactResult], list[LatencyFit]]:
     """The host rows with this device's latencies at `num_threads`, estimated where it measured none.
 
     Artifacts the device could not run at all (no runtime for them there) are left out.
     """
     cannot_run = {(d["point"], d["format"]) for d in results.rows if str(d.get("status", "")).startswith("skipped")}
     ok = [r for r in host_rows if r.ok and (r.point, r.format) not in cannot_run]
-    by_key = {(d["point"], d["format"]): d for d in results.rows
-              if d.get("status") == "ok" and d.get("num_threads") == num_threads}
+    by_key = {
+        (d["point"], d["format"]): d
+        for d in results.rows
+        if d.get("status") == "ok" and d.get("num_threads") == num_threads
+    }
     measured = {r.identity: by_key[(r.point, r.format)]["latency_ms_p50"] for r in ok if (r.point, r.format) in by_key}
     if not measured:
-        raise ValueError(f"device {results.name} measured none of the sweep's artifacts at {num_threads} thread(s); "
-                         f"it has thread counts {sorted({d['num_threads'] for d in results.rows if 'num_threads' in d})}")
+        raise ValueError(
+            f"device {results.name} measured none of the sweep's artifacts at {num_threads} thread(s); "
+            f"it has thread counts {sorted({d['num_threads'] for d in results.rows if 'num_threads' in d})}"
+        )
     rows, fits = [], []
     for fmt in sorted({r.format for r in ok}):
         fit, train = fit_format(fmt, ok, measured)
@@ -121,56 +142,91 @@ def device_rows(host_rows: list[ArtifactResult], results: DeviceResults,
                 continue
             p50 = _predict(fit.method, train, measured, r)
             scale = p50 / r.latency_ms_p50 if r.latency_ms_p50 > 0 else 1.0
-            rows.append(replace(r, latency_ms_p50=p50, latency_ms_p90=r.latency_ms_p90 * scale,
-                                latency_ms_p99=r.latency_ms_p99 * scale, latency_ms_mean=r.latency_ms_mean * scale,
-                                num_threads=num_threads, latency_source="estimate", load_ms=None,
-                                first_inference_ms=None))
+            rows.append(
+                replace(
+                    r,
+                    latency_ms_p50=p50,
+                    latency_ms_p90=r.latency_ms_p90 * scale,
+                    latency_ms_p99=r.latency_ms_p99 * scale,
+                    latency_ms_mean=r.latency_ms_mean * scale,
+                    num_threads=num_threads,
+                    latency_source="estimate",
+                    load_ms=None,
+                    first_inference_ms=None,
+                )
+            )
     return rows, fits
 
 
 def _side_by_side(host_rows: list[ArtifactResult], rows: list[ArtifactResult], name: str) -> list[str]:
     host = {r.identity: r for r in host_rows}
-    lines = ["## Host and device latency", "",
-             f"| point | format | host p50 ms (x{host_rows[0].num_threads}) | {name} p50 ms | source | "
-             f"{name} start-up ms |", "| --- | --- | --: | --: | --- | --: |"]
+    lines = [
+        "## Host and device latency",
+        "",
+        f"| point | format | host p50 ms (x{host_rows[0].num_threads}) | {name} p50 ms | source | {name} start-up ms |",
+        "| --- | --- | --: | --: | --- | --: |",
+    ]
     for r in sorted(rows, key=lambda r: (r.point, r.format)):
         init = "–" if r.init_ms is None else f"{r.init_ms:.1f}"
-        lines.append(f"| `{r.point}` | {r.format} | {host[r.identity].latency_ms_p50:.2f} | "
-                     f"{r.latency_ms_p50:.2f} | {r.latency_source} | {init} |")
+        lines.append(
+            f"| `{r.point}` | {r.format} | {host[r.identity].latency_ms_p50:.2f} | "
+            f"{r.latency_ms_p50:.2f} | {r.latency_source} | {init} |"
+        )
     return lines + [""]
 
 
-def write_device_reports(out_dir, host_rows: list[ArtifactResult], device_files, budget, config,
-                         num_threads: int) -> list[str]:
+def write_device_reports(
+    out_dir, host_rows: list[ArtifactResult], device_files, budget, config, num_threads: int
+) -> list[str]:
     """OUT/devices/<name>/report.md and pareto.png per device file; returns the main report's section."""
     from edgetl.pick.pareto import pick
     from edgetl.pick.report import write_report
 
     out = Path(out_dir)
-    section = ["## On devices", "", f"Latencies at {num_threads} thread(s), measured on each device by "
-               "device_bench.py (`edgetl bundle`); accuracy is the host's.", ""]
+    section = [
+        "## On devices",
+        "",
+        f"Latencies at {num_threads} thread(s), measured on each device by "
+        "device_bench.py (`edgetl bundle`); accuracy is the host's.",
+        "",
+    ]
     for path in device_files:
         results = read_device_results(path)
         rows, fits = device_rows(host_rows, results, num_threads)
         chosen = pick(rows, budget, config)
         d = results.device
-        about = (f"{results.name}: {d.get('machine', '?')}, {d.get('cpu', '?')}, {d.get('cores', '?')} cores, "
-                 f"{d.get('os', '?')}, runtimes {d.get('runtimes', {})}")
-        fit_lines = [f"estimates for {f.format}: {f.method} from {f.measured} measured artifact(s); leave-one-out "
-                     + ("error " + f"median {f.loo_median_error:.0%}, max {f.loo_max_error:.0%}"
-                        if f.loo_median_error is not None else "error not computable (too few points)")
-                     for f in fits]
+        about = (
+            f"{results.name}: {d.get('machine', '?')}, {d.get('cpu', '?')}, {d.get('cores', '?')} cores, "
+            f"{d.get('os', '?')}, runtimes {d.get('runtimes', {})}"
+        )
+        fit_lines = [
+            f"estimates for {f.format}: {f.method} from {f.measured} measured artifact(s); leave-one-out "
+            + (
+                "error " + f"median {f.loo_median_error:.0%}, max {f.loo_max_error:.0%}"
+                if f.loo_median_error is not None
+                else "error not computable (too few points)"
+            )
+            for f in fits
+        ]
         estimated = sum(r.latency_source == "estimate" for r in rows)
-        write_report(rows, chosen, budget, out / "devices" / results.name, title=f"{results.name}: device latencies",
-                     notes=[about, f"{len(rows) - estimated} measured, {estimated} estimated", *fit_lines],
-                     sections=_side_by_side(host_rows, rows, results.name))
+        write_report(
+            rows,
+            chosen,
+            budget,
+            out / "devices" / results.name,
+            title=f"{results.name}: device latencies",
+            notes=[about, f"{len(rows) - estimated} measured, {estimated} estimated", *fit_lines],
+            sections=_side_by_side(host_rows, rows, results.name),
+        )
         if chosen.chosen is None:
             line = f"nothing picked ({chosen.reason})"
         else:
             c = chosen.chosen
-            line = (f"pick **`{c.point}` {c.format}**, p50 {c.latency_ms_p50:.2f} ms"
-                    + (" (an **estimate**: the device did not measure it)" if c.latency_source == "estimate" else
-                       " (measured)"))
-        section.append(f"- {about}: {line}; {estimated} of {len(rows)} latencies estimated; "
-                       f"[report](devices/{results.name}/report.md)")
+            line = f"pick **`{c.point}` {c.format}**, p50 {c.latency_ms_p50:.2f} ms" + (
+                " (an **estimate**: the device did not measure it)" if c.latency_source == "estimate" else " (measured)"
+            )
+        section.append(
+            f"- {about}: {line}; {estimated} of {len(rows)} latencies estimated; "
+            f"[report](devices/{results.name}/report.md)"
+        )
     return section + [""]

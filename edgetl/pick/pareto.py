@@ -19,9 +19,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from edgetl.pick.budget import BYTES_PER_MB, Budget
 from edgetl.measure.results import ArtifactResult
-
+from edgetl.pick.budget import BYTES_PER_MB, Budget
 
 #: How many near-misses :func:`pick` reports when nothing fits.
 NUM_CLOSEST = 3
@@ -56,8 +55,9 @@ def _validate_results(results: Sequence[ArtifactResult]) -> list[ArtifactResult]
         name = f"results[{i}] ({r.point} {r.format})"
         if not (isinstance(r.accuracy, (int, float)) and 0.0 <= r.accuracy <= 1.0):
             raise ValueError(f"{name}: accuracy must be a fraction in [0, 1], got {r.accuracy!r}")
-        if not (isinstance(r.latency_ms_p50, (int, float)) and math.isfinite(r.latency_ms_p50)
-                and r.latency_ms_p50 >= 0):
+        if not (
+            isinstance(r.latency_ms_p50, (int, float)) and math.isfinite(r.latency_ms_p50) and r.latency_ms_p50 >= 0
+        ):
             raise ValueError(f"{name}: latency_ms_p50 must be a finite number >= 0, got {r.latency_ms_p50!r}")
         if not (isinstance(r.size_bytes, (int, float)) and math.isfinite(r.size_bytes) and r.size_bytes >= 0):
             raise ValueError(f"{name}: size_bytes must be a finite number >= 0, got {r.size_bytes!r}")
@@ -194,12 +194,13 @@ def knee(front: Sequence[ArtifactResult]) -> ArtifactResult:
 
 def _summary(r: ArtifactResult) -> str:
     """'v2-a1.0-r224 tflite-int8 (91.2% top-1, p50 4.10 ms, 3.40 MB)' for reasons and reports."""
-    return (f"{r.point} {r.format} ({r.accuracy * 100:.1f}% top-1, p50 {r.latency_ms_p50:.2f} ms, "
-            f"{r.size_bytes / BYTES_PER_MB:.2f} MB)")
+    return (
+        f"{r.point} {r.format} ({r.accuracy * 100:.1f}% top-1, p50 {r.latency_ms_p50:.2f} ms, "
+        f"{r.size_bytes / BYTES_PER_MB:.2f} MB)"
+    )
 
 
-def closest_misses(results: Sequence[ArtifactResult], budget: Budget, n: int = NUM_CLOSEST
-                   ) -> list[ArtifactResult]:
+def closest_misses(results: Sequence[ArtifactResult], budget: Budget, n: int = NUM_CLOSEST) -> list[ArtifactResult]:
     """The `n` successful rows with the smallest total relative violation of `budget`.
 
     Ties: more accurate first, then faster, then smaller. These are what to show someone whose
@@ -270,15 +271,19 @@ def _cheapest_tied(candidates: list[ArtifactResult], config: PickConfig) -> tupl
         return None
     best, tied = found
     chosen = min(tied, key=lambda r: (r.latency_ms_p50, r.size_bytes, -r.accuracy))
-    why = (f"cheapest (p50 latency, then size) of the {len(tied)} artifact(s) tied with the most accurate, "
-           f"{best.point} {best.format} at {best.accuracy * 100:.1f}% (within {config.accuracy_tolerance:g} "
-           f"point(s) and not significantly worse, McNemar's exact test at alpha {config.alpha:g})")
+    why = (
+        f"cheapest (p50 latency, then size) of the {len(tied)} artifact(s) tied with the most accurate, "
+        f"{best.point} {best.format} at {best.accuracy * 100:.1f}% (within {config.accuracy_tolerance:g} "
+        f"point(s) and not significantly worse, McNemar's exact test at alpha {config.alpha:g})"
+    )
     if chosen is not best:
         test = paired(chosen, best)
-        why += (f"; it gives up {test.diff_points * -1:.2f} points (95% CI {-test.diff_high_points:.2f} to "
-                f"{-test.diff_low_points:.2f}, p = {test.p_value:.2g}) for "
-                f"{best.latency_ms_p50 / max(chosen.latency_ms_p50, 1e-9):.1f}x the speed and "
-                f"{best.size_bytes / max(chosen.size_bytes, 1):.1f}x less size")
+        why += (
+            f"; it gives up {test.diff_points * -1:.2f} points (95% CI {-test.diff_high_points:.2f} to "
+            f"{-test.diff_low_points:.2f}, p = {test.p_value:.2g}) for "
+            f"{best.latency_ms_p50 / max(chosen.latency_ms_p50, 1e-9):.1f}x the speed and "
+            f"{best.size_bytes / max(chosen.size_bytes, 1):.1f}x less size"
+        )
     return chosen, tied, why
 
 
@@ -308,25 +313,34 @@ def pick(results: Sequence[ArtifactResult], budget: Budget | None = None, config
     if not fitting:
         closest = closest_misses(ok, budget)
         near = "; ".join(f"{r.point} {r.format}: {budget.describe_violation(r)}" for r in closest)
-        return Pick(None, f"no artifact fits: none of {len(ok)} meets budget "
-                          f"({budget.describe()}); closest: {near}", front, closest)
-    within = f"within budget ({budget.describe()}), {len(fitting)} of {len(ok)} fit" if budget.is_set else \
-        "no budget set"
+        return Pick(
+            None,
+            f"no artifact fits: none of {len(ok)} meets budget ({budget.describe()}); closest: {near}",
+            front,
+            closest,
+        )
+    within = (
+        f"within budget ({budget.describe()}), {len(fitting)} of {len(ok)} fit" if budget.is_set else "no budget set"
+    )
     tie = _cheapest_tied(fitting, config) if config.rule == "cheapest_tied" else None
     if tie is not None:
         chosen, tied, why = tie
         reason = f"{within}: {why}: {_summary(chosen)}"
     else:
         tied = []
-        note = " (rows without per-image predictions cannot be compared paired)" \
-            if config.rule == "cheapest_tied" else ""
+        note = (
+            " (rows without per-image predictions cannot be compared paired)" if config.rule == "cheapest_tied" else ""
+        )
         if budget.is_set:
             chosen = most_accurate(fitting)
             reason = f"most accurate artifact {within}{note}: {_summary(chosen)}"
         else:
             chosen = knee(front)
-            how = ("knee of the Pareto front (max distance to the fastest-to-most-accurate chord)"
-                   if len(front) > 2 else f"most accurate of the {len(front)}-point Pareto front")
+            how = (
+                "knee of the Pareto front (max distance to the fastest-to-most-accurate chord)"
+                if len(front) > 2
+                else f"most accurate of the {len(front)}-point Pareto front"
+            )
             reason = f"no budget set: {how}{note}: {_summary(chosen)}"
     if n_failed:
         reason += f" ({n_failed} failed artifact{'s' if n_failed != 1 else ''} excluded)"

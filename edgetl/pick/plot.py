@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgetl.io.files import atomic_write_bytes
-from edgetl.pick.pareto import BYTES_PER_MB, Pick, is_ok
 from edgetl.measure.results import ArtifactResult
+from edgetl.pick.pareto import BYTES_PER_MB, Pick, is_ok
 
 PARETO_PNG = "pareto.png"
 
@@ -31,8 +31,18 @@ def format_colour(fmt: str) -> str:
     return spec.colour if spec else _PALETTE[zlib.crc32(fmt.encode("utf-8")) % len(_PALETTE)]
 
 
-_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+_PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 
 
 def _front_staircase(front: Sequence[ArtifactResult]) -> tuple[list[float], list[float]]:
@@ -56,20 +66,43 @@ def _whiskers_and_budget(ax, ok: list[ArtifactResult], budget) -> None:
     """95% intervals of accuracy as whiskers; the latency and accuracy budgets as dashed lines."""
     with_ci = [r for r in ok if r.accuracy_low is not None and r.accuracy_high is not None]
     if with_ci:
-        ax.errorbar([r.latency_ms_p50 for r in with_ci], [r.accuracy * 100 for r in with_ci],
-                    yerr=[[(r.accuracy - r.accuracy_low) * 100 for r in with_ci],
-                          [(r.accuracy_high - r.accuracy) * 100 for r in with_ci]],
-                    fmt="none", ecolor="0.55", elinewidth=0.8, capsize=2, alpha=0.6, zorder=1)
+        ax.errorbar(
+            [r.latency_ms_p50 for r in with_ci],
+            [r.accuracy * 100 for r in with_ci],
+            yerr=[
+                [(r.accuracy - r.accuracy_low) * 100 for r in with_ci],
+                [(r.accuracy_high - r.accuracy) * 100 for r in with_ci],
+            ],
+            fmt="none",
+            ecolor="0.55",
+            elinewidth=0.8,
+            capsize=2,
+            alpha=0.6,
+            zorder=1,
+        )
     if budget is not None and budget.max_latency_ms is not None:
-        ax.axvline(budget.max_latency_ms, color="firebrick", ls=":", lw=1.2, zorder=1,
-                   label=f"latency budget {budget.max_latency_ms:g} ms")
+        ax.axvline(
+            budget.max_latency_ms,
+            color="firebrick",
+            ls=":",
+            lw=1.2,
+            zorder=1,
+            label=f"latency budget {budget.max_latency_ms:g} ms",
+        )
     if budget is not None and budget.min_accuracy is not None:
-        ax.axhline(budget.min_accuracy * 100, color="firebrick", ls="-.", lw=1.0, zorder=1,
-                   label=f"accuracy budget {budget.min_accuracy * 100:g}%")
+        ax.axhline(
+            budget.min_accuracy * 100,
+            color="firebrick",
+            ls="-.",
+            lw=1.0,
+            zorder=1,
+            label=f"accuracy budget {budget.min_accuracy * 100:g}%",
+        )
 
 
-def plot_pareto(results: Sequence[ArtifactResult], pick: Pick, path: str | os.PathLike,
-                title: str = "edgetl sweep", budget=None) -> Path:
+def plot_pareto(
+    results: Sequence[ArtifactResult], pick: Pick, path: str | os.PathLike, title: str = "edgetl sweep", budget=None
+) -> Path:
     """Accuracy (%) vs p50 latency (ms) of every successful artifact, written to `path` (PNG).
 
     Marker area is proportional to file size, colour is per format (legend), front members have a
@@ -82,8 +115,8 @@ def plot_pareto(results: Sequence[ArtifactResult], pick: Pick, path: str | os.Pa
     import matplotlib
 
     matplotlib.use("Agg")  # headless: sweeps run on servers and boards without a display
-    from matplotlib.figure import Figure
     from matplotlib.colors import to_rgba
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -98,12 +131,13 @@ def plot_pareto(results: Sequence[ArtifactResult], pick: Pick, path: str | os.Pa
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(True, which="major", alpha=0.3)
     n_failed = len(rows) - len(ok)
-    ax.set_title(f"{title}: {len(ok)} artifacts, {n_front} on the Pareto front"
-                 + (f", {n_failed} failed (not drawn)" if n_failed else ""))
+    ax.set_title(
+        f"{title}: {len(ok)} artifacts, {n_front} on the Pareto front"
+        + (f", {n_failed} failed (not drawn)" if n_failed else "")
+    )
 
     if not ok:
-        ax.text(0.5, 0.5, "no successful artifacts to plot", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no successful artifacts to plot", ha="center", va="center", transform=ax.transAxes)
     else:
         lats = [r.latency_ms_p50 for r in ok]
         lo, hi = min(lats), max(lats)
@@ -140,33 +174,81 @@ def plot_pareto(results: Sequence[ArtifactResult], pick: Pick, path: str | os.Pa
 
         if len(ok) <= MAX_LABELLED_POINTS:
             for r in ok:
-                ax.annotate(r.point, (r.latency_ms_p50, r.accuracy * 100), xytext=(4, -9),
-                            textcoords="offset points", fontsize=7, color="#333333", zorder=4)
+                ax.annotate(
+                    r.point,
+                    (r.latency_ms_p50, r.accuracy * 100),
+                    xytext=(4, -9),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color="#333333",
+                    zorder=4,
+                )
 
         chosen = pick.chosen
         if chosen is not None and is_ok(chosen):
             cx, cy = chosen.latency_ms_p50, chosen.accuracy * 100
-            ax.scatter([cx], [cy], marker="*", s=420, c="gold", edgecolors="black",
-                       linewidths=1.2, zorder=5)
-            ax.annotate(f"pick: {chosen.point} {chosen.format}", (cx, cy), xytext=(12, 12),
-                        textcoords="offset points", fontsize=9, fontweight="bold", zorder=6,
-                        bbox={"boxstyle": "round,pad=0.3", "fc": "lightyellow", "ec": "0.5"},
-                        arrowprops={"arrowstyle": "-", "color": "0.4"})
+            ax.scatter([cx], [cy], marker="*", s=420, c="gold", edgecolors="black", linewidths=1.2, zorder=5)
+            ax.annotate(
+                f"pick: {chosen.point} {chosen.format}",
+                (cx, cy),
+                xytext=(12, 12),
+                textcoords="offset points",
+                fontsize=9,
+                fontweight="bold",
+                zorder=6,
+                bbox={"boxstyle": "round,pad=0.3", "fc": "lightyellow", "ec": "0.5"},
+                arrowprops={"arrowstyle": "-", "color": "0.4"},
+            )
 
-        handles = [
-            Line2D([], [], marker="o", ls="none", markersize=8, markerfacecolor=to_rgba(format_colour(f), 0.8),
-                   markeredgecolor="none", label=f)
-            for f in formats
-        ] + [
-            Line2D([], [], marker="o", ls="--", lw=1.0, color="black", markersize=8,
-                   markerfacecolor="none", markeredgecolor="black", label="Pareto front (ringed)"),
-            Line2D([], [], marker="*", ls="none", markersize=14, markerfacecolor="gold",
-                   markeredgecolor="black", label="pick"),
-            Line2D([], [], color="0.55", lw=0.8, label="95% interval of accuracy"),
-        ] + [line for line in ax.get_lines() if not line.get_label().startswith("_")]
-        ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.85,
-                  title=f"format (marker area ∝ file size,\nlargest {biggest / BYTES_PER_MB:.2f} MB)",
-                  title_fontsize=8)
+        handles = (
+            [
+                Line2D(
+                    [],
+                    [],
+                    marker="o",
+                    ls="none",
+                    markersize=8,
+                    markerfacecolor=to_rgba(format_colour(f), 0.8),
+                    markeredgecolor="none",
+                    label=f,
+                )
+                for f in formats
+            ]
+            + [
+                Line2D(
+                    [],
+                    [],
+                    marker="o",
+                    ls="--",
+                    lw=1.0,
+                    color="black",
+                    markersize=8,
+                    markerfacecolor="none",
+                    markeredgecolor="black",
+                    label="Pareto front (ringed)",
+                ),
+                Line2D(
+                    [],
+                    [],
+                    marker="*",
+                    ls="none",
+                    markersize=14,
+                    markerfacecolor="gold",
+                    markeredgecolor="black",
+                    label="pick",
+                ),
+                Line2D([], [], color="0.55", lw=0.8, label="95% interval of accuracy"),
+            ]
+            + [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+        )
+        ax.legend(
+            handles=handles,
+            loc="lower right",
+            fontsize=8,
+            framealpha=0.85,
+            title=f"format (marker area ∝ file size,\nlargest {biggest / BYTES_PER_MB:.2f} MB)",
+            title_fontsize=8,
+        )
         ax.margins(x=0.06, y=0.08)
 
     path = Path(path)

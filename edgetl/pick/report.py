@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.io.files import atomic_write_text
-from edgetl.pick.pareto import BYTES_PER_MB, Budget, Pick, PickConfig, is_ok, paired, pick as pick_artifact
-from edgetl.pick.plot import PARETO_PNG, plot_pareto
 from edgetl.measure.results import ArtifactResult, read_notes, read_results, write_results
+from edgetl.pick.pareto import BYTES_PER_MB, Budget, Pick, PickConfig, is_ok, paired
+from edgetl.pick.pareto import pick as pick_artifact
+from edgetl.pick.plot import PARETO_PNG, plot_pareto
 
 REPORT_MD = "report.md"
 
@@ -43,8 +44,10 @@ def _cell(text: str) -> str:
 
 
 def _describe(r: ArtifactResult) -> str:
-    return (f"`{r.point}` {r.format}: top-1 {_num(r.accuracy, 100)}%, "
-            f"p50 {_num(r.latency_ms_p50, digits=2)} ms, size {_num(r.size_bytes, 1 / BYTES_PER_MB, 2)} MB")
+    return (
+        f"`{r.point}` {r.format}: top-1 {_num(r.accuracy, 100)}%, "
+        f"p50 {_num(r.latency_ms_p50, digits=2)} ms, size {_num(r.size_bytes, 1 / BYTES_PER_MB, 2)} MB"
+    )
 
 
 def _interval(r: ArtifactResult) -> str:
@@ -54,7 +57,7 @@ def _interval(r: ArtifactResult) -> str:
 
 
 def _versus(r: ArtifactResult, reference: ArtifactResult | None) -> str:
-    """"-0.8 (p 0.45)": r's accuracy minus the reference's in points, McNemar's p; "–" when not comparable."""
+    """ "-0.8 (p 0.45)": r's accuracy minus the reference's in points, McNemar's p; "–" when not comparable."""
     if reference is None or not is_ok(r) or r.identity == reference.identity:
         return "–"
     test = paired(r, reference)
@@ -72,8 +75,23 @@ def results_table(results: Sequence[ArtifactResult], pick: Pick) -> str:
     front_keys = {r.identity for r in pick.front}
     tied_keys = {r.identity for r in pick.tied}
     chosen_key = pick.chosen.identity if pick.chosen is not None else None
-    head = ["point", "format", "acc % [95% CI]", "vs best", "vs float32", "top-5 %", "p50 ms", "p90 ms", "p99 ms",
-            "start-up ms", "size MB", "peak RSS MB", "MMACs", "status", "front / tied / pick"]
+    head = [
+        "point",
+        "format",
+        "acc % [95% CI]",
+        "vs best",
+        "vs float32",
+        "top-5 %",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "start-up ms",
+        "size MB",
+        "peak RSS MB",
+        "MMACs",
+        "status",
+        "front / tied / pick",
+    ]
     align = ["---", "---"] + ["--:"] * 11 + ["---", ":-:"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     for r in sorted(results, key=lambda r: (r.point, r.format)):
@@ -82,11 +100,21 @@ def results_table(results: Sequence[ArtifactResult], pick: Pick) -> str:
             marks.append("★ **pick**")
         status = r.status + (f"; warning: {r.warning}" if r.warning else "")
         cells = [
-            f"`{_cell(r.point)}`", _cell(r.format), _interval(r), _versus(r, pick.reference),
-            _versus(r, float_twin(r, results)), _num(r.top5_accuracy, 100),
-            _num(r.latency_ms_p50, digits=2), _num(r.latency_ms_p90, digits=2), _num(r.latency_ms_p99, digits=2),
-            _num(r.init_ms, digits=1), _num(r.size_bytes, 1 / BYTES_PER_MB, 2), _num(r.peak_rss_mb),
-            _num(r.macs, 1e-6), _cell(status), " ".join(marks),
+            f"`{_cell(r.point)}`",
+            _cell(r.format),
+            _interval(r),
+            _versus(r, pick.reference),
+            _versus(r, float_twin(r, results)),
+            _num(r.top5_accuracy, 100),
+            _num(r.latency_ms_p50, digits=2),
+            _num(r.latency_ms_p90, digits=2),
+            _num(r.latency_ms_p99, digits=2),
+            _num(r.init_ms, digits=1),
+            _num(r.size_bytes, 1 / BYTES_PER_MB, 2),
+            _num(r.peak_rss_mb),
+            _num(r.macs, 1e-6),
+            _cell(status),
+            " ".join(marks),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -102,14 +130,23 @@ def _measured_on(ok: Sequence[ArtifactResult]) -> list[str]:
         return []
     lines = ["", "Latency measured on: " + "; ".join(f"{m} ({n})" for m, n in sorted(counts.items())) + "."]
     if len({m.split(" (")[0] for m in counts}) > 1:
-        lines += ["", "**Warning:** the latencies were measured on different machines, which are not comparable; "
-                  "re-run with `--bench_resource` naming one kind of node, or without `--ray`."]
+        lines += [
+            "",
+            "**Warning:** the latencies were measured on different machines, which are not comparable; "
+            "re-run with `--bench_resource` naming one kind of node, or without `--ray`.",
+        ]
     return lines
 
 
-def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget | None,
-                 out_dir: str | os.PathLike, title: str = "edgetl sweep", notes: Sequence[str] = (),
-                 sections: Sequence[str] = ()) -> Path:
+def write_report(
+    results: Sequence[ArtifactResult],
+    pick: Pick,
+    budget: Budget | None,
+    out_dir: str | os.PathLike,
+    title: str = "edgetl sweep",
+    notes: Sequence[str] = (),
+    sections: Sequence[str] = (),
+) -> Path:
     """Write ``out_dir/report.md`` (and ``out_dir/pareto.png`` via :func:`plot_pareto`).
 
     Sections: the budget, the pick and why (or why nothing fits, with the closest artifacts and
@@ -124,8 +161,10 @@ def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget |
     plot_pareto(rows, pick, out / PARETO_PNG, title=title, budget=budget)
 
     md = [f"# {title}", ""]
-    md.append(f"{len(rows)} artifacts benchmarked: {len(ok)} ok, {n_failed} failed, "
-              f"{len(pick.front)} on the Pareto front (accuracy ↑, p50 latency ↓, size ↓).")
+    md.append(
+        f"{len(rows)} artifacts benchmarked: {len(ok)} ok, {n_failed} failed, "
+        f"{len(pick.front)} on the Pareto front (accuracy ↑, p50 latency ↓, size ↓)."
+    )
     md += ["", "## Budget", ""]
     if budget.is_set:
         md.append(f"{budget.describe()} (1 MB = 10^6 bytes; latency is the p50).")
@@ -136,8 +175,11 @@ def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget |
         md.append(f"**{_describe(pick.chosen)}**")
         md += ["", f"Artifact: `{pick.chosen.path}`", "", f"Why: {pick.reason}"]
         if pick.tied:
-            md += ["", f"Tied set ({len(pick.tied)}): "
-                   + "; ".join(f"`{r.point}` {r.format} {_interval(r)}%" for r in pick.tied)]
+            md += [
+                "",
+                f"Tied set ({len(pick.tied)}): "
+                + "; ".join(f"`{r.point}` {r.format} {_interval(r)}%" for r in pick.tied),
+            ]
     else:
         md.append(f"**Nothing picked.** {pick.reason}")
         if pick.closest:
@@ -146,23 +188,41 @@ def write_report(results: Sequence[ArtifactResult], pick: Pick, budget: Budget |
                 md.append(f"- {_describe(r)}: {budget.describe_violation(r) or 'fits'}")
     busy = [r for r in ok if r.warning]
     if busy:
-        md += ["", f"**Warning:** {len(busy)} latency measurement(s) ran on a busy machine (other processes "
-               "used CPU while they were timed); their latencies are inflated. Re-run on an idle machine."]
+        md += [
+            "",
+            f"**Warning:** {len(busy)} latency measurement(s) ran on a busy machine (other processes "
+            "used CPU while they were timed); their latencies are inflated. Re-run on an idle machine.",
+        ]
     md += _measured_on(ok)
-    md += ["", "## Artifacts", "",
-           "◆ = on the Pareto front, = tied with the most accurate, ★ = the pick. Accuracy with its 95% Wilson "
-           "interval; *vs best* / *vs float32*: accuracy difference in points against the most accurate artifact "
-           "within budget / the float32 file of the same point and runtime, on the same test images, with "
-           "McNemar's exact p. Start-up: load and allocate plus the first inference.", "",
-           results_table(rows, pick), "", "## Accuracy vs latency", "", f"![pareto]({PARETO_PNG})", ""]
+    md += [
+        "",
+        "## Artifacts",
+        "",
+        "◆ = on the Pareto front, = tied with the most accurate, ★ = the pick. Accuracy with its 95% Wilson "
+        "interval; *vs best* / *vs float32*: accuracy difference in points against the most accurate artifact "
+        "within budget / the float32 file of the same point and runtime, on the same test images, with "
+        "McNemar's exact p. Start-up: load and allocate plus the first inference.",
+        "",
+        results_table(rows, pick),
+        "",
+        "## Accuracy vs latency",
+        "",
+        f"![pareto]({PARETO_PNG})",
+        "",
+    ]
     md += list(sections)
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return atomic_write_text(out / REPORT_MD, "\n".join(md))
 
 
-def rebuild_report(out_dir: str | os.PathLike, budget: Budget | None, config: PickConfig = PickConfig(),
-                   device_files: Sequence[str | os.PathLike] = (), device_threads: int = 1) -> Path:
+def rebuild_report(
+    out_dir: str | os.PathLike,
+    budget: Budget | None,
+    config: PickConfig = PickConfig(),
+    device_files: Sequence[str | os.PathLike] = (),
+    device_threads: int = 1,
+) -> Path:
     """Re-read ``results.json`` in `out_dir`, re-pick under `budget`, rewrite csv/json, png and md.
 
     Needs nothing but results.json, so a report can be redone (new budget, newer edgetl) long after
@@ -186,8 +246,10 @@ def rebuild_report(out_dir: str | os.PathLike, budget: Budget | None, config: Pi
 # model card
 # --------------------------------------------------------------------------------------------
 
-_DEFAULT_INPUT = ("raw RGB pixels 0..255, shape [N, {r}, {r}, 3]: float32, or uint8/int8 for "
-                  "full-integer models; the [-1, 1] scaling is inside the model")
+_DEFAULT_INPUT = (
+    "raw RGB pixels 0..255, shape [N, {r}, {r}, 3]: float32, or uint8/int8 for "
+    "full-integer models; the [-1, 1] scaling is inside the model"
+)
 
 
 def _fmt_value(v: Any) -> str:
@@ -238,14 +300,23 @@ def write_model_card(result: ArtifactResult, extra: Mapping[str, Any], path: str
     md.append(f"- Evaluated on {r.num_test_images} held-out test images")
     runtime = extra.pop("runtime", None)
     device = extra.pop("device", None)
-    md.append(f"- Latency measured with {r.num_threads} thread{'s' if r.num_threads != 1 else ''}"
-              + (f" on {runtime}" if runtime else "") + (f", {device}" if device else ""))
+    md.append(
+        f"- Latency measured with {r.num_threads} thread{'s' if r.num_threads != 1 else ''}"
+        + (f" on {runtime}" if runtime else "")
+        + (f", {device}" if device else "")
+    )
     notes = extra.pop("notes", None)
     for k, v in extra.items():
         md.append(f"- {k}: {_fmt_value(v)}")
 
-    md += ["", "## Numbers", "", "| metric | value |", "| --- | --: |",
-           f"| top-1 accuracy | {_num(r.accuracy, 100)}% |"]
+    md += [
+        "",
+        "## Numbers",
+        "",
+        "| metric | value |",
+        "| --- | --: |",
+        f"| top-1 accuracy | {_num(r.accuracy, 100)}% |",
+    ]
     if r.top5_accuracy is not None:
         md.append(f"| top-5 accuracy | {_num(r.top5_accuracy, 100)}% |")
     md += [

@@ -6,12 +6,39 @@ level. Three parts: `metadata` (what travels inside an artifact, and how a file 
 runtime) and `model` (`LoadedModel`, which turns images into the backend's tensors and back).
 """
 
-from edgetl.runtime.metadata import LABELS_FILE, METADATA_FILE, ONNX_LABELS_KEY, ONNX_METADATA_KEY, TFLITE_IDENTIFIER, ModelFileError, appended_zip_start, embed_tflite_metadata, is_tflite, model_sha256, read_labels, read_metadata, verify_model
+from edgetl.runtime.metadata import (
+    LABELS_FILE,
+    METADATA_FILE,
+    ONNX_LABELS_KEY,
+    ONNX_METADATA_KEY,
+    TFLITE_IDENTIFIER,
+    ModelFileError,
+    appended_zip_start,
+    embed_tflite_metadata,
+    is_tflite,
+    model_sha256,
+    read_labels,
+    read_metadata,
+    verify_model,
+)
 from edgetl.runtime.model import DEFAULT_NUM_THREADS, LoadedModel, check_num_threads, load_model
 
 __all__ = [
-    "DEFAULT_NUM_THREADS", "LABELS_FILE", "METADATA_FILE", "ONNX_LABELS_KEY", "ONNX_METADATA_KEY",
-    "TFLITE_IDENTIFIER", "LoadedModel", "ModelFileError", "appended_zip_start", "check_num_threads",
-    "embed_tflite_metadata", "is_tflite", "load_model", "model_sha256", "read_labels", "read_metadata",
+    "DEFAULT_NUM_THREADS",
+    "LABELS_FILE",
+    "METADATA_FILE",
+    "ONNX_LABELS_KEY",
+    "ONNX_METADATA_KEY",
+    "TFLITE_IDENTIFIER",
+    "LoadedModel",
+    "ModelFileError",
+    "appended_zip_start",
+    "check_num_threads",
+    "embed_tflite_metadata",
+    "is_tflite",
+    "load_model",
+    "model_sha256",
+    "read_labels",
+    "read_metadata",
     "verify_model",
 ]

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.io.files import one_line
-
 from edgetl.runtime.flatbuffer import FlatbufferError, check_tflite_structure
 from edgetl.runtime.metadata import ModelFileError, check_tflite_identifier, sniff
 
@@ -96,7 +95,9 @@ class TFLiteBackend:
         except (ValueError, RuntimeError) as e:
             why = one_line(e)
             if "not a valid flatbuffer" in why.lower():
-                raise ModelFileError(f"{path}: not a valid TFLite model, the file is truncated or corrupt ({why})") from e
+                raise ModelFileError(
+                    f"{path}: not a valid TFLite model, the file is truncated or corrupt ({why})"
+                ) from e
             raise ModelFileError(f"{path}: {self.name} cannot load this model: {why}") from e
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()

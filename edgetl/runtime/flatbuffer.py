@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 
+
 class FlatbufferError(ValueError):
     pass
 
@@ -132,4 +133,3 @@ def check_tflite_structure(buf, size: int) -> None:
     for m in fb.tables(model, 6, "Metadata"):
         fb.string(m, 0, "metadata name string")
     fb.ints(model, 5, "metadata buffer list")
-

@@ -22,6 +22,7 @@ PREPROCESSING = {
     "pixel_range": "0..255",
 }
 
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im, dtype=np.float32)

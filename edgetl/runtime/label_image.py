@@ -52,11 +52,18 @@ def _parser() -> argparse.ArgumentParser:
         help="the float input is (pixel - mean) / std; default: the model's metadata, else 0",
     )
     p.add_argument("--input_std", type=float, default=None, help="default: the model's metadata, else 1")
-    p.add_argument("--num_threads", type=int, default=DEFAULT_NUM_THREADS,
-                   help=f"interpreter threads (default {DEFAULT_NUM_THREADS})")
+    p.add_argument(
+        "--num_threads",
+        type=int,
+        default=DEFAULT_NUM_THREADS,
+        help=f"interpreter threads (default {DEFAULT_NUM_THREADS})",
+    )
     p.add_argument("-k", "--top_k", type=int, default=5, help="how many top classes to print (default 5)")
-    p.add_argument("--verify", action="store_true",
-                   help="refuse a damaged model: check its bytes against the SHA-256 recorded in its metadata")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="refuse a damaged model: check its bytes against the SHA-256 recorded in its metadata",
+    )
     p.add_argument(
         "-v", "--verbose", action="store_true", help="describe the model and the backend running it on stderr"
     )
@@ -84,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Imported here so `--help` and usage errors stay instant.
-    from edgetl.runtime.images import load_image
     from edgetl.runtime import ModelFileError, load_model, read_labels, verify_model
+    from edgetl.runtime.images import load_image
 
     try:
         if args.verify:

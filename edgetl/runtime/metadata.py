@@ -245,15 +245,19 @@ def verify_model(path: str | Path) -> None:
     path = Path(path)
     recorded = (read_embedded(path)[0] or {}).get("model_sha256")
     if not recorded:
-        raise ModelFileError(f"{path}: no SHA-256 of its model bytes is recorded in its metadata "
-                             "(exported before edgetl recorded one, or not by edgetl): cannot verify it")
+        raise ModelFileError(
+            f"{path}: no SHA-256 of its model bytes is recorded in its metadata "
+            "(exported before edgetl recorded one, or not by edgetl): cannot verify it"
+        )
     try:
         actual = model_sha256(path)
     except (ValueError, EOFError) as e:
         raise ModelFileError(f"{path}: damaged: its model bytes cannot be read ({e})") from e
     if actual != recorded:
-        raise ModelFileError(f"{path}: damaged: its model bytes hash to {actual[:16]}..., its metadata records "
-                             f"{recorded[:16]}...; copy or export it again")
+        raise ModelFileError(
+            f"{path}: damaged: its model bytes hash to {actual[:16]}..., its metadata records "
+            f"{recorded[:16]}...; copy or export it again"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -322,8 +326,11 @@ def _with_standard_metadata(path: Path, meta: dict | None, labels: list[str] | N
         return meta, labels
     meta = dict(meta or {})
     if standard.get("mean") and standard.get("std"):
-        meta["input"] = {**(meta.get("input") or {}), "mean": _uniform(path, standard["mean"], "mean"),
-                         "std": _uniform(path, standard["std"], "std")}
+        meta["input"] = {
+            **(meta.get("input") or {}),
+            "mean": _uniform(path, standard["mean"], "mean"),
+            "std": _uniform(path, standard["std"], "std"),
+        }
     return meta, standard.get("labels") or labels
 
 
@@ -343,8 +350,11 @@ def _from_onnx_props(path: Path, props: dict[str, str]) -> tuple[dict | None, li
         except ValueError as e:
             raise ModelFileError(f"{path}: metadata_props {ONNX_MEAN_KEY}/{ONNX_STD_KEY} are not numbers ({e})") from e
         meta = dict(meta or {})
-        meta["input"] = {**(meta.get("input") or {}), "mean": _uniform(path, mean, "mean"),
-                         "std": _uniform(path, std, "std")}
+        meta["input"] = {
+            **(meta.get("input") or {}),
+            "mean": _uniform(path, mean, "mean"),
+            "std": _uniform(path, std, "std"),
+        }
     return meta, labels
 
 
@@ -389,4 +399,3 @@ def sniff(path: Path) -> str:
     if b"\0" not in head and sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text):
         return "it looks like a text file; "
     return ""
-

@@ -141,8 +141,9 @@ class LoadedModel:
         return self._dequantize(self._backend.output())
 
 
-def load_model(path, num_threads: int = DEFAULT_NUM_THREADS, mean: float | None = None,
-               std: float | None = None) -> LoadedModel:
+def load_model(
+    path, num_threads: int = DEFAULT_NUM_THREADS, mean: float | None = None, std: float | None = None
+) -> LoadedModel:
     """Load a .tflite or .onnx model for inference.
 
     ``mean``/``std`` override the metadata's (the float input is ``(pixel - mean) / std``; without metadata

@@ -9,7 +9,14 @@ import json
 import struct
 from pathlib import Path
 
-from edgetl.runtime.metadata import LABELS_FILE, METADATA_FILE as EDGETL_FILE, appended_zip_start, is_tflite, zip_members
+from edgetl.runtime.metadata import (
+    METADATA_FILE as EDGETL_FILE,
+)
+from edgetl.runtime.metadata import (
+    appended_zip_start,
+    is_tflite,
+    zip_members,
+)
 
 METADATA_FIELD_NAME = "TFLITE_METADATA"  # the name MetadataPopulator and every reader use
 METADATA_IDENTIFIER = b"M001"
@@ -107,8 +114,15 @@ _PU_OPTIONS_TYPE, _PU_OPTIONS = 0, 1
 _NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions: NONE, NormalizationOptions, ...
 _STATS_MAX, _STATS_MIN = 0, 1
 _AF_NAME, _AF_DESCRIPTION, _AF_TYPE, _AF_LOCALE = 0, 1, 2, 3
-_FILE_TYPES = {0: "UNKNOWN", 1: "DESCRIPTIONS", 2: "TENSOR_AXIS_LABELS", 3: "TENSOR_VALUE_LABELS",
-               4: "TENSOR_AXIS_SCORE_CALIBRATION", 5: "VOCABULARY", 6: "SCANN_INDEX_FILE"}
+_FILE_TYPES = {
+    0: "UNKNOWN",
+    1: "DESCRIPTIONS",
+    2: "TENSOR_AXIS_LABELS",
+    3: "TENSOR_VALUE_LABELS",
+    4: "TENSOR_AXIS_SCORE_CALIBRATION",
+    5: "VOCABULARY",
+    6: "SCANN_INDEX_FILE",
+}
 
 
 def _metadata_flatbuffer(data: bytes, what: str) -> bytes | None:
@@ -134,9 +148,14 @@ def _metadata_flatbuffer(data: bytes, what: str) -> bytes | None:
 def _files(fb: _Flat, table: int, i: int) -> list[dict]:
     out = []
     for f in fb.tables(table, i):
-        out.append({"name": fb.string(f, _AF_NAME), "description": fb.string(f, _AF_DESCRIPTION),
-                    "type": _FILE_TYPES.get(fb.scalar(f, _AF_TYPE, "<b"), "UNKNOWN"),
-                    "locale": fb.string(f, _AF_LOCALE)})
+        out.append(
+            {
+                "name": fb.string(f, _AF_NAME),
+                "description": fb.string(f, _AF_DESCRIPTION),
+                "type": _FILE_TYPES.get(fb.scalar(f, _AF_TYPE, "<b"), "UNKNOWN"),
+                "locale": fb.string(f, _AF_LOCALE),
+            }
+        )
     return out
 
 

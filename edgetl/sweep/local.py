@@ -25,10 +25,10 @@ from dataclasses import replace
 
 from tqdm import tqdm
 
-from edgetl.features.backbones import BackboneSpec
 from edgetl.data.dataset import Dataset
-from edgetl.io.files import DiskError
 from edgetl.data.pixels import LazyPixels
+from edgetl.features.backbones import BackboneSpec
+from edgetl.io.files import DiskError
 from edgetl.measure.results import ArtifactResult, write_results
 from edgetl.sweep.run import SweepConfig, _release_models, bench_point, export_point, point_failed, train_todo
 from edgetl.sweep.state import export_todo, point_dir, point_name
@@ -62,8 +62,9 @@ class ExportWorker:
 
     def submit(self, fn, *args) -> Future:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(os.getpid(),))
+            self._pool = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+            )
         return self._pool.submit(fn, *args)
 
     def __enter__(self) -> ExportWorker:
@@ -79,15 +80,27 @@ def worker_result(future: Future, what: str):
     try:
         return future.result()
     except BrokenProcessPool as e:
-        raise WorkerLost(f"the export worker died while exporting {what} (killed by the system; out of memory?). "
-                         "Finished units are saved: re-run the same command to resume") from e
+        raise WorkerLost(
+            f"the export worker died while exporting {what} (killed by the system; out of memory?). "
+            "Finished units are saved: re-run the same command to resume"
+        ) from e
 
 
 class _Grid:
     """What `run_grid` shares across its points: the inputs, the progress bars and the rows so far."""
 
-    def __init__(self, config: SweepConfig, dataset: Dataset, notes: list[str], say, load, results, walls,
-                 stage: tqdm, overall: tqdm):
+    def __init__(
+        self,
+        config: SweepConfig,
+        dataset: Dataset,
+        notes: list[str],
+        say,
+        load,
+        results,
+        walls,
+        stage: tqdm,
+        overall: tqdm,
+    ):
         self.config, self.dataset, self.notes, self.say, self.load = config, dataset, notes, say, load
         self.results, self.walls, self.stage, self.overall = results, walls, stage, overall
 
@@ -125,7 +138,7 @@ def largest_first(points: tuple[BackboneSpec, ...]) -> list[BackboneSpec]:
     """The order the in-process runner takes the points in: the largest input and width first, so the last
     point, whose export has no training beside it, is the cheapest to export (about 12 s against 64 s for
     the README grid's largest, measured by tools/bench_sweep.py). Ties keep the grid's order."""
-    return sorted(points, key=lambda p: -(p.resolution ** 2) * p.alpha)
+    return sorted(points, key=lambda p: -(p.resolution**2) * p.alpha)
 
 
 def beside_export(config: SweepConfig) -> SweepConfig:
@@ -147,15 +160,25 @@ def _export_in_worker(*args) -> dict:
         _release_models()  # the worker outlives the point
 
 
-def run_grid(config: SweepConfig, dataset: Dataset, notes: list[str], say,
-             results: list[ArtifactResult] | None = None, load=None,
-             walls: dict[str, float] | None = None) -> list[ArtifactResult]:
+def run_grid(
+    config: SweepConfig,
+    dataset: Dataset,
+    notes: list[str],
+    say,
+    results: list[ArtifactResult] | None = None,
+    load=None,
+    walls: dict[str, float] | None = None,
+) -> list[ArtifactResult]:
     """Every point of `config` in turn, each point's export running in the export worker while the next
     point trains (`edgetl.sweep.local`); rows added to `results`, written after each point. `walls` gets the
     time this process spent on each point (its training, then waiting for its export and benchmarking it)."""
-    with tqdm(total=len(config.points), desc="fine-tuning" if config.fine_tune else "grid", unit="point",
-              position=0) as overall, tqdm(bar_format="{desc}", position=1, leave=False) as stage, \
-            ExportWorker() as worker:
+    with (
+        tqdm(
+            total=len(config.points), desc="fine-tuning" if config.fine_tune else "grid", unit="point", position=0
+        ) as overall,
+        tqdm(bar_format="{desc}", position=1, leave=False) as stage,
+        ExportWorker() as worker,
+    ):
         grid = _Grid(config, dataset, notes, say, load, list(results or []), walls, stage, overall)
         exporting = None  # (spec, run, keys, the worker's future, seconds): the point exported beside this one
         points = largest_first(config.points)

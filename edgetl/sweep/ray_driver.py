@@ -32,12 +32,44 @@ from pathlib import Path
 
 from edgetl import __version__
 from edgetl.features.backbones import BackboneSpec, WeightsNotFoundError, resolve_weights
-from edgetl.measure.bench import prepare_test_images
-from edgetl.sweep.ray_tasks import Board, ClusterConfig, ClusterError, bench_options, bench_unit, connect, export_unit, read_model, train_unit
 from edgetl.io.files import DiskError, atomic_write_bytes, atomic_write_json, one_line
+from edgetl.measure.bench import prepare_test_images
 from edgetl.measure.results import ArtifactResult, write_results
-from edgetl.sweep.run import SweepConfig, SweepResult, bench_key, export_keys, fine_tune_pass, finish_sweep, point_failed, start_sweep, train_key
-from edgetl.sweep.state import TEST_IMAGES, export_todo, finished_train, point_dir, point_name, read_json, read_state, record_bench, record_export, record_train, settled_row
+from edgetl.sweep.ray_tasks import (
+    Board,
+    ClusterConfig,
+    ClusterError,
+    bench_options,
+    bench_unit,
+    connect,
+    export_unit,
+    read_model,
+    train_unit,
+)
+from edgetl.sweep.run import (
+    SweepConfig,
+    SweepResult,
+    bench_key,
+    export_keys,
+    fine_tune_pass,
+    finish_sweep,
+    point_failed,
+    start_sweep,
+    train_key,
+)
+from edgetl.sweep.state import (
+    TEST_IMAGES,
+    export_todo,
+    finished_train,
+    point_dir,
+    point_name,
+    read_json,
+    read_state,
+    record_bench,
+    record_export,
+    record_train,
+    settled_row,
+)
 
 __all__ = ["ClusterConfig", "ClusterError", "sweep_on_ray"]
 
@@ -89,22 +121,32 @@ class _RaySweep:
         self.labels = {n["NodeID"]: f"{n['NodeManagerHostname']} (node {n['NodeID'][:8]})" for n in nodes}
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.board = ray.remote(num_cpus=0)(Board).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(driver, soft=True)).remote()
+        self.board = (
+            ray.remote(num_cpus=0)(Board)
+            .options(scheduling_strategy=NodeAffinitySchedulingStrategy(driver, soft=True))
+            .remote()
+        )
         self.local_dataset, self.dataset = dataset, ray.put(dataset)
         retries = {"max_retries": cluster.max_retries}
-        self.tasks = {"train": ray.remote(train_unit).options(num_returns=2, **retries),
-                      "export": ray.remote(export_unit).options(**retries),
-                      "bench": ray.remote(bench_unit).options(**self.bench_options, **retries)}
+        self.tasks = {
+            "train": ray.remote(train_unit).options(num_returns=2, **retries),
+            "export": ray.remote(export_unit).options(**retries),
+            "bench": ray.remote(bench_unit).options(**self.bench_options, **retries),
+        }
         self.in_flight: dict = {}  # ObjectRef -> _Unit
         self.benches: deque[_Unit] = deque()
         self.benching = 0
         # The fine-tuning pass adds to the head-only pass's record instead of replacing it.
         self.done_units: list[dict] = read_json(self.out / UNITS_JSON).get("units", []) if config.fine_tune else []
         self.points: list[_Point] = []
-        say(f"ray: {len(nodes)} node(s), {sum(n['Resources'].get('CPU', 0) for n in nodes):g} CPUs; latency measured "
-            + (f"on the nodes offering {cluster.bench_resource}" if cluster.bench_resource else
-               f"on the driver's node {self.labels.get(driver, driver[:8])}"))
+        say(
+            f"ray: {len(nodes)} node(s), {sum(n['Resources'].get('CPU', 0) for n in nodes):g} CPUs; latency measured "
+            + (
+                f"on the nodes offering {cluster.bench_resource}"
+                if cluster.bench_resource
+                else f"on the driver's node {self.labels.get(driver, driver[:8])}"
+            )
+        )
 
     # -- planning and submitting
 
@@ -122,8 +164,9 @@ class _RaySweep:
         if point.run is not None:
             self._plan_exports(point)
             return
-        point.model, report = self.tasks["train"].remote(self.remote_config, spec, self.dataset, weights.sha256,
-                                                         __version__, self.board)
+        point.model, report = self.tasks["train"].remote(
+            self.remote_config, spec, self.dataset, weights.sha256, __version__, self.board
+        )
         self._submit(report, _Unit("train", point, key=trained))
 
     def _submit(self, ref, unit: _Unit) -> None:
@@ -136,8 +179,16 @@ class _RaySweep:
             point.model = self.ray.put(read_model(point_dir(self.config, point.spec)))
         for fmt in self.config.export.formats:
             if fmt in todo:
-                ref = self.tasks["export"].remote(self.remote_config, point.spec, fmt, point.state["train"],
-                                                  point.model, self.dataset, __version__, self.board)
+                ref = self.tasks["export"].remote(
+                    self.remote_config,
+                    point.spec,
+                    fmt,
+                    point.state["train"],
+                    point.model,
+                    self.dataset,
+                    __version__,
+                    self.board,
+                )
                 self._submit(ref, _Unit("export", point, fmt, point.keys[fmt]))
             else:
                 self._plan_bench(point, fmt)
@@ -163,9 +214,17 @@ class _RaySweep:
                 point.test_images = self.ray.put(path.read_bytes())
             artifact = out / unit.entry["path"]
             ref = self.tasks["bench"].remote(
-                self.remote_config, point.spec, unit.fmt, artifact.relative_to(self.out).as_posix(),
-                artifact.read_bytes(), point.test_images, point.run, unit.entry.get("status", "ok"), __version__,
-                self.board)
+                self.remote_config,
+                point.spec,
+                unit.fmt,
+                artifact.relative_to(self.out).as_posix(),
+                artifact.read_bytes(),
+                point.test_images,
+                point.run,
+                unit.entry.get("status", "ok"),
+                __version__,
+                self.board,
+            )
             self.in_flight[ref] = unit  # counted among the point's open units when it was queued
             self.benching += 1
 
@@ -183,8 +242,16 @@ class _RaySweep:
             for message in report["logs"]:
                 self.say(f"[{report['node']}] {message}")
             getattr(self, f"_on_{unit.kind}")(unit, report)
-            self.done_units.append({"unit": unit.kind, "point": point.spec.id, "format": unit.fmt,
-                                    "node": report["node"], "started": report["started"], "ended": report["ended"]})
+            self.done_units.append(
+                {
+                    "unit": unit.kind,
+                    "point": point.spec.id,
+                    "format": unit.fmt,
+                    "node": report["node"],
+                    "started": report["started"],
+                    "ended": report["ended"],
+                }
+            )
         except self.ray.exceptions.RayTaskError as e:  # the unit's own error: before DiskError, a node's disk
             cause = e.cause if isinstance(e.cause, Exception) else e
             if unit.kind == "train":
@@ -194,8 +261,10 @@ class _RaySweep:
         except DiskError:
             raise  # the driver's own output directory: the next unit would hit it too
         except self.ray.exceptions.RayError as e:  # the worker or node died (after Ray's retries)
-            self._note(f"{unit.name}: {unit.kind} lost ({type(e).__name__}: its worker or node died); "
-                       "re-run the same command to finish it")
+            self._note(
+                f"{unit.name}: {unit.kind} lost ({type(e).__name__}: its worker or node died); "
+                "re-run the same command to finish it"
+            )
         except Exception as e:  # writing or planning what follows: this unit's point only, as in-process
             self._note(f"{unit.name}: {unit.kind} failed: {type(e).__name__}: {one_line(e)}")
 
@@ -245,8 +314,9 @@ def _absolute(config: SweepConfig) -> SweepConfig:
         return None if path is None else Path(path).expanduser().resolve()
 
     weights = f.weights if f.weights in ("imagenet", "none") else str(absolute(f.weights))
-    features = replace(f, weights=weights, weights_dir=absolute(f.weights_dir),
-                       bottleneck_dir=absolute(f.bottleneck_dir))
+    features = replace(
+        f, weights=weights, weights_dir=absolute(f.weights_dir), bottleneck_dir=absolute(f.bottleneck_dir)
+    )
     return replace(config, image_dir=absolute(config.image_dir), features=features)
 
 
@@ -258,8 +328,10 @@ class _Progress:
 
         self.sweep, self.tqdm = sweep, tqdm
         self.grid = tqdm(total=total, desc="grid", unit="point", position=0)
-        self.lines = {node: tqdm(bar_format="{desc}", position=1 + i, leave=False, desc=f"{label}: idle")
-                      for i, (node, label) in enumerate(sweep.labels.items())}
+        self.lines = {
+            node: tqdm(bar_format="{desc}", position=1 + i, leave=False, desc=f"{label}: idle")
+            for i, (node, label) in enumerate(sweep.labels.items())
+        }
         self.counted: set[str] = set()
 
     def update(self) -> None:
@@ -287,8 +359,9 @@ class _Progress:
             bar.close()
 
 
-def _run_on_ray(ray, config: SweepConfig, cluster: ClusterConfig, dataset, notes: list[str], say,
-                earlier: list[ArtifactResult]) -> list[ArtifactResult]:
+def _run_on_ray(
+    ray, config: SweepConfig, cluster: ClusterConfig, dataset, notes: list[str], say, earlier: list[ArtifactResult]
+) -> list[ArtifactResult]:
     """Every point of `config` as Ray tasks; returns `earlier` plus its rows (written as they finish)."""
     runner = _RaySweep(ray, config, cluster, dataset, notes, say)
     progress = _Progress(runner, len(config.points))
@@ -314,8 +387,9 @@ def _run_on_ray(ray, config: SweepConfig, cluster: ClusterConfig, dataset, notes
     return earlier + runner.rows()
 
 
-def sweep_on_ray(config: SweepConfig, cluster: ClusterConfig = ClusterConfig(), notes: list[str] | None = None,
-                 log=None) -> SweepResult:
+def sweep_on_ray(
+    config: SweepConfig, cluster: ClusterConfig = ClusterConfig(), notes: list[str] | None = None, log=None
+) -> SweepResult:
     """`edgetl sweep --ray`: the same units, keys, files and report as `edgetl.sweep.run.sweep`, run as Ray tasks
     (the fine-tuning pass over the front, when asked for, as a second round of them)."""
     notes = list(notes or [])

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from edgetl import __version__
 from edgetl.features.backbones import BackboneSpec, resolve_weights
-from edgetl.measure.bench import prepare_test_images
 from edgetl.io.faults import fault_point
 from edgetl.io.files import one_line
+from edgetl.measure.bench import prepare_test_images
 from edgetl.sweep.run import SweepConfig, bench_artifact, train_point
 from edgetl.sweep.state import TEST_IMAGES, point_dir
 
@@ -47,8 +47,9 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.address, str) or not self.address.strip():
             raise ValueError("--ray takes no address (a local Ray), 'auto' (the running cluster) or host:port")
-        if self.bench_resource is not None and (not self.bench_resource.strip() or self.bench_resource in
-                                                ("CPU", "GPU", "memory", "object_store_memory")):
+        if self.bench_resource is not None and (
+            not self.bench_resource.strip() or self.bench_resource in ("CPU", "GPU", "memory", "object_store_memory")
+        ):
             raise ValueError(f"--bench_resource must name a custom resource, got {self.bench_resource!r}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise ValueError(f"max_retries must be a whole number >= 0, got {self.max_retries!r}")
@@ -64,14 +65,18 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host or address, int(port)), timeout=5).close()
     except (OSError, ValueError) as e:
-        raise ClusterError(f"cannot reach a Ray head at {address} ({one_line(e)}); start one there with "
-                           "`ray start --head`, or check the address and that its port is open") from None
+        raise ClusterError(
+            f"cannot reach a Ray head at {address} ({one_line(e)}); start one there with "
+            "`ray start --head`, or check the address and that its port is open"
+        ) from None
 
 
 def _no_cluster(cluster: ClusterConfig, why: str) -> ClusterError:
-    return ClusterError(f"no running Ray cluster found for --ray {cluster.address} ({why}): start one with "
-                        "`ray start --head` (other machines join with `ray start --address=HEAD:6379`), or use "
-                        "--ray without an address for a Ray on this machine only")
+    return ClusterError(
+        f"no running Ray cluster found for --ray {cluster.address} ({why}): start one with "
+        "`ray start --head` (other machines join with `ray start --address=HEAD:6379`), or use "
+        "--ray without an address for a Ray on this machine only"
+    )
 
 
 def _auto_address(cluster: ClusterConfig) -> str:
@@ -107,8 +112,10 @@ def connect(cluster: ClusterConfig):
         ray.init(address=cluster.address, log_to_driver=False, **options)
     except ConnectionError as e:
         if "auth" in type(e.__cause__).__name__.lower() or "token" in str(e.__cause__).lower():
-            raise ClusterError(f"the Ray cluster at {cluster.address} requires its token: set RAY_AUTH_MODE=token and "
-                               "copy the head's ~/.ray/auth_token here (or set RAY_AUTH_TOKEN)") from None
+            raise ClusterError(
+                f"the Ray cluster at {cluster.address} requires its token: set RAY_AUTH_MODE=token and "
+                "copy the head's ~/.ray/auth_token here (or set RAY_AUTH_TOKEN)"
+            ) from None
         raise _no_cluster(cluster, one_line(e)) from None
     return ray, True
 
@@ -124,11 +131,19 @@ def bench_options(ray, cluster: ClusterConfig, nodes: list[dict], driver: str) -
     name = cluster.bench_resource
     offering = [n for n in nodes if n["Resources"].get(name, 0) > 0]
     if not offering:
-        raise ClusterError(f"no node of the cluster offers the resource {name!r} that --bench_resource names; start "
-                           f"the benchmark nodes with ray start --address=HEAD:6379 --resources='{{\"{name}\": 1}}'")
+        raise ClusterError(
+            f"no node of the cluster offers the resource {name!r} that --bench_resource names; start "
+            f"the benchmark nodes with ray start --address=HEAD:6379 --resources='{{\"{name}\": 1}}'"
+        )
     cpus = sorted({n["Resources"].get("CPU", 0) for n in offering})
-    notes = [] if len(cpus) == 1 else [f"the nodes offering {name} have {' or '.join(f'{c:g}' for c in cpus)} CPUs: "
-                                       "not one kind of node, so their latencies may not be comparable"]
+    notes = (
+        []
+        if len(cpus) == 1
+        else [
+            f"the nodes offering {name} have {' or '.join(f'{c:g}' for c in cpus)} CPUs: "
+            "not one kind of node, so their latencies may not be comparable"
+        ]
+    )
     return {"num_cpus": cpus[0], "resources": {name: 1}}, None, notes
 
 
@@ -181,8 +196,9 @@ def _unit(board, unit: str, what: str, version: str, workdir: bool = True):
     node = ray.get_runtime_context().get_node_id()
     report = {"node": f"{socket.gethostname()} (node {node[:8]})", "started": time.time(), "logs": []}
     if version != __version__:
-        raise ClusterError(f"{report['node']} has edgetl {__version__}, the driver {version}; install the same "
-                           "edgetl on every node")
+        raise ClusterError(
+            f"{report['node']} has edgetl {__version__}, the driver {version}; install the same edgetl on every node"
+        )
     board.begin.remote(unit, node, report["node"], what)
     tmp = _temp_dir("unit") if workdir else None
     try:
@@ -223,8 +239,10 @@ def train_unit(config: SweepConfig, spec: BackboneSpec, dataset, weights_sha256:
     with _unit(board, f"train {spec.id}", f"training {spec.id}", version) as (tmp, report):
         weights = resolve_weights(spec, config.features.weights, config.features.weights_dir)
         if weights.sha256 != weights_sha256:
-            raise ValueError(f"the weights {weights.path} on {report['node']} are not the driver's (their SHA-256 "
-                             "differs); give every node the same weight files")
+            raise ValueError(
+                f"the weights {weights.path} on {report['node']} are not the driver's (their SHA-256 "
+                "differs); give every node the same weight files"
+            )
         local = replace(config, output_dir=tmp)
         train_point(local, spec, dataset, weights, report["logs"].append)
         # The benchmarks' test images are decoded here, not by the driver, whose node may be measuring.
@@ -265,8 +283,9 @@ def _forget_inputs() -> None:
         _loaded = None
 
 
-def export_unit(config: SweepConfig, spec: BackboneSpec, fmt: str, train_key: str, model: dict, dataset,
-                version: str, board):
+def export_unit(
+    config: SweepConfig, spec: BackboneSpec, fmt: str, train_key: str, model: dict, dataset, version: str, board
+):
     """Unit 2 on a node: returns the report with this format's export.json entry and artifact files."""
     from edgetl.export import ARTIFACTS_DIR, export_format, read_export_summary
 
@@ -275,13 +294,24 @@ def export_unit(config: SweepConfig, spec: BackboneSpec, fmt: str, train_key: st
         export_format(inputs, fmt, config.export, report["logs"].append)
         report["entry"] = read_export_summary(inputs.run_dir)[fmt]
         # This format's files only: the directory also holds the formats exported before on this worker.
-        report["files"] = {k: v for k, v in _read_tree(inputs.run_dir / ARTIFACTS_DIR).items()
-                           if k.startswith(f"{fmt}.")}
+        report["files"] = {
+            k: v for k, v in _read_tree(inputs.run_dir / ARTIFACTS_DIR).items() if k.startswith(f"{fmt}.")
+        }
         return report
 
 
-def bench_unit(config: SweepConfig, spec: BackboneSpec, fmt: str, path: str, artifact: bytes, test_images: bytes,
-               run: dict, status: str, version: str, board):
+def bench_unit(
+    config: SweepConfig,
+    spec: BackboneSpec,
+    fmt: str,
+    path: str,
+    artifact: bytes,
+    test_images: bytes,
+    run: dict,
+    status: str,
+    version: str,
+    board,
+):
     """Unit 3 on a node: `path` relative to the output dir; returns the report with the row."""
     import numpy as np
 
@@ -291,7 +321,8 @@ def bench_unit(config: SweepConfig, spec: BackboneSpec, fmt: str, path: str, art
         with np.load(images) as data:
             labels = data["labels"]
         fault_point(f"bench:{fmt}")
-        row, ran_on = bench_artifact(replace(config, output_dir=tmp), spec, fmt, tmp / path, (images, labels), run,
-                                     status)
+        row, ran_on = bench_artifact(
+            replace(config, output_dir=tmp), spec, fmt, tmp / path, (images, labels), run, status
+        )
         report["row"], report["ran_on"] = replace(row, measured_on=report["node"]), {**ran_on, "node": report["node"]}
         return report

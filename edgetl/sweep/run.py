@@ -31,21 +31,33 @@ import numpy as np
 from tqdm import tqdm
 
 from edgetl import __version__
-from edgetl.features.backbones import BackboneSpec, ResolvedWeights, WeightsNotFoundError, resolve_weights
-from edgetl.measure.bench import BenchConfig, measure, prepare_test_images
 from edgetl.data.dataset import Dataset, SplitConfig, scan_dataset
-from edgetl.export import ExportConfig
-from edgetl.features.bottlenecks import FeatureConfig
-from edgetl.io.files import atomic_write_json, one_line, sha256_file, writing
-from edgetl.io.faults import fault_point
-from edgetl.train.head import HeadConfig
 from edgetl.data.pixels import PIXELS_DIR, LazyPixels
+from edgetl.export import ExportConfig
+from edgetl.features.backbones import BackboneSpec, ResolvedWeights, WeightsNotFoundError, resolve_weights
+from edgetl.features.bottlenecks import FeatureConfig
+from edgetl.io.faults import fault_point
+from edgetl.io.files import atomic_write_json, one_line, sha256_file, writing
+from edgetl.measure.bench import BenchConfig, measure, prepare_test_images
+from edgetl.measure.results import ArtifactResult, failed_result, write_results
 from edgetl.pick.pareto import Budget, PickConfig, pareto_front, pick
 from edgetl.pick.report import write_model_card, write_report
-from edgetl.measure.results import ArtifactResult, failed_result, write_results
 from edgetl.sweep.space import check_space
+from edgetl.sweep.state import (
+    TEST_IMAGES,
+    export_todo,
+    finished_train,
+    point_dir,
+    point_name,
+    read_json,
+    read_state,
+    record_bench,
+    record_export,
+    record_train,
+    settled_row,
+)
 from edgetl.train.finetune import FineTuneConfig
-from edgetl.sweep.state import TEST_IMAGES, export_todo, finished_train, point_dir, point_name, read_json, read_state, record_bench, record_export, record_train, settled_row
+from edgetl.train.head import HeadConfig
 from edgetl.train.run import TrainConfig, train
 from edgetl.train.tuning import TuneConfig
 
@@ -77,10 +89,16 @@ class SweepConfig:
         object.__setattr__(self, "points", tuple(dict.fromkeys(self.points)))
         if not self.points:
             raise ValueError("the grid has no points; give --backbones, --alphas and --resolutions (or --grid)")
-        if isinstance(self.fine_tune_front, bool) or not isinstance(self.fine_tune_front, int) or self.fine_tune_front < 0:
+        if (
+            isinstance(self.fine_tune_front, bool)
+            or not isinstance(self.fine_tune_front, int)
+            or self.fine_tune_front < 0
+        ):
             raise ValueError(f"fine_tune_front must be a whole number >= 0, got {self.fine_tune_front!r}")
         if self.export.calibration_manifest is not None:
-            raise ValueError("a sweep draws calibration images per point; a calibration manifest is for `edgetl export`")
+            raise ValueError(
+                "a sweep draws calibration images per point; a calibration manifest is for `edgetl export`"
+            )
 
 
 @dataclass
@@ -98,9 +116,17 @@ def settings_key(*parts) -> str:
 
 def train_key(config: SweepConfig, spec: BackboneSpec, weights: ResolvedWeights) -> str:
     return settings_key(
-        __version__, str(Path(config.image_dir).resolve()), config.split.validation_percentage,
-        config.split.testing_percentage, asdict(spec), config.features.weights, weights.sha256, asdict(config.head),
-        asdict(config.tune), config.features.augment_views, config.features.engine,
+        __version__,
+        str(Path(config.image_dir).resolve()),
+        config.split.validation_percentage,
+        config.split.testing_percentage,
+        asdict(spec),
+        config.features.weights,
+        weights.sha256,
+        asdict(config.head),
+        asdict(config.tune),
+        config.features.augment_views,
+        config.features.engine,
         asdict(config.fine_tune) if config.fine_tune else None,
     )
 
@@ -109,8 +135,9 @@ def export_key(config: SweepConfig, train_key: str, fmt: str) -> str:
     from edgetl.export import RECIPE_VERSION
 
     e = config.export
-    return settings_key(train_key, fmt, e.io_type, e.num_calibration_images, RECIPE_VERSION, e.bias_correction,
-                        e.max_accuracy_drop)
+    return settings_key(
+        train_key, fmt, e.io_type, e.num_calibration_images, RECIPE_VERSION, e.bias_correction, e.max_accuracy_drop
+    )
 
 
 def export_keys(config: SweepConfig, trained: str) -> dict[str, str]:
@@ -125,28 +152,56 @@ BENCH_VERSION = 3
 
 def bench_key(config: SweepConfig, export_key: str) -> str:
     b = config.bench
-    return settings_key(export_key, b.num_threads, b.min_timed_runs, b.min_timed_seconds, b.max_timed_seconds,
-                        b.stable_within, BENCH_VERSION)
+    return settings_key(
+        export_key,
+        b.num_threads,
+        b.min_timed_runs,
+        b.min_timed_seconds,
+        b.max_timed_seconds,
+        b.stable_within,
+        BENCH_VERSION,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
 # the units
 
 
-def train_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, weights: ResolvedWeights, log,
-                load=None) -> dict:
+def train_point(
+    config: SweepConfig, spec: BackboneSpec, dataset: Dataset, weights: ResolvedWeights, log, load=None
+) -> dict:
     """Unit 1: bottlenecks and head of one point, written to its run directory; returns its run.json.
     `load` (`load_image`'s signature) is where the pixels come from: the in-process sweep's decoded-once store."""
     out = point_dir(config, spec)
-    train(TrainConfig(image_dir=config.image_dir, output_dir=out, backbone=spec, split=config.split,
-                      features=config.features, head=config.head, tune=config.tune, fine_tune=config.fine_tune),
-          log=lambda msg: None if msg.startswith("step ") else log(msg),  # per-step lines: train's own job
-          dataset=dataset, weights=weights, load=load)
+    train(
+        TrainConfig(
+            image_dir=config.image_dir,
+            output_dir=out,
+            backbone=spec,
+            split=config.split,
+            features=config.features,
+            head=config.head,
+            tune=config.tune,
+            fine_tune=config.fine_tune,
+        ),
+        log=lambda msg: None if msg.startswith("step ") else log(msg),  # per-step lines: train's own job
+        dataset=dataset,
+        weights=weights,
+        load=load,
+    )
     return json.loads((out / "run.json").read_text())
 
 
-def bench_artifact(config: SweepConfig, spec: BackboneSpec, fmt: str, artifact: Path, test_set: tuple,
-                   run: dict, status: str, predictions=None) -> tuple[ArtifactResult, dict]:
+def bench_artifact(
+    config: SweepConfig,
+    spec: BackboneSpec,
+    fmt: str,
+    artifact: Path,
+    test_set: tuple,
+    run: dict,
+    status: str,
+    predictions=None,
+) -> tuple[ArtifactResult, dict]:
     """Unit 3: one artifact measured on the test split. Returns its row and what the benchmark ran on.
 
     `test_set` is (the .npz of decoded test images, their labels); `status` is the export check's verdict,
@@ -161,26 +216,46 @@ def bench_artifact(config: SweepConfig, spec: BackboneSpec, fmt: str, artifact: 
         if predictions is not None:
             m.predictions = np.asarray(predictions, np.float32).astype(float).tolist()
     except Exception as e:  # one artifact that won't run is a row, not a dead sweep
-        failed = failed_result(point_name(config, spec), spec.version, spec.alpha, spec.resolution, fmt,
-                               f"benchmark failed: {one_line(e)}", config.bench.num_threads)
+        failed = failed_result(
+            point_name(config, spec),
+            spec.version,
+            spec.alpha,
+            spec.resolution,
+            fmt,
+            f"benchmark failed: {one_line(e)}",
+            config.bench.num_threads,
+        )
         return failed, {}
     row = ArtifactResult(
-        point=point_name(config, spec), backbone=spec.version, alpha=spec.alpha, resolution=spec.resolution, format=fmt,
-        path=str(artifact.relative_to(config.output_dir)), macs=run["backbone"]["macs"] + run["head"]["macs"],
-        params=run["backbone"]["params"] + run["head"]["params"], num_threads=config.bench.num_threads,
-        status=status, sha256=sha256_file(artifact), measured_on=socket.gethostname(),
+        point=point_name(config, spec),
+        backbone=spec.version,
+        alpha=spec.alpha,
+        resolution=spec.resolution,
+        format=fmt,
+        path=str(artifact.relative_to(config.output_dir)),
+        macs=run["backbone"]["macs"] + run["head"]["macs"],
+        params=run["backbone"]["params"] + run["head"]["params"],
+        num_threads=config.bench.num_threads,
+        status=status,
+        sha256=sha256_file(artifact),
+        measured_on=socket.gethostname(),
         **m.result_fields(labels, run["classes"]),
     )
-    return row, {"backend": m.backend, "input_dtype": m.input_dtype, "seconds": round(time.perf_counter() - started, 2),
-                 "predictions_from": "benchmark" if predictions is None else "export check"}
+    return row, {
+        "backend": m.backend,
+        "input_dtype": m.input_dtype,
+        "seconds": round(time.perf_counter() - started, 2),
+        "predictions_from": "benchmark" if predictions is None else "export check",
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
 # the in-process runner
 
 
-def export_point(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], state: dict, dataset, log=None,
-                 load=None) -> dict:
+def export_point(
+    config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], state: dict, dataset, log=None, load=None
+) -> dict:
     """Unit 2 for each format whose export key changed (or whose artifact is gone); returns the point's state.
     Picklable arguments only: the sweep runs it in its export worker (`edgetl.sweep.local`) too."""
     from edgetl.export import export_format, load_run_inputs
@@ -195,8 +270,9 @@ def export_point(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], 
     return state
 
 
-def train_todo(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: tqdm, log,
-               load=None) -> tuple[dict, dict[str, str], dict]:
+def train_todo(
+    config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage: tqdm, log, load=None
+) -> tuple[dict, dict[str, str], dict]:
     """Unit 1 unless an earlier run finished it: (run.json, each format's export key, the point's state)."""
     state = read_state(config, spec)
     weights = resolve_weights(spec, config.features.weights, config.features.weights_dir)
@@ -209,8 +285,16 @@ def train_todo(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, stage:
     return run, export_keys(config, trained), state
 
 
-def bench_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, run: dict, keys: dict[str, str],
-                state: dict, stage: tqdm, load=None) -> list[ArtifactResult]:
+def bench_point(
+    config: SweepConfig,
+    spec: BackboneSpec,
+    dataset: Dataset,
+    run: dict,
+    keys: dict[str, str],
+    state: dict,
+    stage: tqdm,
+    load=None,
+) -> list[ArtifactResult]:
     """Unit 3 for each exported format not measured with its current key; every format's row."""
     from edgetl.export import check_predictions, read_export_summary
 
@@ -224,8 +308,16 @@ def bench_point(config: SweepConfig, spec: BackboneSpec, dataset: Dataset, run: 
             stage.set_description_str(f"{point_name(config, spec)}: benchmarking {fmt}")
             fault_point(f"bench:{fmt}")
             test_set = test_set or prepare_test_images(dataset, spec.resolution, out / TEST_IMAGES, load)
-            row, ran_on = bench_artifact(config, spec, fmt, out / entry["path"], test_set, run,
-                                         entry.get("status", "ok"), check_predictions(out, entry, _kept(test_set)))
+            row, ran_on = bench_artifact(
+                config,
+                spec,
+                fmt,
+                out / entry["path"],
+                test_set,
+                run,
+                entry.get("status", "ok"),
+                check_predictions(out, entry, _kept(test_set)),
+            )
             record_bench(config, spec, fmt, key, row, ran_on, state)
         rows.append(row)
     return rows
@@ -328,11 +420,16 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
     finishing = time.perf_counter()
     finished = finish_sweep(config, results, notes)
     pixels.remove()  # kept until here, so a killed sweep resumes without decoding again
-    atomic_write_json(Path(config.output_dir) / "timings.json", {
-        "wall_s": round(time.perf_counter() - started, 2), **timings,
-        "finish_s": round(time.perf_counter() - finishing, 2),
-        "decode_once_s": round(pixels.store.seconds, 2) if pixels.store else 0.0,
-        "decoded_resolutions": list(pixels.store.resolutions) if pixels.store else []})
+    atomic_write_json(
+        Path(config.output_dir) / "timings.json",
+        {
+            "wall_s": round(time.perf_counter() - started, 2),
+            **timings,
+            "finish_s": round(time.perf_counter() - finishing, 2),
+            "decode_once_s": round(pixels.store.seconds, 2) if pixels.store else 0.0,
+            "decoded_resolutions": list(pixels.store.resolutions) if pixels.store else [],
+        },
+    )
     return finished
 
 
@@ -348,20 +445,32 @@ def copy_best(best: ArtifactResult, config: SweepConfig, out: Path) -> Path:
     shutil.copy2(point / "labels.txt", tmp / "labels.txt")
     run = json.loads((point / "run.json").read_text())
     dtype = read_json(point / "bench" / f"{best.format}.json").get("input_dtype", "float32")
-    write_model_card(best, {
-        "input_type": f"raw RGB pixels 0..255 as {dtype}, shape [1, {best.resolution}, {best.resolution}, 3] "
-                      "(the [-1, 1] scaling is inside the model)",
-        "dataset": str(Path(config.image_dir).resolve()),
-        "class_names": run["classes"],
-        "split (train/validation/test images)":
-            f"{run['metrics']['num_train']}/{run['metrics']['num_validation']}/{run['metrics']['num_test']}",
-        "backbone weights": run["backbone"]["weights"],
-        "training": ("softmax head on frozen bottleneck features; " + json.dumps(run["training"])
-                     + (f"; then the backbone's last {run['fine_tune']['layers']} layers fine-tuned for "
-                        f"{run['fine_tune']['best_epoch']} epoch(s)" if run.get("fine_tune") else "")),
-        "measured with": f"{config.bench.num_threads} thread(s), batch 1, on the test split",
-        "budget": config.budget.describe() if config.budget.is_set else "none (knee of the Pareto front)",
-    }, tmp / "model_card.md")
+    write_model_card(
+        best,
+        {
+            "input_type": f"raw RGB pixels 0..255 as {dtype}, shape [1, {best.resolution}, {best.resolution}, 3] "
+            "(the [-1, 1] scaling is inside the model)",
+            "dataset": str(Path(config.image_dir).resolve()),
+            "class_names": run["classes"],
+            "split (train/validation/test images)": "/".join(
+                str(run["metrics"][k]) for k in ("num_train", "num_validation", "num_test")
+            ),
+            "backbone weights": run["backbone"]["weights"],
+            "training": (
+                "softmax head on frozen bottleneck features; "
+                + json.dumps(run["training"])
+                + (
+                    f"; then the backbone's last {run['fine_tune']['layers']} layers fine-tuned for "
+                    f"{run['fine_tune']['best_epoch']} epoch(s)"
+                    if run.get("fine_tune")
+                    else ""
+                )
+            ),
+            "measured with": f"{config.bench.num_threads} thread(s), batch 1, on the test split",
+            "budget": config.budget.describe() if config.budget.is_set else "none (knee of the Pareto front)",
+        },
+        tmp / "model_card.md",
+    )
     shutil.rmtree(best_dir, ignore_errors=True)
     tmp.rename(best_dir)
     return best_dir

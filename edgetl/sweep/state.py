@@ -40,7 +40,6 @@ def read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-
 def _intact(point: Path, entry: dict) -> bool:
     """True when the artifact export.json describes is there with the SHA-256 recorded for it."""
     path = point / entry.get("path", "-")
@@ -51,8 +50,10 @@ def _trained_run(point: Path) -> dict | None:
     """run.json, when it is readable and the model files still hash to what it records (a power cut
     truncates files); else None."""
     run = read_json(point / "run.json")
-    intact = run and all((point / name).is_file() and sha256_file(point / name) == digest
-                         for name, digest in run.get("files", {}).items())
+    intact = run and all(
+        (point / name).is_file() and sha256_file(point / name) == digest
+        for name, digest in run.get("files", {}).items()
+    )
     return run if intact else None
 
 
@@ -79,8 +80,11 @@ def export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], s
 
     out = point_dir(config, spec)
     exported = read_export_summary(out)
-    return [f for f in config.export.formats
-            if state["export"].get(f) != keys[f] or f not in exported or not _intact(out, exported[f])]
+    return [
+        f
+        for f in config.export.formats
+        if state["export"].get(f) != keys[f] or f not in exported or not _intact(out, exported[f])
+    ]
 
 
 def record_export(config: SweepConfig, spec: BackboneSpec, fmt: str, key: str, state: dict) -> None:
@@ -89,8 +93,9 @@ def record_export(config: SweepConfig, spec: BackboneSpec, fmt: str, key: str, s
     atomic_write_json(point_dir(config, spec) / "sweep_state.json", state)
 
 
-def settled_row(config: SweepConfig, spec: BackboneSpec, fmt: str, entry: dict, key: str,
-                state: dict) -> ArtifactResult | None:
+def settled_row(
+    config: SweepConfig, spec: BackboneSpec, fmt: str, entry: dict, key: str, state: dict
+) -> ArtifactResult | None:
     """The row of a format that needs no benchmark: its saved measurement when finished with this key, a
     failed row when there is no intact artifact to measure; None when it must be measured."""
     out = point_dir(config, spec)
@@ -98,13 +103,21 @@ def settled_row(config: SweepConfig, spec: BackboneSpec, fmt: str, entry: dict, 
     if saved.get("key") == key and state["bench"].get(fmt) == key and intact:
         return ArtifactResult(**saved["result"])
     if not intact:
-        return failed_result(point_name(config, spec), spec.version, spec.alpha, spec.resolution, fmt,
-                             entry.get("status", "export failed: no artifact"), config.bench.num_threads)
+        return failed_result(
+            point_name(config, spec),
+            spec.version,
+            spec.alpha,
+            spec.resolution,
+            fmt,
+            entry.get("status", "export failed: no artifact"),
+            config.bench.num_threads,
+        )
     return None
 
 
-def record_bench(config: SweepConfig, spec: BackboneSpec, fmt: str, key: str, row: ArtifactResult, ran_on: dict,
-                 state: dict) -> None:
+def record_bench(
+    config: SweepConfig, spec: BackboneSpec, fmt: str, key: str, row: ArtifactResult, ran_on: dict, state: dict
+) -> None:
     """A measurement, saved; a failed benchmark is a row only (the next run tries again)."""
     if row.status.startswith("benchmark failed"):
         return

@@ -52,13 +52,16 @@ class FineTuneResult:
 def _augmenter(seed: int):
     import keras
 
-    return keras.Sequential([
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1),
-        keras.layers.RandomZoom((-0.3, 0.0), fill_mode="reflect", seed=seed + 2),
-        keras.layers.RandomContrast(0.2, seed=seed + 3),
-        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 4),
-    ], name="augment")
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1),
+            keras.layers.RandomZoom((-0.3, 0.0), fill_mode="reflect", seed=seed + 2),
+            keras.layers.RandomContrast(0.2, seed=seed + 3),
+            keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 4),
+        ],
+        name="augment",
+    )
 
 
 def unfreeze_top(model, layers: int) -> int:
@@ -89,8 +92,10 @@ class _Progress:
 
             def on_epoch_end(self, epoch, logs=None):
                 logs = logs or {}
-                self.bar.set_postfix_str(f"epoch {epoch + 1}: val_loss {logs.get('val_loss', float('nan')):.4f}, "
-                                         f"val_acc {logs.get('val_accuracy', float('nan')):.1%}")
+                self.bar.set_postfix_str(
+                    f"epoch {epoch + 1}: val_loss {logs.get('val_loss', float('nan')):.4f}, "
+                    f"val_acc {logs.get('val_accuracy', float('nan')):.1%}"
+                )
 
             def on_train_end(self, logs=None):
                 self.bar.close()
@@ -98,8 +103,9 @@ class _Progress:
         return Callback()
 
 
-def fine_tune(classifier, splits: dict, resolution: int, head: HeadConfig, config: FineTuneConfig,
-              log=print) -> FineTuneResult:
+def fine_tune(
+    classifier, splits: dict, resolution: int, head: HeadConfig, config: FineTuneConfig, log=print
+) -> FineTuneResult:
     """Fine-tune `classifier` (backbone + trained head) on the training split, early-stopped on validation.
 
     `splits` maps split name -> (features, labels, records), as `train.featurize` returns them.
@@ -116,9 +122,11 @@ def fine_tune(classifier, splits: dict, resolution: int, head: HeadConfig, confi
     # Cosine decay to zero over the longest run: late epochs take small steps instead of hopping around
     # the minimum, which is where a fixed rate left validation loss jumping by +-0.03 per epoch.
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.max_epochs * steps)
-    classifier.compile(optimizer=keras.optimizers.Adam(schedule),
-                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=head.label_smoothing),
-                       metrics=["accuracy"])
+    classifier.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=head.label_smoothing),
+        metrics=["accuracy"],
+    )
     augmenter = _augmenter(config.seed) if config.augment else None
 
     def batches(x, y, shuffle: bool):
@@ -131,22 +139,37 @@ def fine_tune(classifier, splits: dict, resolution: int, head: HeadConfig, confi
         return data.prefetch(tf.data.AUTOTUNE)
 
     weights = class_weights(train_y, num_classes, head.class_weights)
-    log(f"fine-tuning the last {config.layers} backbone layers ({trainable:,} trainable weights) on "
-        f"{len(train_x)} images, at most {config.max_epochs} epochs of {steps} steps")
+    log(
+        f"fine-tuning the last {config.layers} backbone layers ({trainable:,} trainable weights) on "
+        f"{len(train_x)} images, at most {config.max_epochs} epochs of {steps} steps"
+    )
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     history = classifier.fit(
-        batches(train_x, train_y, True), validation_data=batches(val_x, val_y, False), epochs=config.max_epochs,
-        verbose=0, callbacks=[stop, _Progress(config.max_epochs * steps)],
+        batches(train_x, train_y, True),
+        validation_data=batches(val_x, val_y, False),
+        epochs=config.max_epochs,
+        verbose=0,
+        callbacks=[stop, _Progress(config.max_epochs * steps)],
         class_weight=None if head.class_weights == "none" else dict(enumerate(weights.tolist())),
     )
-    records = [{"epoch": i + 1, **{k: float(v[i]) for k, v in history.history.items()}}
-               for i in range(len(history.history["loss"]))]
+    records = [
+        {"epoch": i + 1, **{k: float(v[i]) for k, v in history.history.items()}}
+        for i in range(len(history.history["loss"]))
+    ]
     best = int(np.argmin([r["val_loss"] for r in records]))
     classifier.trainable = False  # the saved model is for inference
-    info = {**asdict(config), "trainable_weights": trainable, "epochs_run": len(records), "best_epoch": best + 1,
-            "history": records, "seconds": round(time.time() - started, 1)}
-    log(f"fine-tuned: best epoch {best + 1} of {len(records)}, validation accuracy "
-        f"{records[best]['val_accuracy']:.1%} ({info['seconds']:.0f} s)")
+    info = {
+        **asdict(config),
+        "trainable_weights": trainable,
+        "epochs_run": len(records),
+        "best_epoch": best + 1,
+        "history": records,
+        "seconds": round(time.time() - started, 1),
+    }
+    log(
+        f"fine-tuned: best epoch {best + 1} of {len(records)}, validation accuracy "
+        f"{records[best]['val_accuracy']:.1%} ({info['seconds']:.0f} s)"
+    )
     return FineTuneResult(classifier, info)
 
 
@@ -168,5 +191,8 @@ def _decode_splits(splits: dict, resolution: int, log) -> tuple:
 def predict(model, records: list, resolution: int, batch_size: int = 64) -> np.ndarray:
     """Class probabilities of `model` for `records` (decoded as everywhere else)."""
     images, kept, _ = decode_images(records, resolution)
-    return model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0) if len(kept) else \
-        np.zeros((0, int(model.output.shape[-1])), np.float32)
+    return (
+        model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+        if len(kept)
+        else np.zeros((0, int(model.output.shape[-1])), np.float32)
+    )

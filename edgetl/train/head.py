@@ -135,11 +135,18 @@ def _shared_config(configs: list[HeadConfig]) -> HeadConfig:
     """The settings every head of one `train_heads` call shares; ValueError naming those that differ."""
     if not configs:
         raise ValueError("train_heads needs at least one HeadConfig")
-    differ = sorted({f for c in configs for f in c.__dataclass_fields__
-                     if f not in PER_HEAD and getattr(c, f) != getattr(configs[0], f)})
+    differ = sorted(
+        {
+            f
+            for c in configs
+            for f in c.__dataclass_fields__
+            if f not in PER_HEAD and getattr(c, f) != getattr(configs[0], f)
+        }
+    )
     if differ:
-        raise ValueError(f"heads trained together may differ only in {', '.join(PER_HEAD)}; these differ: "
-                         f"{', '.join(differ)}")
+        raise ValueError(
+            f"heads trained together may differ only in {', '.join(PER_HEAD)}; these differ: {', '.join(differ)}"
+        )
     return configs[0]
 
 
@@ -165,8 +172,16 @@ def train_head(
 # keeps the other core busy, where two BLAS threads contending with it made the 24 fits of V2 1.0 @224 take
 # 25 s instead of 10 (alone on 2 cores: 7.3 s instead of 5.9).
 @threadpool_limits.wrap(limits=1, user_api="blas")
-def train_heads(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int,
-                configs: list[HeadConfig], log=print, fixed_steps: int | None = None) -> list[Head]:
+def train_heads(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    num_classes: int,
+    configs: list[HeadConfig],
+    log=print,
+    fixed_steps: int | None = None,
+) -> list[Head]:
     """`train_head` for several settings at once, each head exactly (bit for bit) what it would be alone.
 
     The configs may differ only in PER_HEAD fields, so every head sees the same batches and dropout
@@ -204,20 +219,37 @@ def train_heads(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val
         if step % config.eval_step_interval and step != total_steps:
             continue
         records = _evaluate(step, stack, (train_x, train_y), (monitor_x, monitor_y), weight_of, config)
-        live = np.array([_watch(step, stack, i, record, heads, watches, fixed_steps, config, log)
-                         for i, record in enumerate(records)])
+        live = np.array(
+            [
+                _watch(step, stack, i, record, heads, watches, fixed_steps, config, log)
+                for i, record in enumerate(records)
+            ]
+        )
         if not live.any():
             break
         if not live.all():
             stack.keep(live)
     if fixed_steps:  # the final weights, not the best seen
         for i, row in enumerate(stack.rows):
-            heads[row].weights, heads[row].bias, heads[row].best_step = stack.w[i].copy(), stack.b[i, 0].copy(), total_steps
+            heads[row].weights, heads[row].bias, heads[row].best_step = (
+                stack.w[i].copy(),
+                stack.b[i, 0].copy(),
+                total_steps,
+            )
     return heads
 
 
-def _watch(step: int, stack: _Stack, i: int, record: dict, heads: list[Head], watches: list[dict],
-           fixed_steps: int | None, config: HeadConfig, log) -> bool:
+def _watch(
+    step: int,
+    stack: _Stack,
+    i: int,
+    record: dict,
+    heads: list[Head],
+    watches: list[dict],
+    fixed_steps: int | None,
+    config: HeadConfig,
+    log,
+) -> bool:
     """Record one head's evaluation and keep its best weights; False when it stops early."""
     row = stack.rows[i]
     head, watch = heads[row], watches[row]
@@ -241,8 +273,9 @@ def _watch(step: int, stack: _Stack, i: int, record: dict, heads: list[Head], wa
     return True
 
 
-def _evaluate(step: int, stack: _Stack, train: tuple, monitor: tuple, weight_of: np.ndarray,
-              config: HeadConfig) -> list[dict]:
+def _evaluate(
+    step: int, stack: _Stack, train: tuple, monitor: tuple, weight_of: np.ndarray, config: HeadConfig
+) -> list[dict]:
     """One history record per stacked head. Cross-entropy is on the hard labels (what the model is judged
     on), weighted by class when class weights are on, so early stopping watches the loss being optimised."""
     weighted = config.class_weights != "none"

@@ -11,12 +11,20 @@ from pathlib import Path
 import numpy as np
 
 from edgetl import __version__
-from edgetl.features.backbones import BackboneSpec, ResolvedWeights, build_feature_extractor, build_hub_feature_extractor, count_macs, hub_fingerprint, resolve_weights
 from edgetl.data.dataset import Dataset, SplitConfig, scan_dataset
-from edgetl.features.engine import Embedder
+from edgetl.features.backbones import (
+    BackboneSpec,
+    ResolvedWeights,
+    build_feature_extractor,
+    build_hub_feature_extractor,
+    count_macs,
+    hub_fingerprint,
+    resolve_weights,
+)
 from edgetl.features.bottlenecks import FeatureConfig, cache_key, compute_features
-from edgetl.io.files import atomic_write_json, atomic_write_text, sha256_file, writing
+from edgetl.features.engine import Embedder
 from edgetl.io.faults import fault_point
+from edgetl.io.files import atomic_write_json, atomic_write_text, sha256_file, writing
 from edgetl.train.finetune import FineTuneConfig, fine_tune, predict
 from edgetl.train.head import Head, HeadConfig, accuracy
 from edgetl.train.tuning import TuneConfig, fit_head
@@ -72,8 +80,9 @@ def build_classifier(extractor, head: Head, num_classes: int):
     return keras.Model(extractor.input, outputs, name="edgetl_classifier")
 
 
-def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: ResolvedWeights | None = None,
-              load=None) -> Bottlenecks:
+def featurize(
+    dataset: Dataset, config: TrainConfig, log=print, weights: ResolvedWeights | None = None, load=None
+) -> Bottlenecks:
     """Bottlenecks for every split, the backbone model, and what was resolved about the weights.
 
     `weights` already resolved (by a sweep, once per point) saves resolving them again; `load` (with
@@ -117,18 +126,26 @@ def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: Resolve
         )
     views_x, views_y, computed = [], [], result.computed
     for view in range(1, config.features.augment_views + 1):  # training images only, never validation or test
-        views = compute_features(splits["training"][2], embed, key,
-                                 spec.resolution, cache_dir=config.features.bottleneck_dir,
-                                 batch_size=config.features.batch_size, view=view,
-                                 desc=f"augmented view {view}/{config.features.augment_views}")
+        views = compute_features(
+            splits["training"][2],
+            embed,
+            key,
+            spec.resolution,
+            cache_dir=config.features.bottleneck_dir,
+            batch_size=config.features.batch_size,
+            view=view,
+            desc=f"augmented view {view}/{config.features.augment_views}",
+        )
         views_x.append(views.features)
         views_y.append(np.array([r.label_index for r in views.records], dtype=np.int64))
         computed += views.computed
     if views_x:
         log(f"augmented views: {config.features.augment_views} per training image, {sum(map(len, views_y))} features")
     dim = result.features.shape[1]
-    augmented = (np.concatenate(views_x) if views_x else np.zeros((0, dim), np.float32),
-                 np.concatenate(views_y) if views_y else np.zeros(0, np.int64))
+    augmented = (
+        np.concatenate(views_x) if views_x else np.zeros((0, dim), np.float32),
+        np.concatenate(views_y) if views_y else np.zeros(0, np.int64),
+    )
     backbone_info = {
         "version": version,
         "alpha": alpha,
@@ -144,8 +161,9 @@ def featurize(dataset: Dataset, config: TrainConfig, log=print, weights: Resolve
     return Bottlenecks(dataset, splits, extractor, augmented, backbone_info, computed, result.cached)
 
 
-def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
-          weights: ResolvedWeights | None = None, load=None) -> TrainResult:
+def train(
+    config: TrainConfig, log=print, dataset: Dataset | None = None, weights: ResolvedWeights | None = None, load=None
+) -> TrainResult:
     """Run one grid point end to end and write the run directory (docs/interfaces.md).
 
     A sweep passes the `dataset` it scanned and the `weights` it resolved, once for every point, and
@@ -167,12 +185,21 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
     timings["features"], clock = time.perf_counter() - clock, time.perf_counter()
     dataset, splits = bottlenecks.dataset, bottlenecks.splits
     (train_x, train_y, _), (val_x, val_y, _), (test_x, test_y, test_records) = (
-        splits["training"], splits["validation"], splits["testing"]
+        splits["training"],
+        splits["validation"],
+        splits["testing"],
     )
     if len(np.unique(train_y)) < 2:
         raise ValueError("after skipping undecodable files, fewer than two classes have training images")
-    fit = fit_head((train_x, train_y), (val_x, val_y), len(dataset.classes), config.head, config.tune, log=log,
-                   extra_train=bottlenecks.augmented)
+    fit = fit_head(
+        (train_x, train_y),
+        (val_x, val_y),
+        len(dataset.classes),
+        config.head,
+        config.tune,
+        log=log,
+        extra_train=bottlenecks.augmented,
+    )
     head = fit.head
     timings["head"], clock = time.perf_counter() - clock, time.perf_counter()
     fault_point("head")
@@ -194,8 +221,14 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
         test_probs = head.predict_proba(test_x)
     else:
         # From the head that never saw validation images, so early stopping on them stays honest.
-        fine_tuned = fine_tune(build_classifier(bottlenecks.extractor, fit.selected, len(dataset.classes)), splits,
-                               config.backbone.resolution, fit.chosen, config.fine_tune, log)
+        fine_tuned = fine_tune(
+            build_classifier(bottlenecks.extractor, fit.selected, len(dataset.classes)),
+            splits,
+            config.backbone.resolution,
+            fit.chosen,
+            config.fine_tune,
+            log,
+        )
         model, test_probs = fine_tuned.model, predict(fine_tuned.model, test_records, config.backbone.resolution)
         best = fine_tuned.info["history"][fine_tuned.info["best_epoch"] - 1]
         metrics.update(train_accuracy=best["accuracy"], validation_accuracy=best["val_accuracy"])  # train: augmented
@@ -235,8 +268,13 @@ def train(config: TrainConfig, log=print, dataset: Dataset | None = None,
     }
     save_run(run_dir, model, run, log, (test_probs, [r.path for r in test_records]))
     return TrainResult(
-        run_dir, dataset.classes, metrics, bottlenecks.computed, bottlenecks.cached,
-        [(str(p), why) for p, why in dataset.skipped], misclassified,
+        run_dir,
+        dataset.classes,
+        metrics,
+        bottlenecks.computed,
+        bottlenecks.cached,
+        [(str(p), why) for p, why in dataset.skipped],
+        misclassified,
     )
 
 
@@ -260,14 +298,18 @@ def save_run(run_dir: Path, model, run: dict, log=print, test_predictions: tuple
     # conversion starts from the model's frozen forward function (edgetl.export.tflite).
     shutil.rmtree(run_dir / "saved_model", ignore_errors=True)  # an older run's, no longer what model.keras is
     fault_point("save_run:tflite")
-    export_artifact(ModelSource(model, None), "tflite-float32", run_dir / "model.tflite",
-                    artifact_metadata(run, "tflite-float32"))
+    export_artifact(
+        ModelSource(model, None), "tflite-float32", run_dir / "model.tflite", artifact_metadata(run, "tflite-float32")
+    )
     names = ("model.keras", "model.tflite")
     if test_predictions is not None:
         run = {**run, "reference": save_reference(run_dir, *test_predictions)}
         names += (REFERENCE,)
     # What the model files hash to, so a resumed sweep notices one a power cut truncated.
-    run = {**run, "files": {name: sha256_file(run_dir / name) for name in names},
-           "timings": {**run.get("timings", {}), "save": round(time.perf_counter() - started, 2)}}
+    run = {
+        **run,
+        "files": {name: sha256_file(run_dir / name) for name in names},
+        "timings": {**run.get("timings", {}), "save": round(time.perf_counter() - started, 2)},
+    }
     atomic_write_json(run_dir / "run.json", run, "run.json")
     log(f"wrote {run_dir}/model.tflite, model.keras, labels.txt, run.json")

@@ -49,7 +49,7 @@ class TuneConfig:
             for v in values:
                 replace(HeadConfig(), **{name: v})  # HeadConfig says what is valid
 
-    def fixing(self, **fixed: float) -> "TuneConfig":
+    def fixing(self, **fixed: float) -> TuneConfig:
         """The same search with the given fields held at one value (flags the user set win)."""
         return replace(self, **{k: (v,) for k, v in fixed.items()})
 
@@ -75,7 +75,9 @@ class HeadFit:
             "searched": list(SEARCHED),
             "given": {n: getattr(base, n) for n in SEARCHED},
             "chosen": {n: getattr(self.chosen, n) for n in SEARCHED},
-            "rule": "lowest validation cross-entropy among settings at least as accurate on validation as the given ones",
+            "rule": (
+                "lowest validation cross-entropy among settings at least as accurate on validation as the given ones"
+            ),
             "table": self.table,
             "refit_steps": self.refit_steps,
         }
@@ -84,8 +86,12 @@ class HeadFit:
 def _row(config: HeadConfig, head: Head, val: tuple) -> dict:
     val_x, val_y = val
     probs = head.predict_proba(val_x)
-    return {**{n: getattr(config, n) for n in SEARCHED}, "best_step": head.best_step,
-            "validation_accuracy": accuracy(probs, val_y), "validation_cross_entropy": cross_entropy(probs, val_y)}
+    return {
+        **{n: getattr(config, n) for n in SEARCHED},
+        "best_step": head.best_step,
+        "validation_accuracy": accuracy(probs, val_y),
+        "validation_cross_entropy": cross_entropy(probs, val_y),
+    }
 
 
 def choose(table: list[dict], baseline: int = 0) -> int:
@@ -111,8 +117,15 @@ def _fit_candidates(candidates: list[HeadConfig], train: tuple, val: tuple, num_
     return heads
 
 
-def fit_head(train: tuple, val: tuple, num_classes: int, base: HeadConfig = HeadConfig(),
-             tune: TuneConfig = TuneConfig(), log=print, extra_train: tuple | None = None) -> HeadFit:
+def fit_head(
+    train: tuple,
+    val: tuple,
+    num_classes: int,
+    base: HeadConfig = HeadConfig(),
+    tune: TuneConfig = TuneConfig(),
+    log=print,
+    extra_train: tuple | None = None,
+) -> HeadFit:
     """Search, choose, refit. `train`/`val` are (features, labels); `extra_train` (augmented views of the
     training images) joins the training set of every fit but is never validated on."""
     train_x, train_y = train
@@ -128,17 +141,19 @@ def fit_head(train: tuple, val: tuple, num_classes: int, base: HeadConfig = Head
     chosen, selected = candidates[best], heads[best]
     if len(candidates) > 1:
         r = table[best]
-        log(f"head settings: {len(candidates)} tried on validation; chosen "
+        log(
+            f"head settings: {len(candidates)} tried on validation; chosen "
             + ", ".join(f"{n} {getattr(chosen, n):g}" for n in SEARCHED)
             + f" ({r['validation_accuracy']:.1%}, cross-entropy {r['validation_cross_entropy']:.4f}; the given "
-              f"settings: {table[0]['validation_accuracy']:.1%}, {table[0]['validation_cross_entropy']:.4f})")
+            f"settings: {table[0]['validation_accuracy']:.1%}, {table[0]['validation_cross_entropy']:.4f})"
+        )
     fit = HeadFit(selected, chosen, selected, table)
     if tune.refit and has_val:
         all_x, all_y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
         # As many epochs as early stopping chose: steps grow with the images.
         fit.refit_steps = max(1, math.ceil(selected.best_step * len(all_y) / len(train_y)))
-        fit.head = train_head(all_x, all_y, val_x[:0], val_y[:0], num_classes, chosen, log=quiet,
-                              fixed_steps=fit.refit_steps)
+        fit.head = train_head(
+            all_x, all_y, val_x[:0], val_y[:0], num_classes, chosen, log=quiet, fixed_steps=fit.refit_steps
+        )
         log(f"refit on train + validation ({len(all_y)} images) for {fit.refit_steps} steps")
     return fit
-
