@@ -9,8 +9,11 @@
 
 Importing this package stays TensorFlow-free (the CLI, `edgetl.cli.export`, builds its parser from it):
 TensorFlow, tf2onnx and onnxruntime are imported by the converters, on use.
+
+Callable as the stage's function: ``edgetl.export(...)`` is ``edgetl.export.run.export_run(...)``.
 """
 
+from edgetl import callable_stage
 from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import (
@@ -64,3 +67,5 @@ __all__ = [
     "read_export_summary",
     "read_run",
 ]
+
+callable_stage(__name__)

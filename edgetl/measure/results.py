@@ -197,3 +197,20 @@ def read_results(out_dir: str | os.PathLike) -> list[ArtifactResult]:
 def read_notes(out_dir: str | os.PathLike) -> list[str]:
     """The sweep's notes kept in ``out_dir/results.json`` (skipped and failed grid points)."""
     return _read_results_json(out_dir)[2]
+
+
+#: Per-image and per-class lists, left out of the frame: one row per artifact reads better without them.
+_FRAME_OMITS = ("predictions", "labels", "confusion_matrix", "per_class_accuracy")
+
+
+def results_frame(results: Sequence[ArtifactResult]):
+    """The rows as a pandas DataFrame, one per artifact (without the per-image lists; `init_ms` added).
+
+    pandas is not a dependency of edgetl: this needs it installed (``pip install pandas``).
+    """
+    try:
+        import pandas as pd
+    except ImportError as e:
+        raise ImportError("results_frame() and SweepResult.to_pandas() need pandas: pip install pandas") from e
+    rows = [{k: v for k, v in r.to_dict().items() if k not in _FRAME_OMITS} | {"init_ms": r.init_ms} for r in results]
+    return pd.DataFrame(rows)

@@ -8,11 +8,11 @@ which measures every artifact on the device and writes one JSON naming the devic
 
 Layout of the zip::
 
-    device_bench.py            run this on the device: python device_bench.py
+    device_bench.py            run this on the device: python device_bench.py (edgetl.measure.device_bench)
     bundle.json                the artifacts, their host figures and SHA-256, the test sets
     artifacts/<point>/<format>.<tflite|onnx>
     test_images/r<R>.npz       uint8 images (N, R, R, 3) and labels, in the sweep's test-split order
-    edgetl/                    the package's source (only the runtime and the benchmark child are used)
+    edgetl/                    the installed package's source (the runtime, the benchmark child, device_bench)
 """
 
 from __future__ import annotations
@@ -31,8 +31,22 @@ from edgetl.pick.pareto import Budget, PickConfig, pick
 
 BUNDLE_JSON = "bundle.json"
 DEVICE_BENCH = "device_bench.py"
-_PACKAGE = Path(__file__).resolve().parent
-_DEVICE_BENCH_SOURCE = _PACKAGE.parent / "tools" / DEVICE_BENCH
+# The installed package itself (not a source checkout's tools/), so a wheel install bundles the same files.
+_PACKAGE = Path(__file__).resolve().parents[1]
+#: The bundle's entry point: the package's own device benchmark, from the copy of edgetl beside it.
+DEVICE_BENCH_SCRIPT = b'''#!/usr/bin/env python
+"""Measure this bundle's artifacts on this device: python device_bench.py [--num_threads 1,4] [--out FILE]."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the edgetl copied into the bundle
+
+from edgetl.measure.device_bench import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
 
 
 def bundle_rows(sweep_dir: Path, front_only: bool) -> list[ArtifactResult]:
@@ -94,7 +108,7 @@ def make_bundle(sweep_dir: str | Path, out: str | Path, front_only: bool = False
         files[f"test_images/r{resolution}.npz"] = data
     for source in sorted(_PACKAGE.rglob("*.py")):
         files[f"edgetl/{source.relative_to(_PACKAGE).as_posix()}"] = source.read_bytes()
-    files[DEVICE_BENCH] = _DEVICE_BENCH_SOURCE.read_bytes()
+    files[DEVICE_BENCH] = DEVICE_BENCH_SCRIPT
     files[BUNDLE_JSON] = json.dumps(
         {"edgetl_version": __version__, "sweep": str(sweep_dir.resolve()), "artifacts": entries}, indent=1
     ).encode()

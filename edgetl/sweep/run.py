@@ -39,7 +39,7 @@ from edgetl.features.bottlenecks import FeatureConfig
 from edgetl.io.faults import fault_point
 from edgetl.io.files import atomic_write_json, one_line, sha256_file, writing
 from edgetl.measure.bench import BenchConfig, measure, prepare_test_images
-from edgetl.measure.results import ArtifactResult, failed_result, write_results
+from edgetl.measure.results import ArtifactResult, failed_result, results_frame, write_results
 from edgetl.pick.pareto import Budget, PickConfig, pareto_front, pick
 from edgetl.pick.report import write_model_card, write_report
 from edgetl.sweep.space import check_space
@@ -103,10 +103,17 @@ class SweepConfig:
 
 @dataclass
 class SweepResult:
+    """What a sweep returns: every artifact's row, the pick (None when nothing fits the budget), report.md
+    and the notes (skipped or failed grid points)."""
+
     results: list[ArtifactResult]
     pick: ArtifactResult | None
     report: Path
     notes: list[str]
+
+    def to_pandas(self):
+        """The results as a pandas DataFrame, one row per artifact (needs pandas, not an edgetl dependency)."""
+        return results_frame(self.results)
 
 
 def settings_key(*parts) -> str:
