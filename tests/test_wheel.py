@@ -84,6 +84,7 @@ def sweep_dir(tiny_models, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # builds a wheel and a venv: about a minute on a busy 2-core machine
 def test_the_wheel_bundles_labels_and_benchmarks_outside_the_source_tree(installed, sweep_dir, tiny_models, tmp_path):
     venv, env = installed
     python, edgetl = venv / "bin" / "python", venv / "bin" / "edgetl"
