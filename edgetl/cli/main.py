@@ -18,6 +18,7 @@ from edgetl.cli.outcome import (
     configure_logging,
     failed_units,
     pick_exit_code,
+    quiet_progress,
     user_errors,
 )
 from edgetl.cli.pick import (
@@ -431,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["label"]:  # every flag is label_image's; argparse's REMAINDER would reject a leading --flag
         return cmd_label(argparse.Namespace(label_args=argv[1:]))
+    quiet_progress(argv)
     args = build_parser().parse_args(argv)
     configure_logging(args)
     try:

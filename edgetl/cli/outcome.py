@@ -72,9 +72,17 @@ def configure_logging(args: argparse.Namespace) -> logging.Logger:
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
-    if quiet:
-        os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm >= 4.66 reads its defaults from TQDM_* variables
     return logger
+
+
+def quiet_progress(argv: Sequence[str]) -> None:
+    """--quiet: no progress bars, here and in every process started from here (export workers, Ray).
+
+    tqdm (>= 4.66) takes its defaults from TQDM_* variables when it is imported, and building the parser
+    imports it, so this looks at the raw arguments first.
+    """
+    if "--quiet" in argv or "-q" in argv:
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def failed_units(results: Sequence, notes: Sequence[str]) -> list[str]:
