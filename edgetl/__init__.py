@@ -39,7 +39,7 @@ _LAZY = {
     "train": "edgetl.train",
     "export": "edgetl.export",
     # configs, each a frozen dataclass owning its defaults
-    "SweepConfig": "edgetl.sweep.run",
+    "SweepConfig": "edgetl.sweep.config",
     "TrainConfig": "edgetl.train.run",
     "ExportConfig": "edgetl.export.config",
     "BackboneSpec": "edgetl.features.backbones",
@@ -54,14 +54,14 @@ _LAZY = {
     # building a grid, and what comes back
     "grid": "edgetl.sweep.grid",
     "read_grid_file": "edgetl.sweep.grid",
-    "SweepResult": "edgetl.sweep.run",
+    "SweepResult": "edgetl.sweep.config",
     "TrainResult": "edgetl.train.run",
     "ExportResult": "edgetl.export.run",
     "ArtifactResult": "edgetl.measure.results",
     "read_results": "edgetl.measure.results",
     "results_frame": "edgetl.measure.results",
     "pick": "edgetl.pick.pareto",
-    "rebuild_report": "edgetl.pick.report",
+    "rebuild_report": "edgetl.pick.rebuild",
     "bench_model": "edgetl.measure.bench",
     "make_bundle": "edgetl.pick.bundle",
     # the device side (TensorFlow-free)

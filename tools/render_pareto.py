@@ -62,7 +62,7 @@ def constructed_rows(points: list[tuple[str, float, int]], n_test: int = 360, se
                     point=point, backbone=version, alpha=alpha, resolution=resolution, format=fmt,
                     path=f"points/{point}/{fmt}", size_bytes=int(float_bytes * size), accuracy=float(correct.mean()),
                     top5_accuracy=None, latency_ms_p50=ms, latency_ms_p90=ms * 1.1, latency_ms_p99=ms * 1.3,
-                    latency_ms_mean=ms * 1.05, num_threads=1, peak_rss_mb=100.0, macs=macs, params=0,
+                    latency_ms_mean=ms * 1.05, num_threads=1, peak_rss_mib=100.0, macs=macs, params=0,
                     num_test_images=n_test, accuracy_low=low, accuracy_high=high,
                     predictions=predictions.tolist(), labels=labels.tolist(),
                 )
