@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from edgetl.cli.outcome import (
-    EXIT_CODES_HELP,
+    EXIT_CODES_EPILOG,
     EXIT_USER_ERROR,
     LOGGER,
     add_strict_argument,
@@ -308,12 +308,8 @@ def _add_sweep_parser(sub) -> None:
     from edgetl.cli.export import add_shared_export_arguments
     from edgetl.sweep.config import SWEEP_FORMATS
 
-    p = sub.add_parser(
-        "sweep",
-        help="train, export and benchmark a width x resolution grid; pick on the Pareto front",
-        epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    help_text = "train, export and benchmark a width x resolution grid; pick on the Pareto front"
+    p = sub.add_parser("sweep", help=help_text, **EXIT_CODES_EPILOG)
     _add_data_arguments(p)
     p.add_argument("--backbones", type=_csv(str), default=["v1", "v2"])
     p.add_argument("--alphas", type=_csv(float), default=[0.25, 0.5, 0.75, 1.0])
@@ -363,9 +359,7 @@ def _add_sweep_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edgetl", description=__doc__, epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="edgetl", description=__doc__, **EXIT_CODES_EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one grid point (backbone x alpha x resolution) and export float32 TFLite")
@@ -401,10 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
-        "report",
-        help="rebuild results.csv/json, pareto.png and report.md of a sweep",
-        epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "report", help="rebuild results.csv/json, pareto.png and report.md of a sweep", **EXIT_CODES_EPILOG
     )
     p.add_argument("run_dir", type=Path)
     add_strict_argument(p)

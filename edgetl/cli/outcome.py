@@ -23,6 +23,9 @@ EXIT_CODES_HELP = f"""exit codes:
   1  bench, export: an artifact failed its check; label: a model or image could not be read
 """
 
+#: The keyword arguments of a parser whose --help ends with the exit codes.
+EXIT_CODES_EPILOG = {"epilog": EXIT_CODES_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
 #: The logger edgetl's own messages go through; --quiet and --verbose set its level.
 LOGGER = "edgetl"
 
