@@ -283,3 +283,17 @@ def test_plot_numbers_the_front_tied_and_pick_without_overlap(grid):
     pick_line = next(line for line in lines if line.endswith("<- pick"))
     assert f"{chosen.chosen.point} {chosen.chosen.format}" in pick_line
     assert len(lines) == len(labels) + 1  # the header and one line per number
+
+
+def test_a_far_latency_budget_is_stated_not_drawn():
+    """A 15 ms budget beside sub-millisecond artifacts: a line there would squash every marker to the left edge."""
+    from edgetl.pick.plot import draw_pareto
+
+    rows = [make_result(0.8 + i * 0.01, latency=0.2 + i * 0.1, point=f"p{i}") for i in range(4)]
+    budget = Budget(max_latency_ms=15)
+    ax = draw_pareto(rows, pick(rows, budget), budget=budget).axes[0]
+    assert ax.get_xlim()[1] < 1.0
+    assert any("latency budget 15 ms" in t.get_text() for t in ax.texts)
+    near = Budget(max_latency_ms=0.5)
+    ax = draw_pareto(rows, pick(rows, near), budget=near).axes[0]
+    assert any(line.get_label() == "latency budget 0.5 ms" for line in ax.get_lines())
