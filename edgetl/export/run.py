@@ -30,6 +30,7 @@ from edgetl.export.formats import FORMATS, ExportError
 from edgetl.export.predictions import recorded_reference, save_check_predictions
 from edgetl.io.faults import fault_point
 from edgetl.io.files import DiskError, atomic_write_bytes, atomic_write_json, one_line, sha256_file
+from edgetl.io.quiet import bars_off
 
 EXPORT_SUMMARY = "export.json"
 ARTIFACTS_DIR = "artifacts"
@@ -475,7 +476,7 @@ def export_run(
         log(f"note: {note}")
     (run_dir / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
     results = []
-    with tqdm(config.formats, desc="export", unit="format", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(config.formats, desc="export", unit="format", disable=not progress or bars_off(), file=sys.stderr) as bar:
         for fmt in bar:
             bar.set_description(fmt)
             results.append(export_format(inputs, fmt, config, log))

@@ -52,6 +52,12 @@ _QUIET_ENV = {
 _THIRD_PARTY_LOGGERS = ("absl", "tensorflow", "tf2onnx", "h5py", "matplotlib", "PIL")
 
 
+def bars_off() -> bool:
+    """--quiet sets TQDM_DISABLE=1, which tqdm applies only to bars that leave `disable` unset; the bars
+    that decide it themselves ask here too."""
+    return os.environ.get("TQDM_DISABLE", "") not in ("", "0", "false", "False")
+
+
 def is_verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
