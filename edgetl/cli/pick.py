@@ -8,10 +8,14 @@ import json
 from pathlib import Path
 
 from edgetl.cli.outcome import failed_units, pick_exit_code
+from edgetl.measure.bench import BenchConfig
+from edgetl.measure.results import read_notes, read_results
+from edgetl.pick.bundle import make_bundle
+from edgetl.pick.pareto import PICK_RULES, Budget, PickConfig, pick
+from edgetl.pick.rebuild import rebuild_report
 
 
 def budget_from_args(args: argparse.Namespace):
-    from edgetl.pick.pareto import Budget
 
     min_accuracy = args.min_accuracy
     if min_accuracy is not None and min_accuracy > 1:
@@ -20,13 +24,11 @@ def budget_from_args(args: argparse.Namespace):
 
 
 def pick_from_args(args: argparse.Namespace):
-    from edgetl.pick.pareto import PickConfig
 
     return PickConfig(rule=args.pick, accuracy_tolerance=args.accuracy_tolerance)
 
 
 def add_budget_arguments(p: argparse.ArgumentParser) -> None:
-    from edgetl.pick.pareto import PICK_RULES, PickConfig
 
     d = PickConfig()
     p.add_argument("--max_latency_ms", type=float, default=None, help="p50 latency budget at batch 1")
@@ -52,7 +54,6 @@ def add_budget_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    from edgetl.measure.bench import BenchConfig
 
     d = BenchConfig()
     p.add_argument(
@@ -82,7 +83,6 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def bench_from_args(args: argparse.Namespace):
-    from edgetl.measure.bench import BenchConfig
 
     return BenchConfig(
         num_threads=args.num_threads,
@@ -93,12 +93,9 @@ def bench_from_args(args: argparse.Namespace):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgetl.pick.rebuild import rebuild_report
 
     budget = budget_from_args(args)
     if not budget.is_set:
-        from edgetl.pick.pareto import Budget
-
         saved = (
             json.loads((args.run_dir / "sweep.json").read_text()).get("settings", {}).get("budget", {})
             if (args.run_dir / "sweep.json").is_file()
@@ -108,9 +105,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     config = pick_from_args(args)
     report = rebuild_report(args.run_dir, budget, config, args.device_results, args.device_threads)
     print(f"report: {report}")
-    from edgetl.measure.results import read_notes, read_results
-    from edgetl.pick.pareto import pick
-
     results = read_results(args.run_dir)
     chosen = pick(results, budget, config).chosen
     if chosen is None:
@@ -119,7 +113,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from edgetl.pick.bundle import make_bundle
 
     out = make_bundle(args.run_dir, args.output, front_only=args.front)
     print(
