@@ -18,6 +18,14 @@ from edgetl.cli.pick import (
     cmd_report,
     pick_from_args,
 )
+from edgetl.cli.retrain import (
+    RETRAIN_VIEWS,
+    add_curve_arguments,
+    add_distortion_arguments,
+    add_intermediate_arguments,
+    add_retrain_parser,
+    distortions_from_args,
+)
 
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,12 +83,14 @@ def _add_backbone_arguments(p: argparse.ArgumentParser) -> None:
 def _features_from_args(args: argparse.Namespace):
     from edgetl.features.bottlenecks import FeatureConfig
 
+    distortions = distortions_from_args(args)  # retrain.py's flags (train, retrain) shape the views
     return FeatureConfig(
         weights=args.weights,
         weights_dir=args.weights_dir,
         bottleneck_dir=args.bottleneck_dir,
-        augment_views=args.augment_views,
+        augment_views=args.augment_views or (RETRAIN_VIEWS if distortions else 0),
         engine=args.feature_engine,
+        distortions=distortions,
     )
 
 
@@ -191,26 +201,44 @@ def fine_tune_config_from_args(args: argparse.Namespace):
         max_epochs=args.fine_tune_epochs,
         patience=args.fine_tune_patience,
         seed=args.seed,
+        distortions=distortions_from_args(args),
     )
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from edgetl.features.backbones import BackboneSpec
-    from edgetl.train.run import TrainConfig, train
+def train_config_from_args(args: argparse.Namespace, log=print):
+    """`edgetl train`'s TrainConfig (`edgetl retrain` builds its config here too)."""
+    from edgetl.features.backbones import BackboneSpec, hub_mobilenet
+    from edgetl.train.run import TrainConfig
 
-    config = TrainConfig(
+    backbone = BackboneSpec(args.backbone, args.alpha, args.resolution)
+    mobilenet = hub_mobilenet(args.tfhub_module) if args.tfhub_module else None
+    if mobilenet is not None and mobilenet != backbone:
+        log(f"note: --tfhub_module names MobileNet {mobilenet.id}: the backbone, alpha and resolution follow it")
+        backbone = mobilenet
+    features = _features_from_args(args)
+    if features.distortions and not args.augment_views:
+        log(f"note: retrain.py's distortions make {features.augment_views} augmented views of each training image")
+    return TrainConfig(
         image_dir=args.image_dir,
         output_dir=args.output_dir,
-        backbone=BackboneSpec(args.backbone, args.alpha, args.resolution),
+        backbone=backbone,
         split=_split_from_args(args),
-        features=_features_from_args(args),
+        features=features,
         head=head_config_from_args(args),
         tune=tune_config_from_args(args),
         fine_tune=fine_tune_config_from_args(args) if args.fine_tune else None,
         print_misclassified_test_images=args.print_misclassified_test_images,
         tfhub_module=args.tfhub_module,
+        summaries_dir=args.summaries_dir,
+        intermediate_store_frequency=args.intermediate_store_frequency,
+        intermediate_output_graphs_dir=args.intermediate_output_graphs_dir,
     )
-    train(config)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edgetl.train.run import train
+
+    train(train_config_from_args(args))
     return 0
 
 
@@ -250,6 +278,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         force=args.force,
         fine_tune_front=args.fine_tune_front,
         fine_tune_settings=fine_tune_config_from_args(args),
+        summaries_dir=args.summaries_dir,
     )
     if args.ray is not None:
         from edgetl.sweep.ray_driver import ClusterConfig, sweep_on_ray
@@ -319,6 +348,7 @@ def _add_sweep_parser(sub) -> None:
         "them as points <id>-ft (exported and benchmarked like the others)",
     )
     _add_fine_tune_arguments(p, switch=False)
+    add_curve_arguments(p)
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--force", action="store_true", help="redo every stage even if finished")
     add_device_arguments(p)
@@ -360,8 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resolution must match what the module expects",
     )
     p.add_argument("--print_misclassified_test_images", action="store_true")
+    add_distortion_arguments(p)
+    add_curve_arguments(p)
+    add_intermediate_arguments(p)
     p.add_argument("--output_dir", type=Path, required=True)
     p.set_defaults(func=cmd_train)
+    add_retrain_parser(sub, p, train_config_from_args)
 
     p = sub.add_parser("export", help="export a trained run to TFLite/ONNX formats, checked against the float model")
     from edgetl.cli.export import add_export_arguments, run_export_command

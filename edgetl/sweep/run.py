@@ -84,6 +84,7 @@ class SweepConfig:
     fine_tune_front: int = 0  # after the head-only grid, fine-tune this many of the front's most accurate points
     fine_tune_settings: FineTuneConfig = FineTuneConfig()
     fine_tune: FineTuneConfig | None = None  # set on the config of the fine-tuning pass: its points are fine-tuned
+    summaries_dir: Path | None = None  # TensorBoard curves of each point trained, in summaries_dir/<point>/
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "points", tuple(dict.fromkeys(self.points)))
@@ -128,6 +129,8 @@ def train_key(config: SweepConfig, spec: BackboneSpec, weights: ResolvedWeights)
         config.features.augment_views,
         config.features.engine,
         asdict(config.fine_tune) if config.fine_tune else None,
+        # Only when set, so the keys of every earlier sweep stay what they were.
+        *([asdict(config.features.distortions)] if config.features.distortions else []),
     )
 
 
@@ -183,6 +186,7 @@ def train_point(
             head=config.head,
             tune=config.tune,
             fine_tune=config.fine_tune,
+            summaries_dir=Path(config.summaries_dir) / out.name if config.summaries_dir else None,
         ),
         log=lambda msg: None if msg.startswith("step ") else log(msg),  # per-step lines: train's own job
         dataset=dataset,
