@@ -105,7 +105,10 @@ def _graph_file(path: str) -> str:
         return path
     beside = given.with_suffix(".tflite")
     if beside.is_file():
-        print(f"{PROG}: note: {path} is no TFLite/ONNX file name; running {beside} (edgetl retrain's)", file=sys.stderr)
+        print(
+            f"{PROG}: note: {path} is not a .tflite or .onnx file name; running {beside} beside it (what edgetl retrain writes)",
+            file=sys.stderr,
+        )
         return str(beside)
     return path
 

@@ -149,8 +149,9 @@ def _write_search(writer, table: list[dict]) -> None:
 
 
 def plot_curves(run: dict, path: str | Path) -> Path | None:
-    """A small PNG of the head's train/validation accuracy and cross-entropy per evaluation step (and
-    fine-tuning's per epoch), for readers without TensorBoard; None when there is nothing to draw."""
+    """A small PNG of the head's train/validation accuracy and cross-entropy per evaluation step (a dotted
+    line at the step early stopping kept) and fine-tuning's per epoch, for readers without TensorBoard;
+    None when there is nothing to draw."""
     history, fine_tune = run.get("history") or [], (run.get("fine_tune") or {}).get("history") or []
     if not history and not fine_tune:
         return None
@@ -172,6 +173,8 @@ def plot_curves(run: dict, path: str | Path) -> Path | None:
             ax.set_xlabel(x_name, fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
+            if x_name == "step" and (run.get("metrics") or {}).get("best_step"):
+                ax.axvline(run["metrics"]["best_step"], color="grey", linestyle=":", linewidth=1)
         ax_acc.legend(fontsize=7)
     fig.tight_layout()
     png = io.BytesIO()
