@@ -106,7 +106,8 @@ def _graph_file(path: str) -> str:
     beside = given.with_suffix(".tflite")
     if beside.is_file():
         print(
-            f"{PROG}: note: {path} is not a .tflite or .onnx file name; running {beside} beside it (what edgetl retrain writes)",
+            f"{PROG}: note: {path} is not a .tflite or .onnx file name; running {beside} beside it "
+            "(what edgetl retrain writes)",
             file=sys.stderr,
         )
         return str(beside)
