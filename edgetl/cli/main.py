@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from edgetl.cli import retrain as retrain_cli
 from edgetl.cli.pick import (
     add_bench_arguments,
     add_budget_arguments,
@@ -17,14 +18,6 @@ from edgetl.cli.pick import (
     cmd_bundle,
     cmd_report,
     pick_from_args,
-)
-from edgetl.cli.retrain import (
-    RETRAIN_VIEWS,
-    add_curve_arguments,
-    add_distortion_arguments,
-    add_intermediate_arguments,
-    add_retrain_parser,
-    distortions_from_args,
 )
 
 
@@ -83,12 +76,12 @@ def _add_backbone_arguments(p: argparse.ArgumentParser) -> None:
 def _features_from_args(args: argparse.Namespace):
     from edgetl.features.bottlenecks import FeatureConfig
 
-    distortions = distortions_from_args(args)  # retrain.py's flags (train, retrain) shape the views
+    distortions = retrain_cli.distortions_from_args(args)  # retrain.py's flags shape the views
     return FeatureConfig(
         weights=args.weights,
         weights_dir=args.weights_dir,
         bottleneck_dir=args.bottleneck_dir,
-        augment_views=args.augment_views or (RETRAIN_VIEWS if distortions else 0),
+        augment_views=args.augment_views or (retrain_cli.RETRAIN_VIEWS if distortions else 0),
         engine=args.feature_engine,
         distortions=distortions,
     )
@@ -201,45 +194,21 @@ def fine_tune_config_from_args(args: argparse.Namespace):
         max_epochs=args.fine_tune_epochs,
         patience=args.fine_tune_patience,
         seed=args.seed,
-        distortions=distortions_from_args(args),
+        distortions=retrain_cli.distortions_from_args(args),
     )
 
 
 def train_config_from_args(args: argparse.Namespace, log=print):
     """`edgetl train`'s TrainConfig (`edgetl retrain` builds its config here too)."""
-    from edgetl.features.backbones import BackboneSpec, hub_mobilenet
-    from edgetl.train.run import TrainConfig
-
-    backbone = BackboneSpec(args.backbone, args.alpha, args.resolution)
-    mobilenet = hub_mobilenet(args.tfhub_module) if args.tfhub_module else None
-    if mobilenet is not None and mobilenet != backbone:
-        log(f"note: --tfhub_module names MobileNet {mobilenet.id}: the backbone, alpha and resolution follow it")
-        backbone = mobilenet
-    features = _features_from_args(args)
-    if features.distortions and not args.augment_views:
-        log(f"note: retrain.py's distortions make {features.augment_views} augmented views of each training image")
-    return TrainConfig(
-        image_dir=args.image_dir,
-        output_dir=args.output_dir,
-        backbone=backbone,
-        split=_split_from_args(args),
-        features=features,
-        head=head_config_from_args(args),
-        tune=tune_config_from_args(args),
-        fine_tune=fine_tune_config_from_args(args) if args.fine_tune else None,
-        print_misclassified_test_images=args.print_misclassified_test_images,
-        tfhub_module=args.tfhub_module,
-        summaries_dir=args.summaries_dir,
-        intermediate_store_frequency=args.intermediate_store_frequency,
-        intermediate_output_graphs_dir=args.intermediate_output_graphs_dir,
-    )
+    fine_tune = fine_tune_config_from_args(args) if args.fine_tune else None
+    parts = (_split_from_args(args), _features_from_args(args), head_config_from_args(args))
+    return retrain_cli.train_config(args, *parts, tune_config_from_args(args), fine_tune, log)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from edgetl.train.run import train
 
-    train(train_config_from_args(args))
-    return 0
+    return train(train_config_from_args(args)) and 0
 
 
 def _csv(cast):
@@ -349,7 +318,7 @@ def _add_sweep_parser(sub) -> None:
         "them as points <id>-ft (exported and benchmarked like the others)",
     )
     _add_fine_tune_arguments(p, switch=False)
-    add_curve_arguments(p)
+    retrain_cli.add_curve_arguments(p)
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--force", action="store_true", help="redo every stage even if finished")
     add_device_arguments(p)
@@ -391,12 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--resolution must match what the module expects",
     )
     p.add_argument("--print_misclassified_test_images", action="store_true")
-    add_distortion_arguments(p)
-    add_curve_arguments(p)
-    add_intermediate_arguments(p)
+    retrain_cli.add_train_arguments(p)
     p.add_argument("--output_dir", type=Path, required=True)
     p.set_defaults(func=cmd_train)
-    add_retrain_parser(sub, p, train_config_from_args)
+    retrain_cli.add_retrain_parser(sub, p, train_config_from_args)
 
     p = sub.add_parser("export", help="export a trained run to TFLite/ONNX formats, checked against the float model")
     from edgetl.cli.export import add_export_arguments, run_export_command

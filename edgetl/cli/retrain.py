@@ -129,6 +129,48 @@ def add_intermediate_arguments(p: argparse.ArgumentParser, default_dir: str | No
     )
 
 
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """retrain.py's flags that `edgetl train` takes too: distortions, curves, intermediate files."""
+    add_distortion_arguments(p)
+    add_curve_arguments(p)
+    add_intermediate_arguments(p)
+
+
+def train_config(args: argparse.Namespace, split, features, head, tune, fine_tune, log=print):
+    """`edgetl train`'s TrainConfig from its flags and the stage configs built from them (`edgetl.cli.main`)."""
+    from edgetl.train.run import TrainConfig
+
+    return TrainConfig(
+        image_dir=args.image_dir,
+        output_dir=args.output_dir,
+        backbone=backbone_from_args(args, features, log),
+        split=split,
+        features=features,
+        head=head,
+        tune=tune,
+        fine_tune=fine_tune,
+        print_misclassified_test_images=args.print_misclassified_test_images,
+        tfhub_module=args.tfhub_module,
+        summaries_dir=args.summaries_dir,
+        intermediate_store_frequency=args.intermediate_store_frequency,
+        intermediate_output_graphs_dir=args.intermediate_output_graphs_dir,
+    )
+
+
+def backbone_from_args(args: argparse.Namespace, features, log=print):
+    """`edgetl train`'s backbone: the flags', or the MobileNet a --tfhub_module URL names; notes on both."""
+    from edgetl.features.backbones import BackboneSpec, hub_mobilenet
+
+    backbone = BackboneSpec(args.backbone, args.alpha, args.resolution)
+    mobilenet = hub_mobilenet(args.tfhub_module) if args.tfhub_module else None
+    if mobilenet is not None and mobilenet != backbone:
+        log(f"note: --tfhub_module names MobileNet {mobilenet.id}: the backbone, alpha and resolution follow it")
+        backbone = mobilenet
+    if features.distortions and not args.augment_views:
+        log(f"note: retrain.py's distortions make {features.augment_views} augmented views of each training image")
+    return backbone
+
+
 def _add_retrain_flags(p: argparse.ArgumentParser) -> None:
     from edgetl.data.dataset import SplitConfig
     from edgetl.train.head import HeadConfig
