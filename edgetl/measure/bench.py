@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from edgetl.features.backbones import point_id
 from edgetl.measure.results import ArtifactResult
-from edgetl.runtime import DEFAULT_NUM_THREADS, check_num_threads
+from edgetl.params import Interval, validate
+from edgetl.runtime import DEFAULT_NUM_THREADS
 
 # ---------------------------------------------------------------------------------------------------------
 # Measuring. Every artifact is measured in a fresh child process that imports only numpy and the runtime:
@@ -37,15 +39,18 @@ class BenchConfig:
     max_timed_runs: int = 2000
     stable_within: float = 0.02
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "num_threads": Interval(int, 1),
+        "warmup_runs": Interval(int, 0),
+        "min_timed_runs": Interval(int, 1),
+        "min_timed_seconds": Interval(float, 0),
+        "max_timed_seconds": Interval(float, 0),
+        "max_timed_runs": Interval(int, 1),
+        "stable_within": Interval(float, 0),
+    }
+
     def __post_init__(self) -> None:
-        check_num_threads(self.num_threads)
-        for name in ("warmup_runs", "min_timed_runs", "max_timed_runs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup_runs" else 1):
-                raise ValueError(f"{name} must be a whole number >= {0 if name == 'warmup_runs' else 1}, got {value!r}")
-        for name in ("min_timed_seconds", "max_timed_seconds", "stable_within"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        validate(self)
         if self.max_timed_runs < self.min_timed_runs:
             raise ValueError(
                 f"max_timed_runs ({self.max_timed_runs}) must be >= min_timed_runs ({self.min_timed_runs})"
