@@ -124,6 +124,59 @@ def test_fine_tuning_distorter_keeps_shape_and_range():
     assert len({round(float(o.mean()), 3) for o in outs}) > 1  # brightness drawn per image
 
 
+def test_replayed_heads_are_the_trained_heads_at_that_step():
+    """Intermediate files replay the head's fit: stopped at step k it has the weights step k of the full fit had."""
+    from test_head import blobs, quiet
+
+    from edgetl.train.head import HeadConfig
+    from edgetl.train.intermediate import intermediate_steps
+    from edgetl.train.tuning import TuneConfig, fit_head
+
+    tx, ty, vx, vy = blobs(3, n_train=60, n_val=30)
+    base = HeadConfig(how_many_training_steps=200, eval_step_interval=10, train_batch_size=16, dropout=0.3)
+    extra = (tx[:20] + 0.01, ty[:20])  # augmented views join the training data of every fit, and of the replay
+    fit = fit_head((tx, ty), (vx, vy), 3, base, TuneConfig(), log=quiet, extra_train=extra)
+    assert fit.trained_steps == fit.refit_steps
+    assert fit.replay(fit.trained_steps).weights.tobytes() == fit.head.weights.tobytes()
+    kept = fit_head((tx, ty), (vx, vy), 3, base, TuneConfig(refit=False), log=quiet, extra_train=extra)
+    assert kept.trained_steps == kept.selected.history[-1]["step"]
+    assert kept.replay(kept.selected.best_step).weights.tobytes() == kept.selected.weights.tobytes()
+    assert len(kept.histories) == len(kept.table) and kept.histories[0][0]["step"] == 10
+    assert intermediate_steps(205, 50) == [50, 100, 150, 200] and intermediate_steps(205, 0) == []
+
+
+def test_logging_verbosity_filters_edgetl_lines(capsys, monkeypatch):
+    from edgetl.cli.retrain import _logger
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    for level, shown in (("INFO", 3), ("WARN", 2), ("ERROR", 0)):
+        log = _logger(level)
+        for line in ("dataset: 80 images", "warning: class 'a' has only 16 images", "note: the same as"):
+            log(line)
+        assert len(capsys.readouterr().out.splitlines()) == shown, level
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"  # ERROR: TensorFlow's C++ logging at its error level
+
+
+def test_label_image_takes_tensorflows_flags(tiny_models, tmp_path, capsys):
+    import shutil
+
+    from edgetl.runtime.label_image import main as label_image
+
+    graph = tmp_path / "output_graph.tflite"
+    shutil.copy(tiny_models.float_tflite, graph)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(tiny_models.labels) + "\n")
+    size, image = tiny_models.size, tiny_models.images[0]
+    args = [f"--graph={tmp_path / 'output_graph.pb'}", f"--labels={labels}", f"--image={image}"]
+    assert label_image([*args, f"--input_height={size}", f"--input_width={size}", "--input_layer=Placeholder"]) == 0
+    out, err = capsys.readouterr()
+    assert f"running {graph}" in err and "note: --input_layer Placeholder" in err and "--output_layer" not in err
+    assert out.splitlines()[0].split(": ")[1] == tiny_models.keras_top[0]
+    assert label_image([*args, f"--input_width={size + 1}"]) == 2
+    assert f"--input_width {size + 1}, but" in capsys.readouterr().err
+    assert label_image([f"--model_file={tmp_path / 'missing.pb'}", f"--image={image}"]) == 2
+
+
 def read_events(directory: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """{run (sub-directory): {tag: [(step, value), ...]}} from TensorBoard event files."""
     import tensorflow as tf
@@ -288,3 +341,55 @@ def test_the_tutorial_commands_with_edgetl_retrain(tmp_path, capsys):
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert wrong.returncode == 2 and "takes 128x128 images" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+@pytest.mark.slow
+def test_fine_tuning_with_distortions_writes_epoch_curves_and_sweep_points_their_own(tmp_path, capsys):
+    """`edgetl train --fine_tune` with retrain.py's distortions: fine-tuning's curves per epoch in TensorBoard;
+    and a sweep's training unit writes its point's curves under summaries_dir/<point id>."""
+    flowers = copy_subset(FLOWERS, tmp_path / "flowers", ["daisy", "sunflowers"], 20)
+    run_dir, logs = tmp_path / "run", tmp_path / "logs"
+    code = main(
+        [
+            "train", "--image_dir", str(flowers), "--backbone", "v1", "--alpha", "0.25", "--resolution", "96",
+            "--weights_dir", str(WEIGHTS_DIR), "--no_tune", "--how_many_training_steps", "60",
+            "--eval_step_interval", "20", "--flip_left_right", "--random_brightness", "20", "--augment_views", "1",
+            "--fine_tune", "--fine_tune_epochs", "2", "--fine_tune_layers", "5",
+            "--summaries_dir", str(logs), "--output_dir", str(run_dir),
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["fine_tune"]["distortions"] == {
+        "flip_left_right": True, "random_crop": 0.0, "random_scale": 0.0, "random_brightness": 20.0
+    }  # fmt: skip
+    events = read_events(logs)
+    epochs = run["fine_tune"]["history"]
+    assert events["validation"]["fine_tune/accuracy"] == [
+        (r["epoch"], pytest.approx(r["val_accuracy"], abs=1e-6)) for r in epochs
+    ]
+    assert [s for s, _ in events["train"]["fine_tune/cross_entropy"]] == [r["epoch"] for r in epochs]
+    assert "search" not in events  # --no_tune: one candidate, no search to show
+
+    from edgetl.data.dataset import scan_dataset
+    from edgetl.features.backbones import BackboneSpec, resolve_weights
+    from edgetl.features.bottlenecks import FeatureConfig
+    from edgetl.sweep.config import SweepConfig
+    from edgetl.sweep.units import train_point
+    from edgetl.train.head import HeadConfig
+    from edgetl.train.tuning import TuneConfig
+
+    spec = BackboneSpec("v1", 0.25, 96)
+    config = SweepConfig(
+        image_dir=flowers,
+        output_dir=tmp_path / "sweep",
+        points=(spec,),
+        features=FeatureConfig(weights_dir=WEIGHTS_DIR),
+        head=HeadConfig(how_many_training_steps=40, eval_step_interval=20),
+        tune=TuneConfig(search=False),
+        summaries_dir=tmp_path / "sweep_logs",
+    )
+    weights = resolve_weights(spec, "imagenet", WEIGHTS_DIR)
+    point = train_point(config, spec, scan_dataset(flowers, config.split), weights, lambda _m: None)
+    events = read_events(tmp_path / "sweep_logs" / spec.id)
+    assert [s for s, _ in events["validation"]["accuracy"]] == [h["step"] for h in point["history"]]

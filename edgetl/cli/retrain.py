@@ -262,8 +262,9 @@ def train_argv(args: argparse.Namespace) -> list[str]:
 
 def _logger(level: str):
     """edgetl's lines at retrain.py's --logging_verbosity; TensorFlow's own logging follows it too."""
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = str(max(0, VERBOSITY.index(level) - 1))
-    logging.getLogger("tensorflow").setLevel({"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level))
+    if level != "INFO":  # INFO, the default, leaves TensorFlow's logging as the environment set it
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = str(max(0, VERBOSITY.index(level) - 1))
+        logging.getLogger("tensorflow").setLevel({"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level))
     if level in ("DEBUG", "INFO"):
         return print
     if level == "WARN":
