@@ -107,7 +107,7 @@ def choose(table: list[dict], baseline: int = 0) -> int:
 
 def _fit_candidates(candidates: list[HeadConfig], train: tuple, val: tuple, num_classes: int, log) -> list[Head]:
     """One head per candidate, in order. Candidates that differ only in PER_HEAD settings are trained
-    together (`train_heads`: the same heads, 3-4x sooner than one by one)."""
+    together (`train_heads`: the same heads, sooner than one by one)."""
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(candidates):
         groups.setdefault(tuple(getattr(c, f) for f in HEAD_FIELDS if f not in PER_HEAD), []).append(i)
