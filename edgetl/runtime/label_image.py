@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -98,8 +99,6 @@ def _error(message: str) -> None:
 
 def _graph_file(path: str) -> str:
     """TensorFlow's `--graph /tmp/output_graph.pb`: `edgetl retrain` wrote TFLite beside it, as .tflite."""
-    from pathlib import Path
-
     given = Path(path)
     if given.suffix.lower() in (".tflite", ".onnx"):
         return path

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from edgetl.export import ModelSource, artifact_metadata, export_artifact
 from edgetl.train.tuning import HeadFit
 
 
@@ -26,8 +27,6 @@ def store_intermediate(
 ) -> list[Path]:
     """Write `intermediate_<step>.tflite` into `directory` for each stored step; returns the files.
     `build_model(head)` is the deployable classifier with that head (`train.run.build_classifier`)."""
-    from edgetl.export import ModelSource, artifact_metadata, export_artifact
-
     steps = intermediate_steps(fit.trained_steps, every)
     if not steps or fit.replay is None:
         log(f"intermediate graphs: none (the head trained {fit.trained_steps} steps, stored every {every})")
