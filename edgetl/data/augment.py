@@ -14,10 +14,12 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from edgetl.params import Interval, OneOf, validate
 from edgetl.runtime.images import open_rgb
 
 # Bump when a transform changes: it is part of every augmented view's cache key.
@@ -80,14 +82,15 @@ class Distortions:
     random_scale: float = 0.0
     random_brightness: float = 0.0
 
+    CONSTRAINTS: ClassVar[dict] = {  # percentages
+        "flip_left_right": OneOf((True, False)),
+        "random_crop": Interval(float, 0, MAX_DISTORTION_PERCENT),
+        "random_scale": Interval(float, 0, MAX_DISTORTION_PERCENT),
+        "random_brightness": Interval(float, 0, 100, "left"),
+    }
+
     def __post_init__(self) -> None:
-        for name in ("random_crop", "random_scale"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 <= value <= MAX_DISTORTION_PERCENT):
-                raise ValueError(f"{name} must be a percentage in 0..{MAX_DISTORTION_PERCENT}, got {value!r}")
-        b = self.random_brightness
-        if not (isinstance(b, (int, float)) and 0 <= b < 100):
-            raise ValueError(f"random_brightness must be a percentage in [0, 100), got {b!r}")
+        validate(self)
 
     @property
     def active(self) -> bool:

@@ -7,6 +7,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from edgetl.features.bottlenecks import FeatureConfig, cache_key, compute_featur
 from edgetl.features.engine import Embedder
 from edgetl.io.faults import fault_point
 from edgetl.io.files import atomic_write_json, atomic_write_text, sha256_file, writing
+from edgetl.params import Interval, validate
 from edgetl.train.curves import CURVES_PNG, plot_curves, write_summaries
 from edgetl.train.finetune import FineTuneConfig, fine_tune, predict
 from edgetl.train.head import Head, HeadConfig, accuracy
@@ -54,10 +56,10 @@ class TrainConfig:
     intermediate_store_frequency: int = 0  # > 0: the head every this-many steps as a .tflite (retrain.py's)
     intermediate_output_graphs_dir: Path | None = None  # where those go (default: RUN/intermediate)
 
+    CONSTRAINTS: ClassVar[dict] = {"intermediate_store_frequency": Interval(int, 0)}  # 0: none
+
     def __post_init__(self) -> None:
-        n = self.intermediate_store_frequency
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"intermediate_store_frequency must be a whole number >= 0 (0: none), got {n!r}")
+        validate(self)
 
 
 @dataclass
