@@ -94,6 +94,7 @@ class RunInputs:
     calibration: object = None  # edgetl.export.calibration.CalibrationSet, drawn on first need
     int8_source: ModelSource | None = None  # bias-corrected copy, built on first need
     load: Callable | None = None  # load_image's signature: where a sweep's pixels come from (decoded once)
+    golden: object = None  # edgetl.export.golden.GoldenSet, chosen on first need
 
     @property
     def keras_accuracy(self) -> float:
@@ -318,6 +319,22 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
     }
 
 
+def _golden_step(inputs: RunInputs, fmt: str, out_path: Path) -> dict:
+    """Golden inputs and this artifact's own answers on them, into the file (edgetl.export.golden)."""
+    from edgetl.export.golden import choose_golden, embed_golden
+
+    fault_point(f"golden:{fmt}")
+    if inputs.golden is None:
+        inputs.golden = choose_golden(
+            inputs.test_paths,
+            inputs.test_labels,
+            inputs.keras_probs,
+            inputs.run_dir / "model.tflite",  # the float model of `edgetl train`; absent: hash order only
+            int(inputs.run["backbone"]["resolution"]),
+        )
+    return {"golden": embed_golden(out_path, fmt, inputs.golden, list(inputs.run["classes"]))}
+
+
 def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfig) -> dict:
     """Run the artifact on the test split and compare it with the Keras model."""
     from edgetl.runtime import load_model
@@ -365,6 +382,7 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
     }
     try:
         made = _convert_step(inputs, fmt, config, out_path, log)
+        made.update(_golden_step(inputs, fmt, out_path))
     except (ExportError, DiskError):
         raise
     except Exception as e:  # a converter crash on one format must not lose the others
