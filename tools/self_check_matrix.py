@@ -39,10 +39,12 @@ def main() -> int:
             print(f"| {name} | correct: {label} | {r.comparison.max_diff:.4f} | {'pass' if r.ok else 'FAIL'} | |")
         for mistake, (_, pipeline) in MISTAKES.items():
             r = self_check(model, pipeline)
-            named = r.diagnosis is not None and r.diagnosis.best == mistake
+            named = r.diagnosis is not None and mistake in r.diagnosis.closest
+            tied = r.diagnosis is not None and len(r.diagnosis.closest) > 1
             wrong += r.ok or not named
             diag = "" if r.diagnosis is None else f"{r.diagnosis.ranked[0][0]} ({r.diagnosis.ranked[0][1]:.4f})"
             verdict = ("caught" if not r.ok else "MISSED") + (", named right" if named else ", NOT named")
+            verdict += f" (tied with {len(r.diagnosis.closest) - 1} other)" if tied else ""
             print(f"| {name} | {mistake} | {r.comparison.max_diff:.4f} | {verdict} | {diag} |")
     print(f"\n{wrong} wrong outcome(s)")
     return 1 if wrong else 0

@@ -1,6 +1,6 @@
 """Golden inputs for a run's artifacts: chosen once per run, embedded in each artifact with its own answers.
 
-Choice (`choose_golden`): a few test photos (MIN_IMAGES..MAX_IMAGES, at most ceil(n / classes) per class),
+Choice (`choose_golden`): a few test photos (MIN_IMAGES..MAX_IMAGES, taken round by round over the classes),
 among those the float model classifies right, picked greedily so that every usual wrong pipeline
 (`edgetl.runtime.self_check.MISTAKES`) moves the float model's answers on at least one of them as much as
 possible, while a correct pipeline with another bilinear resize moves them little. Deterministic: the
@@ -70,14 +70,15 @@ def _shifts(model, photos: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
 
 def _greedy(shifts: np.ndarray, benign: np.ndarray, classes: list[int], n: int) -> list[int]:
     """Positions of `n` photos covering every mistake best (gain capped at COVERAGE_CAP), ties in order."""
-    cap_per_class = -(-n // len(set(classes)))
+    num_classes = len(set(classes))
     usable = [i for i in range(len(classes)) if benign[i] <= g.DEFAULT_TOLERANCE / 4] or list(range(len(classes)))
     chosen: list[int] = []
     covered = np.zeros(shifts.shape[1])
     while len(chosen) < n:
         best, best_gain = None, -1.0
         for i in usable:
-            if i in chosen or sum(classes[j] == classes[i] for j in chosen) >= cap_per_class:
+            # Round by round: a class gets its k+1-th photo once every class has k (spread over the classes).
+            if i in chosen or sum(classes[j] == classes[i] for j in chosen) > len(chosen) // num_classes:
                 continue
             gain = float(
                 np.minimum(np.maximum(covered, shifts[i]), COVERAGE_CAP).sum() - np.minimum(covered, COVERAGE_CAP).sum()

@@ -16,7 +16,7 @@ import argparse
 import io
 import json
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +169,13 @@ class Diagnosis:
         """The mistake that reproduces the observed outputs within the tolerance, None when none does."""
         return self.ranked[0][0] if self.ranked and self.ranked[0][1] <= self.tolerance else None
 
+    @property
+    def closest(self) -> list[str]:
+        """The mistakes tied at the smallest distance (an int8 input can make several feed the same tensor)."""
+        if self.best is None:
+            return []
+        return [n for n, d in self.ranked if d <= self.ranked[0][1] + 1e-6]
+
     def sentence(self) -> str:
         if not self.ranked:
             return "no diagnosis"
@@ -178,8 +185,10 @@ class Diagnosis:
                 f"no single usual mistake reproduces these outputs (closest: it {MISTAKES[name][0]}, "
                 f"differing by up to {dist:.3f})"
             )
-        close = [n for n, d in self.ranked[1:] if d <= self.tolerance and d <= max(2 * dist, 1e-3)]
-        also = f"; about as close: {', '.join(close)}" if close else ""
+        tied = self.closest[1:]
+        close = [n for n, d in self.ranked[1:] if n not in tied and d <= self.tolerance and d <= max(2 * dist, 1e-3)]
+        also = f"; as close: {', '.join(tied)}" if tied else ""
+        also += f"; about as close: {', '.join(close)}" if close else ""
         return f"your pipeline matches these outputs if it {MISTAKES[name][0]} (differing by up to {dist:.3f}{also})"
 
 
@@ -282,13 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                     "tolerance": result.comparison.tolerance,
                     "top1_agree": result.comparison.top1_agree,
                     "num_images": result.comparison.num_images,
-                    "diagnosis": None if d is None else {"best": d.best, "ranked": d.ranked},
+                    "diagnosis": None if d is None else {"best": d.best, "closest": d.closest, "ranked": d.ranked},
                 }
             )
         )
     return 0 if result.ok else 1
-
-
-def with_pipeline(pipeline: Pipeline, **changes) -> Pipeline:
-    """`pipeline` with some fields changed (a mistake on top of the caller's own pipeline)."""
-    return replace(pipeline, **changes)
