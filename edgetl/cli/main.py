@@ -426,6 +426,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["label"]:  # all its flags are label_image's: argparse's REMAINDER drops a leading option
+        return cmd_label(argparse.Namespace(label_args=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -27,7 +27,7 @@ from edgetl.runtime.images import _to_rgb
 
 PROG = "label_image --self_check"
 COLOR_ORDERS = ("RGB", "BGR")
-RESIZES = ("bilinear", "bilinear_no_antialias", "nearest")
+RESIZES = ("bilinear", "bilinear_no_antialias", "bilinear_align_corners", "nearest")
 CROPS = ("none", "center")
 ORIENTATIONS = ("apply", "ignore")
 
@@ -77,14 +77,18 @@ MISTAKES: dict[str, tuple[str, Pipeline]] = {
 }
 
 
-def _bilinear_no_antialias(image: Image.Image, size: int) -> np.ndarray:
-    """Bilinear resize that samples 2x2 neighbours with half-pixel centers and no antialiasing filter:
-    OpenCV's INTER_LINEAR, TensorFlow's resize_bilinear(half_pixel_centers=True), MediaPipe's warp."""
+def _bilinear_no_antialias(image: Image.Image, size: int, align_corners: bool = False) -> np.ndarray:
+    """Bilinear resize that samples 2x2 neighbours and no antialiasing filter: with half-pixel centers as
+    OpenCV's INTER_LINEAR and TensorFlow's resize_bilinear(half_pixel_centers=True), or corner to corner as
+    TensorFlow 1's resize_bilinear(align_corners=True)."""
     arr = np.asarray(image, np.float32)
     h, w = arr.shape[:2]
 
     def axis(n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos = np.clip((np.arange(size) + 0.5) * n_in / size - 0.5, 0, n_in - 1)
+        if align_corners:
+            pos = np.arange(size) * ((n_in - 1) / max(1, size - 1))
+        else:
+            pos = np.clip((np.arange(size) + 0.5) * n_in / size - 0.5, 0, n_in - 1)
         lo = np.floor(pos).astype(int)
         return lo, np.minimum(lo + 1, n_in - 1), (pos - lo).astype(np.float32)
 
@@ -107,8 +111,8 @@ def pixels(data: bytes, size: int, pipeline: Pipeline) -> np.ndarray:
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2
         image = image.crop((left, top, left + side, top + side))
-    if pipeline.resize == "bilinear_no_antialias":
-        arr = _bilinear_no_antialias(image, size)
+    if pipeline.resize in ("bilinear_no_antialias", "bilinear_align_corners"):
+        arr = _bilinear_no_antialias(image, size, align_corners=pipeline.resize == "bilinear_align_corners")
     else:
         method = Image.BILINEAR if pipeline.resize == "bilinear" else Image.NEAREST
         arr = np.asarray(image.resize((size, size), method), np.uint8)
@@ -249,7 +253,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input_std", type=float, default=None, help="default: the model's")
     p.add_argument("--color_order", choices=COLOR_ORDERS, default="RGB")
-    p.add_argument("--resize", choices=RESIZES, default="bilinear", help="bilinear: Pillow's, antialiased")
+    p.add_argument(
+        "--resize",
+        choices=RESIZES,
+        default="bilinear",
+        help="bilinear: Pillow's, antialiased (edgetl's); bilinear_no_antialias: OpenCV's INTER_LINEAR; "
+        "bilinear_align_corners: TensorFlow 1's align_corners=True",
+    )
     p.add_argument("--crop", choices=CROPS, default="none", help="none: squash the whole image")
     p.add_argument("--exif_orientation", choices=ORIENTATIONS, default="apply")
     p.add_argument(
