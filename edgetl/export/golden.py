@@ -25,15 +25,17 @@ import numpy as np
 from edgetl.io.files import atomic_write_bytes
 from edgetl.runtime import golden as g
 
-CANDIDATES_PER_CLASS = 6
-MAX_CANDIDATES = 48
+CANDIDATES_PER_CLASS = 12
+MAX_CANDIDATES = 60
 COVERAGE_CAP = 0.3  # a mistake that moves some golden answer this much is caught whatever the tolerance
 # Room kept in the budget for the record and the containers (zip headers, metadata entries); the photos
 # get the rest, as base64 for ONNX (4/3 of their bytes).
 RECORD_ROOM = 4096
-# Correct pipelines that resize differently; photos whose answers they move (on the float model) by more
+# A correct pipeline that resizes differently; photos whose answers it moves (on the float model) by more
 # than a quarter of the tolerance are left out, as a client's resize moves an int8 file's answers further.
-BENIGN_RESIZES = ("bilinear_no_antialias", "bilinear_align_corners")
+# (Adding TensorFlow 1's align_corners resize here left out the photos nearest-neighbour resizing moves most:
+# on the flowers V1 0.25 @128 model it then moved tflite-dynamic's answers by only 0.16.)
+BENIGN_RESIZES = ("bilinear_no_antialias",)
 
 
 @dataclass
