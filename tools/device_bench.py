@@ -47,11 +47,21 @@ def describe_device(name: str | None) -> dict:
         "name": name or platform.node() or "device",
         "machine": platform.machine(),
         "cpu": _cpu_model(),
+        "cpu_int8_dot": _int8_dot(),
         "cores": os.cpu_count(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "runtimes": versions,
     }
+
+
+def _int8_dot() -> str | None:
+    """The CPU's int8 dot-product features (edgetl.runtime.cpu, from the bundle's edgetl/)."""
+    try:
+        from edgetl.runtime.cpu import int8_dot_features
+    except ImportError:  # a bundle made before edgetl recorded them
+        return None
+    return int8_dot_features()
 
 
 def _has_onnxruntime() -> bool:
@@ -100,6 +110,7 @@ def measure_one(bundle: Path, entry: dict, threads: int, args) -> dict:
         "first_inference_ms": m["first_inference_ms"],
         "peak_rss_mb": m["peak_rss_mb"],
         "other_cpu_cores": m["other_cpu_cores"],
+        "cpu_int8_dot": m.get("cpu_int8_dot"),
         "num_test_images": int(len(labels)),
     }
 

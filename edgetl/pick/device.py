@@ -107,6 +107,7 @@ def _measured_row(host: ArtifactResult, d: dict) -> ArtifactResult:
         peak_rss_mb=d.get("peak_rss_mb", host.peak_rss_mb),
         num_threads=d["num_threads"],
         other_cpu_cores=d.get("other_cpu_cores"),
+        cpu_int8_dot=d.get("cpu_int8_dot"),
         latency_source="device",
         warning="" if (d.get("other_cpu_cores") or 0) <= BUSY_OTHER_CORES else "busy device while timed",
     )
