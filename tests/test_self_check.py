@@ -255,3 +255,49 @@ def test_mediapipe_as_an_app_passes_and_its_bgr_input_is_caught(golden_artifacts
     bad = self_check(model, observed=_mediapipe_answers(path, swapped, model.num_classes))
     assert not bad.ok and bad.diagnosis.best == "bgr", bad.verdict()
     print(f"\n{fmt}: MediaPipe: {ok.verdict()}\n{fmt}: MediaPipe fed BGR: {bad.verdict()}")
+
+
+def _device_bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("device_bench", REPO / "tools" / "device_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_device_bench_self_check_first(golden_artifacts, tiny_models):
+    check = _device_bench().self_check_one(golden_artifacts["tflite-int8"])
+    assert check["status"] == "ok" and check["max_abs_probability_diff"] <= check["tolerance"], check
+    older = _device_bench().self_check_one(tiny_models.float_tflite)  # exported before golden inputs
+    assert older["status"].startswith("not run:") and "no golden inputs" in older["status"]
+
+
+def test_device_report_flags_answers_that_diverge_from_the_hosts(tmp_path):
+    from conftest import make_result
+
+    from edgetl.pick.device import write_device_reports
+    from edgetl.pick.pareto import Budget, PickConfig
+
+    host = [make_result(0.9, 5.0, 2.0, point="p", format=f, num_threads=1) for f in ("tflite-float32", "tflite-int8")]
+    timing = {"num_threads": 1, "status": "ok", "latency_ms_p50": 5.0, "latency_ms_p90": 5.5, "latency_ms_p99": 6.0}
+    timing["latency_ms_mean"] = 5.2
+    diverged = {
+        "status": "diverged",
+        "max_abs_probability_diff": 0.41,
+        "tolerance": 0.2,
+        "top1_agree": 3,
+        "num_images": 5,
+    }
+    rows = [
+        {**timing, "point": "p", "format": "tflite-float32", "self_check": {"status": "ok"}},
+        {**timing, "point": "p", "format": "tflite-int8", "self_check": diverged, "agreement_with_host": 0.8},
+    ]
+    path = tmp_path / "device-phone.json"
+    path.write_text(json.dumps({"kind": "edgetl-device-results", "device": {"name": "phone"}, "results": rows}))
+    section = "\n".join(write_device_reports(tmp_path, host, [path], Budget(), PickConfig(), 1))
+    assert section.count("Diverges from the host") == 1
+    assert "`p` tflite-int8: its answers on the golden images differ from the host's by up to 0.410" in section
+    assert "top-1 agreement with the host on the test images 80.0%" in section
+    assert "Diverges from the host" in (tmp_path / "devices" / "phone" / "report.md").read_text()
