@@ -22,8 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl import __version__
+from edgetl.export.tflite import finish
+from edgetl.io.archive import deterministic_zip
 from edgetl.io.files import atomic_write_bytes
+from edgetl.runtime import METADATA_FILE, appended_zip_start, load_model, model_sha256
 from edgetl.runtime import golden as g
+from edgetl.runtime.appended_zip import zip_members
+from edgetl.runtime.images import open_rgb
+from edgetl.runtime.self_check import MISTAKES, Pipeline, run_pipeline
 
 CANDIDATES_PER_CLASS = 12
 MAX_CANDIDATES = 60
@@ -65,8 +72,6 @@ def _candidates(paths: tuple[str, ...], labels: np.ndarray, probs: np.ndarray | 
 def _shifts(model, photos: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """(per photo and mistake: max |probability change|, per photo: the largest change under the correct
     pipelines of BENIGN_RESIZES), against edgetl's own pipeline, on the float model."""
-    from edgetl.runtime.self_check import MISTAKES, Pipeline, run_pipeline
-
     ref = run_pipeline(model, photos, Pipeline())
     mistakes = np.stack([np.abs(run_pipeline(model, photos, p) - ref).max(1) for _, p in MISTAKES.values()], axis=1)
     benign = np.stack(
@@ -105,16 +110,12 @@ def choose_golden(
 ) -> GoldenSet:
     """The run's golden photos (see the module docstring). `probs`: the float model's test probabilities;
     `float_model_path`: a float .tflite of the run to measure sensitivity with (None: hash order only)."""
-    from edgetl.runtime.images import open_rgb
-
     num_classes = len(set(int(x) for x in labels))
     n = min(g.MAX_IMAGES, max(g.MIN_IMAGES, num_classes))
     cand = _candidates(paths, labels, probs)
     uprights = [open_rgb(paths[i]) for i in cand]
     classes = [int(labels[i]) for i in cand]
     if float_model_path is not None and Path(float_model_path).is_file():
-        from edgetl.runtime import load_model
-
         model = load_model(float_model_path)
         shifts, benign = _shifts(model, [g.encode_photo(im, resolution, g.JPEG_QUALITIES[0]) for im in uprights])
         pick = _greedy(shifts, benign, classes, n)
@@ -127,8 +128,6 @@ def choose_golden(
 
 
 def _computed_by(model) -> dict:
-    from edgetl import __version__
-
     return {"edgetl_version": __version__, "runtime": model.backend, "num_threads": model.num_threads}
 
 
@@ -140,10 +139,6 @@ def _embed(path: Path, fmt: str, golden: GoldenSet, record: dict | None) -> byte
     """The artifact at `path` with the golden files (and `record`) in it; model bytes rebuilt for TFLite."""
     data = path.read_bytes()
     if fmt.startswith("tflite"):
-        from edgetl.export.tflite import finish
-        from edgetl.runtime import METADATA_FILE, appended_zip_start
-        from edgetl.runtime.metadata import zip_members
-
         start = appended_zip_start(data)
         metadata = json.loads(zip_members(data[start:], path)[METADATA_FILE])
         metadata.pop("model_sha256", None)
@@ -163,8 +158,6 @@ def _embed(path: Path, fmt: str, golden: GoldenSet, record: dict | None) -> byte
 def embed_golden(path: Path, fmt: str, golden: GoldenSet, labels: list[str]) -> dict:
     """Put `golden` and this artifact's own answers on it into the file at `path` (rewritten atomically);
     returns what export.json records: {images, jpeg_quality, bytes (the file's growth), sources}."""
-    from edgetl.runtime import load_model, model_sha256
-
     path = Path(path)
     before = path.stat().st_size
     atomic_write_bytes(path, _embed(path, fmt, golden, None), f"the {fmt} artifact with golden inputs")
@@ -188,14 +181,10 @@ def _replace_record(path: Path, fmt: str, record: dict) -> bytes:
     data = path.read_bytes()
     new = json.dumps(record, indent=1).encode("utf-8")
     if fmt.startswith("tflite"):
-        from edgetl.export.tflite_metadata import _zip_files
-        from edgetl.runtime import appended_zip_start
-        from edgetl.runtime.metadata import zip_members
-
         start = appended_zip_start(data)
         members = zip_members(data[start:], path)
         members[g.RECORD_FILE] = new
-        return data[:start] + _zip_files(list(members.items()))
+        return data[:start] + deterministic_zip(list(members.items()), compress=False)
     import onnx
 
     proto = onnx.load_model_from_string(data)

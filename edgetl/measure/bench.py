@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from edgetl.data.dataset import SplitConfig, decode_images, scan_dataset
 from edgetl.features.backbones import point_id
+from edgetl.io.files import atomic_write_bytes
 from edgetl.measure.results import ArtifactResult
-from edgetl.runtime import DEFAULT_NUM_THREADS, check_num_threads
+from edgetl.params import Interval, validate
+from edgetl.runtime import DEFAULT_NUM_THREADS, load_model, read_metadata, verify_model
+from edgetl.runtime.backends import import_runtime
 from edgetl.runtime.cpu import int8_dot_features
+from edgetl.stats import accuracy_interval
 
 # ---------------------------------------------------------------------------------------------------------
 # Measuring. Every artifact is measured in a fresh child process that imports only numpy and the runtime:
@@ -38,15 +44,18 @@ class BenchConfig:
     max_timed_runs: int = 2000
     stable_within: float = 0.02
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "num_threads": Interval(int, 1),
+        "warmup_runs": Interval(int, 0),
+        "min_timed_runs": Interval(int, 1),
+        "min_timed_seconds": Interval(float, 0),
+        "max_timed_seconds": Interval(float, 0),
+        "max_timed_runs": Interval(int, 1),
+        "stable_within": Interval(float, 0),
+    }
+
     def __post_init__(self) -> None:
-        check_num_threads(self.num_threads)
-        for name in ("warmup_runs", "min_timed_runs", "max_timed_runs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup_runs" else 1):
-                raise ValueError(f"{name} must be a whole number >= {0 if name == 'warmup_runs' else 1}, got {value!r}")
-        for name in ("min_timed_seconds", "max_timed_seconds", "stable_within"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        validate(self)
         if self.max_timed_runs < self.min_timed_runs:
             raise ValueError(
                 f"max_timed_runs ({self.max_timed_runs}) must be >= min_timed_runs ({self.min_timed_runs})"
@@ -65,7 +74,7 @@ class Measurement:
     backend: str
     input_dtype: str
     latencies_ms: list[float]
-    peak_rss_mb: float
+    peak_rss_mib: float
     predictions: list[list[float]]  # probabilities per test image
     load_ms: float | None = None  # load_model: read, verify and allocate (the runtime already imported)
     first_inference_ms: float | None = None  # the first invoke after loading (lazy kernel set-up lands here)
@@ -74,7 +83,6 @@ class Measurement:
 
     def result_fields(self, labels, classes: list[str]) -> dict:
         """The ArtifactResult fields this measurement supplies: size, accuracy figures, latency, memory."""
-        from edgetl.stats import accuracy_interval
 
         lat = latency_percentiles(self.latencies_ms)
         predicted = np.asarray(self.predictions).argmax(axis=1) if len(self.predictions) else np.zeros(0, int)
@@ -99,7 +107,7 @@ class Measurement:
                 if busy
                 else ""
             ),
-            "peak_rss_mb": self.peak_rss_mb,
+            "peak_rss_mib": self.peak_rss_mib,
             "num_test_images": len(labels),
             "predictions": [int(p) for p in predicted],
             "labels": [int(label) for label in labels],
@@ -221,9 +229,6 @@ def measure_in_process(
     import os
     import time
 
-    from edgetl.runtime import load_model
-    from edgetl.runtime.backends import import_runtime
-
     import_runtime(model_path)  # the Python import is not the model's start-up cost
     started = time.perf_counter()
     model = load_model(model_path, num_threads=config.num_threads)
@@ -237,7 +242,7 @@ def measure_in_process(
     monitor = CpuMonitor()
     latencies = time_invocations(model, first[0], config)
     other_cpu_cores = monitor.other_cores()
-    peak_rss_mb = peak_rss_mib()
+    peak_mib = peak_rss_mib()
     cores = os.cpu_count() or 1
     probabilities = np.zeros((0, 0))
     if predict:
@@ -250,7 +255,7 @@ def measure_in_process(
         backend=model.backend,
         input_dtype=str(model.input_dtype),
         latencies_ms=latencies,
-        peak_rss_mb=peak_rss_mb,
+        peak_rss_mib=peak_mib,
         predictions=probabilities.astype(float).tolist(),
         load_ms=load_ms,
         first_inference_ms=first_inference_ms,
@@ -329,9 +334,6 @@ def prepare_test_images(dataset, resolution: int, path: Path, load=None) -> tupl
     """
     import io
 
-    from edgetl.data.dataset import decode_images
-    from edgetl.io.files import atomic_write_bytes
-
     path = Path(path)
     records = dataset.split("testing")
     if path.is_file():
@@ -357,9 +359,6 @@ def prepare_test_images(dataset, resolution: int, path: Path, load=None) -> tupl
 def bench_model(model_path, image_dir, config: BenchConfig = BenchConfig(), split=None) -> ArtifactResult:
     """`edgetl bench`: any .tflite/.onnx with edgetl metadata, measured on a dataset's test split."""
     import tempfile
-
-    from edgetl.data.dataset import SplitConfig, scan_dataset
-    from edgetl.runtime import read_metadata, verify_model
 
     model_path = Path(model_path)
     meta = read_metadata(model_path) or {}

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edgetl.runtime.appended_zip import read_appended_zip
 from edgetl.runtime.images import open_rgb, resized
+from edgetl.runtime.metadata import _onnx_metadata_props, model_kind
 
 RECORD_FILE = "golden.json"
 RECORD_KIND = "edgetl-golden-inputs"
@@ -165,11 +167,9 @@ def onnx_props(images: list[bytes], record: dict | None) -> list[tuple[str, str]
 
 def read_golden(path: str | Path) -> tuple[dict, list[bytes]]:
     """(record, photos) embedded in a .tflite or .onnx file; GoldenError when it carries none."""
-    from edgetl.runtime.metadata import _onnx_metadata_props, _read_appended_zip, model_kind
-
     path = Path(path)
     if model_kind(path) == "tflite":
-        members = _read_appended_zip(path) or {}
+        members = read_appended_zip(path) or {}
         raw = {k: v for k, v in members.items() if k == RECORD_FILE or k.startswith("golden_")}
     else:
         props = _onnx_metadata_props(path)

@@ -24,6 +24,8 @@ from PIL import Image, ImageOps
 
 from edgetl.runtime.golden import GoldenError, read_golden, reference_probabilities
 from edgetl.runtime.images import _to_rgb
+from edgetl.runtime.metadata import ModelFileError
+from edgetl.runtime.model import load_model
 
 PROG = "label_image --self_check"
 COLOR_ORDERS = ("RGB", "BGR")
@@ -276,8 +278,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The command: one verdict line on stdout; exit 0 (match), 1 (mismatch), 2 (error)."""
     args = _parser().parse_args(argv)
-    from edgetl.runtime import ModelFileError, load_model
-
     try:
         pipeline = Pipeline(
             args.color_order, args.input_mean, args.input_std, args.resize, args.crop, args.exif_orientation
