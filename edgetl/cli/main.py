@@ -410,9 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--front", action="store_true", help="only the artifacts on the Pareto front")
     p.set_defaults(func=cmd_bundle)
 
-    p = sub.add_parser(
-        "label", help="label images with a .tflite or .onnx model (same flags as tools/label_image.py)", add_help=False
-    )
+    about = "label images with a .tflite or .onnx model (same flags as tools/label_image.py)"
+    p = sub.add_parser("label", help=about, add_help=False, prefix_chars="\0")  # no options: all are label_image's
     p.add_argument("label_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_label)
     for name, command in sub.choices.items():
@@ -423,8 +422,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["label"]:  # every flag is label_image's; argparse's REMAINDER would reject a leading --flag
-        return cmd_label(argparse.Namespace(label_args=argv[1:]))
     quiet_progress(argv)
     args = build_parser().parse_args(argv)
     configure_logging(args)
