@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.io.files import atomic_write_text
+from edgetl.io.text import visible
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
@@ -127,7 +128,8 @@ def _csv_row(r: ArtifactResult) -> dict[str, Any]:
         row[col] = json.dumps(row[col], sort_keys=False)
     if row["top5_accuracy"] is None:
         row["top5_accuracy"] = ""
-    return row
+    # Statuses quote error messages, paths come from folder names: no control characters into a spreadsheet.
+    return {k: visible(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def write_results(

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from edgetl.io.text import visible
 from edgetl.runtime import DEFAULT_NUM_THREADS, check_num_threads
 
 PROG = "label_image"
@@ -71,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    # Messages quote file names and model metadata: a hostile one must not drive the terminal.
+    print(f"{PROG}: error: {visible(message)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.verbose:
         print(
-            f"{PROG}: {args.model_file}: {model.kind} via {model.backend}, input {model.input_dtype.name} "
+            f"{PROG}: {visible(args.model_file)}: {model.kind} via {model.backend}, input {model.input_dtype.name} "
             f"{model.input_size}x{model.input_size}x3 (mean {model.mean:g}, std {model.std:g}), "
             f"output {model.output_dtype.name} x {model.num_classes}, {model.num_threads} thread(s)",
             file=sys.stderr,
@@ -146,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             _error(f"{args.model_file} produced {len(scores)} scores but there are {len(labels)} labels")
             return 2
         if len(args.image) > 1:
-            print(f"image: {path}")
+            print(f"image: {visible(path)}")
         for i in np.argsort(-scores, kind="stable")[: args.top_k]:
-            print(f"{float(scores[i]):08.6f}: {labels[i]}")
+            print(f"{float(scores[i]):08.6f}: {visible(labels[i])}")
         print(f"time: {elapsed * 1000:.3f}ms")
         sys.stdout.flush()
     if failed:

@@ -331,10 +331,8 @@ def _kept(test_set: tuple) -> list[str]:
 
 def _scan(config: SweepConfig, say) -> Dataset:
     dataset = scan_dataset(config.image_dir, config.split)  # once for the whole sweep; fails fast
-    for note in dataset.warnings:
-        say(f"warning: {note}")
-    for path, why in dataset.skipped:
-        say(f"warning: skipping {path}: {why}")
+    for line in dataset.messages():
+        say(line)
     return dataset
 
 
