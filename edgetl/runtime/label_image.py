@@ -14,6 +14,10 @@ Differences from TensorFlow's script:
 - several ``--image`` paths may be given; with more than one, each result block starts with ``image: PATH``.
 - scores are dequantized with the output tensor's scale/zero-point for every model type, and inputs are
   quantized with the input tensor's (TensorFlow's script assumes scale 1/255 for uint8 outputs).
+- a model whose metadata records the SHA-256 of its bytes (every edgetl export) is checked against it before
+  an interpreter sees it: a damaged file can crash the interpreter (``--no_verify`` skips the check,
+  ``--verify`` also refuses a model that records none). Labels and file names are printed with control
+  characters escaped (``\\x1b``): they come from whoever made the file.
 - images are decoded by ``edgetl.data.dataset.load_image`` (EXIF rotation, alpha on white, bilinear squash), the
   same preprocessing used for training and benchmarks.
 
@@ -62,8 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--top_k", type=int, default=5, help="how many top classes to print (default 5)")
     p.add_argument(
         "--verify",
-        action="store_true",
-        help="refuse a damaged model: check its bytes against the SHA-256 recorded in its metadata",
+        dest="verify",
+        action="store_const",
+        const="strict",
+        default="auto",
+        help="refuse a model whose metadata records no SHA-256 of its bytes (by default, a model that records "
+        "one is checked against it: a damaged file can crash the interpreter)",
+    )
+    p.add_argument(
+        "--no_verify", dest="verify", action="store_const", const="off", help="do not check the recorded SHA-256"
     )
     p.add_argument(
         "-v", "--verbose", action="store_true", help="describe the model and the backend running it on stderr"
@@ -93,11 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Imported here so `--help` and usage errors stay instant.
-    from edgetl.runtime import ModelFileError, load_model, read_labels, verify_model
+    from edgetl.runtime import ModelFileError, load_model, read_labels, read_metadata, verify_model
     from edgetl.runtime.images import load_image
 
     try:
-        if args.verify:
+        if args.verify == "strict" or (
+            args.verify == "auto" and (read_metadata(args.model_file) or {}).get("model_sha256")
+        ):
             verify_model(args.model_file)
         model = load_model(args.model_file, num_threads=args.num_threads, mean=args.input_mean, std=args.input_std)
     except ModelFileError as e:
@@ -139,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
             _error(f"cannot read image {path}: {' '.join(str(e).split()) or type(e).__name__}")
             failed += 1
             continue
-        model.set_input(pixels)
-        start = time.perf_counter()
-        model.invoke()
-        elapsed = time.perf_counter() - start
-        scores = model.output()[0]
+        try:
+            model.set_input(pixels)
+            start = time.perf_counter()
+            model.invoke()
+            elapsed = time.perf_counter() - start
+            scores = model.output()[0]
+        except (RuntimeError, ValueError) as e:  # the interpreter's own complaint about a damaged model
+            _error(f"cannot run {args.model_file}: {' '.join(str(e).split()) or type(e).__name__}")
+            return 2
         if len(scores) != len(labels):
             _error(f"{args.model_file} produced {len(scores)} scores but there are {len(labels)} labels")
             return 2

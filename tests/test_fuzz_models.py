@@ -1,0 +1,148 @@
+"""The model readers fuzzed (issue 28): mutants of real exported artifacts end in a result or one clean error.
+
+Property-based (hypothesis, derandomized so CI is repeatable) over each reader: the appended metadata archive
+and the edgetl metadata (`read_embedded`), the standard-metadata flatbuffer reader, the structural flatbuffer
+check and ONNX metadata_props; then `label_image` itself, interpreters included, on mutants in a worker
+process (tools/fuzz_models.py), so that a crash in native code is counted rather than taking pytest down.
+Seeds: the session's tiny exported models (tests/conftest.py), one of them with standard TFLite Metadata.
+About a minute in all; `tools/fuzz_models.py --mutants 10000` is the long run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FUZZ = REPO / "tools" / "fuzz_models.py"
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("fuzz_models", FUZZ)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fuzz_models = _load_tool()
+MUTATORS = sorted(fuzz_models.MUTATORS)
+FUZZ_SETTINGS = settings(
+    max_examples=150,
+    deadline=None,  # a slow example is caught by the per-example time check below, with its own message
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+SECONDS_PER_READ = 2.0
+
+
+@pytest.fixture(scope="module")
+def seeds(tiny_models, tmp_path_factory) -> dict[str, Path]:
+    """Real exported files: the tiny models as the export writes them, and one with standard TFLite Metadata."""
+    from edgetl.export.tflite_metadata import standard_info, with_standard_metadata
+
+    out = tmp_path_factory.mktemp("fuzz_seeds")
+    standard = out / "standard.tflite"
+    meta = {**tiny_models.meta["tflite-float32"], "labels": tiny_models.labels}
+    standard.write_bytes(with_standard_metadata(tiny_models.bare_float_tflite.read_bytes(), standard_info(meta)))
+    return {
+        "standard.tflite": standard,
+        "float.tflite": tiny_models.float_tflite,
+        "int8.tflite": tiny_models.int8_tflite,
+        "model.onnx": tiny_models.onnx,
+    }
+
+
+def _mutant(seeds: dict[str, Path], name: str, mutator: str, seed: int, out: Path) -> Path:
+    data = fuzz_models.MUTATORS[mutator](seeds[name].read_bytes(), random.Random(seed))
+    path = out / f"mutant{Path(name).suffix}"
+    path.write_bytes(data)
+    return path
+
+
+def _timed(fn, *args):
+    import time
+
+    start = time.perf_counter()
+    try:
+        return fn(*args)
+    finally:
+        elapsed = time.perf_counter() - start
+        assert elapsed < SECONDS_PER_READ, f"{fn.__name__} took {elapsed:.1f} s on a mutant"
+
+
+mutants = st.tuples(st.sampled_from(MUTATORS), st.integers(0, 2**32 - 1))
+
+
+@FUZZ_SETTINGS
+@given(name=st.sampled_from(["standard.tflite", "float.tflite", "int8.tflite", "model.onnx"]), mutant=mutants)
+def test_reading_metadata_ends_in_a_result_or_a_model_file_error(seeds, tmp_path, name, mutant):
+    from edgetl.runtime.metadata import ModelFileError, read_embedded
+
+    path = _mutant(seeds, name, *mutant, tmp_path)
+    try:
+        meta, labels = _timed(read_embedded, path)
+    except ModelFileError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+        return
+    assert labels is None or all(isinstance(x, str) for x in labels)
+
+
+@FUZZ_SETTINGS
+@given(name=st.sampled_from(["standard.tflite", "float.tflite"]), mutant=mutants)
+def test_the_standard_metadata_reader_raises_only_value_error(seeds, tmp_path, name, mutant):
+    from edgetl.runtime.standard_metadata import read_standard_metadata
+
+    path = _mutant(seeds, name, *mutant, tmp_path)
+    try:
+        _timed(read_standard_metadata, path)
+    except ValueError:
+        pass
+
+
+@FUZZ_SETTINGS
+@given(name=st.sampled_from(["standard.tflite", "int8.tflite"]), mutant=mutants)
+def test_the_structural_flatbuffer_check_raises_only_flatbuffer_error(seeds, tmp_path, name, mutant):
+    from edgetl.runtime.flatbuffer import FlatbufferError, check_tflite_structure
+
+    data = _mutant(seeds, name, *mutant, tmp_path).read_bytes()
+    try:
+        _timed(check_tflite_structure, data, len(data))
+    except FlatbufferError:
+        pass
+
+
+@FUZZ_SETTINGS
+@given(mutant=mutants, junk=st.binary(max_size=64))
+def test_onnx_metadata_props_and_model_hash_end_in_a_result_or_a_model_file_error(seeds, tmp_path, mutant, junk):
+    from edgetl.runtime.metadata import ModelFileError, model_sha256, read_embedded
+
+    path = _mutant(seeds, "model.onnx", *mutant, tmp_path)
+    path.write_bytes(path.read_bytes() + junk)  # a stray field, a length running past the end
+    for read in (read_embedded, model_sha256):
+        try:
+            _timed(read, path)
+        except ModelFileError:
+            pass
+
+
+def test_label_image_on_mutants_never_crashes_hangs_or_tracebacks(seeds, tiny_models):
+    """label_image, interpreters included, on 400 mutants in a worker process (about 15 s)."""
+    cmd = [sys.executable, str(FUZZ), "--mutants", "400", "--progress", "0", "--timeout", "30"]
+    cmd += ["--seed", "28", "--image", str(tiny_models.images[0]), *map(str, seeds.values())]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    report = json.loads(proc.stdout)
+    assert report["mutants"] == 400
+    assert report["crash"] == report["hang"] == report["traceback"] == 0, report["examples"]
+    assert report["clean error"] > 0 and report["answer"] > 0  # both kinds of mutant were reached
+    assert proc.returncode == 0
