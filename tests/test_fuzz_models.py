@@ -146,3 +146,52 @@ def test_label_image_on_mutants_never_crashes_hangs_or_tracebacks(seeds, tiny_mo
     assert report["crash"] == report["hang"] == report["traceback"] == 0, report["examples"]
     assert report["clean error"] > 0 and report["answer"] > 0  # both kinds of mutant were reached
     assert proc.returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The host side: results.json is a file anyone can edit or send
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@pytest.fixture(scope="module")
+def results_rows():
+    from conftest import make_result
+
+    rows = [make_result(0.8, 10, 4), make_result(0.9, 20, 8), make_result(0.7, 5, 2, status="check failed: x")]
+    return [r.to_dict() for r in rows]
+
+
+@settings(FUZZ_SETTINGS, max_examples=40)
+@given(row=st.integers(0, 2), field_index=st.integers(0, 40), value=json_values)
+def test_edgetl_report_on_a_mangled_results_json_is_a_report_or_exit_2(results_rows, tmp_path, row, field_index, value):
+    """Any value in any field of a results.json: `edgetl report` writes the report or says what is wrong."""
+    from edgetl.cli.main import main
+
+    rows = json.loads(json.dumps(results_rows))
+    names = sorted(rows[row])
+    rows[row][names[field_index % len(names)]] = value
+    (tmp_path / "results.json").write_text(json.dumps({"results": rows, "notes": []}))
+    assert main(["report", str(tmp_path)]) in (0, 2)
+
+
+def test_class_names_with_control_characters_reach_no_report_card_or_csv(tmp_path):
+    from conftest import make_result
+
+    from edgetl.measure.results import write_results
+    from edgetl.pick.report import rebuild_report, write_model_card
+
+    evil = "\x1b]0;owned\x07\x1b[2Jdaisy"
+    row = make_result(0.9, 5, 2, per_class_accuracy={evil: 0.9, "rose": 0.9}, status="ok")
+    write_results([row, make_result(0.8, 10, 4, status=f"check failed: {evil}")], tmp_path)
+    rebuild_report(tmp_path, None)
+    card = write_model_card(row, {"class_names": [evil, "rose"], "dataset": f"/data/{evil}"}, tmp_path / "card.md")
+    for name in ("report.md", "results.csv", card.name):
+        text = (tmp_path / name).read_text(encoding="utf-8")
+        assert "\x1b" not in text and "\x07" not in text, name
+        assert "\\x1b]0;owned\\x07\\x1b[2Jdaisy" in text, name
