@@ -184,7 +184,8 @@ def test_class_names_with_control_characters_reach_no_report_card_or_csv(tmp_pat
     from conftest import make_result
 
     from edgetl.measure.results import write_results
-    from edgetl.pick.report import rebuild_report, write_model_card
+    from edgetl.pick.rebuild import rebuild_report
+    from edgetl.pick.report import write_model_card
 
     evil = "\x1b]0;owned\x07\x1b[2Jdaisy"
     row = make_result(0.9, 5, 2, per_class_accuracy={evil: 0.9, "rose": 0.9}, status="ok")

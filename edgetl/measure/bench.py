@@ -64,7 +64,7 @@ class Measurement:
     backend: str
     input_dtype: str
     latencies_ms: list[float]
-    peak_rss_mb: float
+    peak_rss_mib: float
     predictions: list[list[float]]  # probabilities per test image
     load_ms: float | None = None  # load_model: read, verify and allocate (the runtime already imported)
     first_inference_ms: float | None = None  # the first invoke after loading (lazy kernel set-up lands here)
@@ -96,7 +96,7 @@ class Measurement:
                 if busy
                 else ""
             ),
-            "peak_rss_mb": self.peak_rss_mb,
+            "peak_rss_mib": self.peak_rss_mib,
             "num_test_images": len(labels),
             "predictions": [int(p) for p in predicted],
             "labels": [int(label) for label in labels],
@@ -234,7 +234,7 @@ def measure_in_process(
     monitor = CpuMonitor()
     latencies = time_invocations(model, first[0], config)
     other_cpu_cores = monitor.other_cores()
-    peak_rss_mb = peak_rss_mib()
+    peak_mib = peak_rss_mib()
     cores = os.cpu_count() or 1
     probabilities = np.zeros((0, 0))
     if predict:
@@ -247,7 +247,7 @@ def measure_in_process(
         backend=model.backend,
         input_dtype=str(model.input_dtype),
         latencies_ms=latencies,
-        peak_rss_mb=peak_rss_mb,
+        peak_rss_mib=peak_mib,
         predictions=probabilities.astype(float).tolist(),
         load_ms=load_ms,
         first_inference_ms=first_inference_ms,

@@ -23,8 +23,8 @@ from edgetl.features.backbones import BackboneSpec, resolve_weights
 from edgetl.io.faults import fault_point
 from edgetl.io.files import one_line
 from edgetl.measure.bench import prepare_test_images
-from edgetl.sweep.run import SweepConfig, bench_artifact, train_point
-from edgetl.sweep.state import TEST_IMAGES, point_dir
+from edgetl.sweep.config import TEST_IMAGES, SweepConfig, point_dir
+from edgetl.sweep.units import bench_artifact, train_point
 
 LOCAL = "local"  # `--ray` without an address: start a Ray on this machine (Ray's own name for it)
 
