@@ -27,17 +27,17 @@ REPO = Path(__file__).resolve().parents[1]
 FUZZ = REPO / "tools" / "fuzz_models.py"
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("fuzz_models", FUZZ)
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-fuzz_models = _load_tool()
+fuzz_models = _load("fuzz_models")
 MUTATORS = sorted(fuzz_models.MUTATORS)
 FUZZ_SETTINGS = settings(
-    max_examples=150,
+    max_examples=400,
     deadline=None,  # a slow example is caught by the per-example time check below, with its own message
     derandomize=True,
     database=None,
@@ -48,17 +48,17 @@ SECONDS_PER_READ = 2.0
 
 @pytest.fixture(scope="module")
 def seeds(tiny_models, tmp_path_factory) -> dict[str, Path]:
-    """Real exported files: the tiny models as the export writes them, and one with standard TFLite Metadata."""
-    from edgetl.export.tflite_metadata import standard_info, with_standard_metadata
-
+    """Real exported files (standard TFLite Metadata, a stored archive), and the float one as older edgetl
+    versions wrote it: the same members, deflated."""
+    hostile = _load("hostile_models")
     out = tmp_path_factory.mktemp("fuzz_seeds")
-    standard = out / "standard.tflite"
-    meta = {**tiny_models.meta["tflite-float32"], "labels": tiny_models.labels}
-    standard.write_bytes(with_standard_metadata(tiny_models.bare_float_tflite.read_bytes(), standard_info(meta)))
+    flatbuffer, members = hostile.split_model(tiny_models.float_tflite.read_bytes())
+    legacy = out / "legacy.tflite"
+    legacy.write_bytes(hostile.with_archive(flatbuffer, members, deflated=tuple(members)))
     return {
-        "standard.tflite": standard,
         "float.tflite": tiny_models.float_tflite,
         "int8.tflite": tiny_models.int8_tflite,
+        "legacy.tflite": legacy,
         "model.onnx": tiny_models.onnx,
     }
 
@@ -85,7 +85,7 @@ mutants = st.tuples(st.sampled_from(MUTATORS), st.integers(0, 2**32 - 1))
 
 
 @FUZZ_SETTINGS
-@given(name=st.sampled_from(["standard.tflite", "float.tflite", "int8.tflite", "model.onnx"]), mutant=mutants)
+@given(name=st.sampled_from(["float.tflite", "int8.tflite", "legacy.tflite", "model.onnx"]), mutant=mutants)
 def test_reading_metadata_ends_in_a_result_or_a_model_file_error(seeds, tmp_path, name, mutant):
     from edgetl.runtime.metadata import ModelFileError, read_embedded
 
@@ -99,7 +99,7 @@ def test_reading_metadata_ends_in_a_result_or_a_model_file_error(seeds, tmp_path
 
 
 @FUZZ_SETTINGS
-@given(name=st.sampled_from(["standard.tflite", "float.tflite"]), mutant=mutants)
+@given(name=st.sampled_from(["float.tflite", "legacy.tflite"]), mutant=mutants)
 def test_the_standard_metadata_reader_raises_only_value_error(seeds, tmp_path, name, mutant):
     from edgetl.runtime.standard_metadata import read_standard_metadata
 
@@ -111,7 +111,7 @@ def test_the_standard_metadata_reader_raises_only_value_error(seeds, tmp_path, n
 
 
 @FUZZ_SETTINGS
-@given(name=st.sampled_from(["standard.tflite", "int8.tflite"]), mutant=mutants)
+@given(name=st.sampled_from(["float.tflite", "int8.tflite"]), mutant=mutants)
 def test_the_structural_flatbuffer_check_raises_only_flatbuffer_error(seeds, tmp_path, name, mutant):
     from edgetl.runtime.flatbuffer import FlatbufferError, check_tflite_structure
 
@@ -137,12 +137,12 @@ def test_onnx_metadata_props_and_model_hash_end_in_a_result_or_a_model_file_erro
 
 
 def test_label_image_on_mutants_never_crashes_hangs_or_tracebacks(seeds, tiny_models):
-    """label_image, interpreters included, on 400 mutants in a worker process (about 15 s)."""
-    cmd = [sys.executable, str(FUZZ), "--mutants", "400", "--progress", "0", "--timeout", "30"]
+    """label_image, interpreters included, on 1,000 mutants in a worker process (about 15 s)."""
+    cmd = [sys.executable, str(FUZZ), "--mutants", "1000", "--progress", "0", "--timeout", "30"]
     cmd += ["--seed", "28", "--image", str(tiny_models.images[0]), *map(str, seeds.values())]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     report = json.loads(proc.stdout)
-    assert report["mutants"] == 400
+    assert report["mutants"] == 1000
     assert report["crash"] == report["hang"] == report["traceback"] == 0, report["examples"]
     assert report["clean error"] > 0 and report["answer"] > 0  # both kinds of mutant were reached
     assert proc.returncode == 0

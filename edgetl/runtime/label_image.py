@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.label_file is not None:
         try:
             labels = read_labels(args.label_file)
-        except (OSError, UnicodeDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: not UTF-8, or over the label limits
             _error(f"cannot read label file {args.label_file}: {e.strerror if isinstance(e, OSError) else e}")
             return 2
         source = args.label_file
