@@ -427,6 +427,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["label"]:  # label_image's own flags: argparse's REMAINDER refuses a leading --model_file
+        from edgetl.runtime.label_image import main as label_main
+
+        return label_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

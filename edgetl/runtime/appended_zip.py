@@ -112,8 +112,7 @@ def zip_members(blob: bytes, path) -> dict[str, bytes]:
             _check_headers(path, infos)
             members = {}
             for info in infos:
-                with zf.open(info) as stream:
-                    data = stream.read(MAX_MEMBER_BYTES + 1)  # never more, whatever the header said
+                data = _read_capped(zf, info)
                 if len(data) > MAX_MEMBER_BYTES:
                     raise ModelFileError(
                         f"{path}: metadata member {info.filename!r} holds more than its header's "
@@ -127,6 +126,17 @@ def zip_members(blob: bytes, path) -> dict[str, bytes]:
         raise ModelFileError(
             f"{path}: the metadata archive appended to the model is corrupt ({type(e).__name__}: {_one_line(e)})"
         ) from e
+
+
+def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """The member's bytes, never more than the limit plus one, whatever its header said; in chunks, so that
+    inflating holds about as much as the member really has (zipfile inflates up to the size asked for)."""
+    chunks, total = [], 0
+    with zf.open(info) as stream:
+        while total <= MAX_MEMBER_BYTES and (chunk := stream.read(1 << 16)):
+            chunks.append(chunk)
+            total += len(chunk)
+    return b"".join(chunks)
 
 
 def _check_headers(path, infos: list[zipfile.ZipInfo]) -> None:
