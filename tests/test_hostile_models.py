@@ -227,3 +227,32 @@ def test_edgetl_bench_and_label_on_a_bomb_are_one_line_and_exit_2(model, tmp_pat
     assert main(["label", "--model_file", str(path), "--image", str(tiny_models.images[0])]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(err) == 2 and all("labels.txt" in line and "limit" in line for line in err), err
+
+
+def _with_filter_scale(path: Path, value: float) -> bytes:
+    """The int8 model with one per-channel filter scale of a convolution set to `value`."""
+    import struct
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    data = path.read_bytes()
+    for t in Interpreter(model_path=str(path)).get_tensor_details():
+        scales = t["quantization_parameters"]["scales"]
+        if t["dtype"].__name__ == "int8" and len(t["shape"]) == 4 and len(scales) > 1:
+            pattern = struct.pack("<f", float(scales[0]))
+            if data.count(pattern) == 1:
+                pos = data.index(pattern)
+                return data[:pos] + struct.pack("<f", value) + data[pos + 4 :]
+    pytest.fail("no convolution filter scale found")
+
+
+def test_a_damaged_quantization_scale_is_refused_before_litert_aborts_on_it(tiny_models, tmp_path):
+    """LiteRT 2.x aborts the process (double free) on a requantization scale of 256 or more; the structural
+    check refuses it first, with --no_verify too. A scale that is only wrong still runs."""
+    image = tiny_models.images[0]
+    path = _write(tmp_path, _with_filter_scale(tiny_models.int8_tflite, 1e30), "scale.tflite")
+    proc = _label_image(path, image, "--no_verify")
+    assert proc.returncode == 2, proc.stderr[-500:]
+    assert "requantization scale" in proc.stderr and "damaged" in proc.stderr
+    path = _write(tmp_path, _with_filter_scale(tiny_models.int8_tflite, 1.0), "wrong.tflite")
+    assert _label_image(path, image, "--no_verify").returncode == 0

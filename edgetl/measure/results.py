@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.io.files import atomic_write_text
-from edgetl.io.text import visible
+from edgetl.io.text import visible, visible_lines
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
@@ -129,7 +129,8 @@ def _csv_row(r: ArtifactResult) -> dict[str, Any]:
     if row["top5_accuracy"] is None:
         row["top5_accuracy"] = ""
     # Statuses quote error messages, paths come from folder names: no control characters into a spreadsheet.
-    return {k: visible(v) if isinstance(v, str) else v for k, v in row.items()}
+    # Line breaks stay: the csv module quotes them.
+    return {k: visible_lines(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def write_results(
