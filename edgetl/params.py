@@ -89,10 +89,10 @@ class OneOf:
 Constraint = Interval | OneOf
 
 
-def validate(config: Any, error: type[Exception] = ValueError) -> None:
+def validate(config: Any, error: type[Exception] = ValueError, prefix: str = "") -> None:
     """Check every field of `config` that its class's `CONSTRAINTS` table names; `error` (a ValueError
-    subclass of the stage, e.g. ExportError) names the field, the valid range and the value."""
+    subclass of the stage, e.g. ExportError) names the field (after `prefix`), the valid range and the value."""
     for name, constraint in type(config).CONSTRAINTS.items():
         value = getattr(config, name)
         if not constraint.accepts(value):
-            raise error(f"{name} must be {constraint.describe()}, got {value!r}")
+            raise error(f"{prefix}{name} must be {constraint.describe()}, got {value!r}")

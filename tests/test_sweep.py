@@ -139,8 +139,8 @@ def test_the_test_split_is_predicted_once_per_artifact_against_the_float_models_
     import numpy as np
 
     from edgetl.export import check_predictions, load_run_inputs
+    from edgetl.export.inputs import _keras_predict
     from edgetl.export.predictions import recorded_reference
-    from edgetl.export.run import _keras_predict
 
     rows = {(r.point, r.format): r for r in read_results(finished_sweep)}
     for point in ("v1-a0.25-r96", "v1-a0.25-r128"):

@@ -5,6 +5,7 @@
 - `artifact`: one format converted and written, metadata embedded (`export_artifact`), through the
   converter modules `tflite` and `onnx`, which share one signature; `calibration` and `bias_correction`
   prepare the int8 formats.
+- `inputs`: what every format of a run shares, loaded once (`load_run_inputs`).
 - `run`: a run's formats converted and checked against the float Keras model (`export_run`).
 
 Importing this package stays TensorFlow-free (the CLI, `edgetl.cli.export`, builds its parser from it):
@@ -24,6 +25,7 @@ from edgetl.export.formats import (
     FormatSpec,
     formats_from_flags,
 )
+from edgetl.export.inputs import load_run_inputs, read_run
 from edgetl.export.predictions import check_predictions
 from edgetl.export.run import (
     ARTIFACTS_DIR,
@@ -32,10 +34,8 @@ from edgetl.export.run import (
     check_status,
     export_format,
     export_run,
-    load_run_inputs,
     merge_export_entry,
     read_export_summary,
-    read_run,
 )
 
 __all__ = [

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from edgetl.export.formats import FORMATS, IO_TYPES, ExportError, check_formats, check_io_type
-from edgetl.runtime import check_num_threads
+from edgetl.params import Interval, OneOf, validate
 
 
 @dataclass(frozen=True)
@@ -30,23 +31,17 @@ class ExportConfig:
     num_threads: int = os.cpu_count() or 1  # a check is not a latency measurement: all cores
     max_accuracy_drop: float = 1.0  # points below the float model, significantly, before a check fails
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "num_calibration_images": Interval(int, 1),
+        "bias_correction": OneOf((True, False)),
+        "num_threads": Interval(int, 1),
+        "max_accuracy_drop": Interval(float, 0, 100),  # points
+    }
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", check_formats(self.formats))
         check_io_type(self.io_type)
-        if (
-            isinstance(self.num_calibration_images, bool)
-            or not isinstance(self.num_calibration_images, int)
-            or self.num_calibration_images < 1
-        ):
-            raise ExportError(
-                f"the number of calibration images must be a whole number >= 1, got {self.num_calibration_images!r}"
-            )
-        try:
-            check_num_threads(self.num_threads)
-        except ValueError as e:
-            raise ExportError(str(e)) from None
-        if not (isinstance(self.max_accuracy_drop, (int, float)) and 0 <= self.max_accuracy_drop <= 100):
-            raise ExportError(f"max_accuracy_drop is in points, 0..100, got {self.max_accuracy_drop!r}")
+        validate(self, ExportError)
         if self.calibration_manifest is not None:
             object.__setattr__(self, "calibration_manifest", Path(self.calibration_manifest))
 

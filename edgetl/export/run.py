@@ -8,7 +8,7 @@ head-only run, the head on the backbone's features, which were checked against T
 computed), so they are not computed again; a run without them is predicted by the Keras model.
 The check's own predictions are kept beside the artifact, for the sweep's benchmark of the same bytes.
 
-`load_run_inputs` loads what every format of one run shares (the Keras model, the test images, the
+`edgetl.export.inputs.load_run_inputs` loads what every format of one run shares (the Keras model, the test images, the
 float predictions) once; `export_format` is one unit of work (one format of one run); `export_run` is
 the loop `edgetl export` and the sweep call.
 """
@@ -24,17 +24,22 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl import __version__
+from edgetl.export import calibration as calib
 from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
+from edgetl.export.bias_correction import correct_biases
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import FORMATS, ExportError
-from edgetl.export.predictions import recorded_reference, save_check_predictions
+from edgetl.export.inputs import RunInputs, load_keras_model, load_run_inputs, read_run
+from edgetl.export.predictions import save_check_predictions
 from edgetl.io.faults import fault_point
 from edgetl.io.files import DiskError, atomic_write_bytes, atomic_write_json, one_line, sha256_file
+from edgetl.runtime import load_model, read_metadata
+from edgetl.stats import mcnemar_exact
 
 EXPORT_SUMMARY = "export.json"
 ARTIFACTS_DIR = "artifacts"
 PREDICT_BATCH = 64
-KERAS_BATCH = 16  # TensorFlow's CPU forward pass is faster at 16 than at 64 here (activations stay in cache)
 
 Log = Callable[[str], None]
 
@@ -78,134 +83,8 @@ def _relative(path: Path, base: Path | None) -> str:
         return str(path)
 
 
-@dataclass
-class RunInputs:
-    """What every format of one run shares, loaded once per run."""
-
-    run_dir: Path
-    run: dict
-    source: ModelSource  # the model as trained
-    dataset: object  # edgetl.data.dataset.Dataset
-    test_images: np.ndarray  # uint8 (N, R, R, 3)
-    test_labels: np.ndarray
-    keras_probs: np.ndarray
-    notes: list[str]
-    test_paths: tuple[str, ...] = ()  # the test images, in order (what a benchmark's predictions must match)
-    calibration: object = None  # edgetl.export.calibration.CalibrationSet, drawn on first need
-    int8_source: ModelSource | None = None  # bias-corrected copy, built on first need
-    load: Callable | None = None  # load_image's signature: where a sweep's pixels come from (decoded once)
-
-    @property
-    def keras_accuracy(self) -> float:
-        return float((self.keras_probs.argmax(1) == self.test_labels).mean())
-
-
-def read_run(run_dir: Path) -> dict:
-    """run.json of a finished `edgetl train` run, checked; ExportError saying what is wrong otherwise."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ExportError(f"{run_dir} is not a directory; --run expects the output folder of `edgetl train`")
-    run_json = run_dir / "run.json"
-    if not run_json.is_file():
-        raise ExportError(
-            f"{run_dir} is not a finished edgetl run (no run.json); train one with "
-            "`edgetl train --image_dir ... --output_dir ...`"
-        )
-    try:
-        run = json.loads(run_json.read_text())
-    except (OSError, ValueError) as e:
-        raise ExportError(f"{run_json} is not readable JSON: {e}") from e
-    missing = [k for k in ("image_dir", "classes", "backbone") if k not in run]
-    if not missing:
-        missing = [f"backbone.{k}" for k in ("version", "alpha", "resolution", "weights") if k not in run["backbone"]]
-    if missing:
-        raise ExportError(f"{run_json} lacks {', '.join(missing)}; was it written by `edgetl train`?")
-    if not (run_dir / "model.keras").is_file():
-        raise ExportError(f"{run_dir} has run.json but no model.keras; re-run `edgetl train`")
-    return run
-
-
-def load_keras_model(path: Path):
-    """model.keras of a run (TF Hub backbones register their layer first); ExportError when it won't load."""
-    import keras
-
-    from edgetl.features.backbones import register_custom_layers
-
-    register_custom_layers()
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as e:
-        raise ExportError(f"cannot load {path}: {type(e).__name__}: {one_line(e)}") from e
-
-
-def _keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
-    """The float Keras model's probabilities, the reference every check compares with: traced once
-    (`traced_forward`), in batches of KERAS_BATCH. On 2 cores, V2 1.0 @224 over 360 test images took
-    16.6 s with predict_on_batch at 64 and 10.0 s this way, tracing included, the same to 1e-7."""
-    from edgetl.features.tf_functions import traced_forward
-
-    forward = traced_forward(model)
-    return np.concatenate(
-        [
-            np.asarray(forward(images_uint8[i : i + KERAS_BATCH]), np.float32)
-            for i in range(0, len(images_uint8), KERAS_BATCH)
-        ]
-    )
-
-
-def _run_dataset(run: dict):
-    from edgetl.data.dataset import DatasetError, SplitConfig, scan_dataset
-
-    split = SplitConfig(
-        run.get("validation_percentage", SplitConfig.validation_percentage),
-        run.get("testing_percentage", SplitConfig.testing_percentage),
-    )
-    try:
-        dataset = scan_dataset(run["image_dir"], split)
-    except DatasetError as e:
-        raise ExportError(f"cannot re-read the run's dataset (needed for the test split and calibration): {e}") from e
-    return dataset
-
-
-def load_run_inputs(run_dir: Path, dataset=None, load=None) -> RunInputs:
-    """Read a run and everything its formats share. `dataset` (already scanned by a sweep) saves a scan, and
-    `load` (`load_image`'s signature; a sweep's `edgetl.data.pixels` store) a decode."""
-    from edgetl.data.dataset import decode_images
-
-    run = read_run(run_dir)
-    dataset = dataset if dataset is not None else _run_dataset(run)
-    if list(dataset.classes) != list(run["classes"]):
-        raise ExportError(
-            f"the classes in {run['image_dir']} ({', '.join(dataset.classes)}) are not the ones the run was "
-            f"trained on ({', '.join(run['classes'])}); re-train, or restore the dataset"
-        )
-    test_images, test_records, failed = decode_images(
-        dataset.split("testing"), int(run["backbone"]["resolution"]), load
-    )
-    notes = [f"test image skipped: {f}" for f in failed]
-    if not len(test_images):
-        raise ExportError(f"no decodable test images in {run['image_dir']}; cannot check any artifact")
-    model = load_keras_model(run_dir / "model.keras")
-    labels = np.array([r.label_index for r in test_records], dtype=np.int64)
-    paths = tuple(str(r.path) for r in test_records)
-    reference = recorded_reference(run_dir, run, paths)
-    return RunInputs(
-        run_dir=run_dir,
-        run=run,
-        source=ModelSource(model, None),
-        dataset=dataset,
-        test_images=test_images,
-        test_labels=labels,
-        keras_probs=reference if reference is not None else _keras_predict(model, test_images),
-        notes=notes,
-        load=load,
-        test_paths=paths,
-    )
-
-
 def _calibration(inputs: RunInputs, config: ExportConfig, log: Log):
     """The calibration set of this run: from the manifest when one is given, else drawn from the training split."""
-    from edgetl.export import calibration as calib
 
     if inputs.calibration is None:
         fault_point("calibration")
@@ -228,8 +107,6 @@ def _int8_source(inputs: RunInputs, config: ExportConfig, log: Log) -> ModelSour
     if not config.bias_correction:
         return inputs.source
     if inputs.int8_source is None:
-        from edgetl.export.bias_correction import correct_biases
-
         model = load_keras_model(inputs.run_dir / "model.keras")  # a copy to change
         calibration = _calibration(inputs, config, log)
         fault_point("bias_correction")
@@ -254,7 +131,6 @@ def check_status(
 
     `artifact_correct` and `keras_correct` are per-image correctness on the same test images.
     """
-    from edgetl.stats import mcnemar_exact
 
     spec = FORMATS[fmt]
     problems = []
@@ -273,7 +149,6 @@ def check_status(
 def _run_tflite_is(inputs: RunInputs, metadata: dict) -> bool:
     """Whether the run's own model.tflite is the tflite-float32 artifact already: `edgetl train` converted
     the same model with the same converter and metadata, and its bytes are the ones run.json recorded."""
-    from edgetl.runtime import read_metadata
 
     path = inputs.run_dir / "model.tflite"
     recorded = (inputs.run.get("files") or {}).get("model.tflite")
@@ -286,7 +161,6 @@ def _run_tflite_is(inputs: RunInputs, metadata: dict) -> bool:
 
 def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: Path, log: Log) -> dict:
     """Write the artifact; returns what export.json records about how it was made."""
-    from edgetl.export import calibration as calib
 
     spec = FORMATS[fmt]
     fault_point(f"convert:{fmt}")
@@ -320,7 +194,6 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
 
 def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfig) -> dict:
     """Run the artifact on the test split and compare it with the Keras model."""
-    from edgetl.runtime import load_model
 
     fault_point(f"check:{fmt}")
     try:
@@ -420,7 +293,6 @@ def _merge_summary(run_dir: Path, result: ExportResult, extra: dict) -> None:
 def merge_export_entry(run_dir: Path, fmt: str, entry: dict) -> None:
     """Set one format's entry of RUN/artifacts/export.json (paths in it relative to RUN), keeping the others;
     also how a Ray sweep records a format exported on another node."""
-    from edgetl import __version__
 
     formats = read_export_summary(run_dir)
     formats[fmt] = entry
@@ -456,8 +328,6 @@ def export_run(
     copy. Problems with the inputs (run dir, manifest) raise ExportError before anything is written.
     """
     from tqdm import tqdm
-
-    from edgetl.export import calibration as calib
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     run_dir = Path(run_dir)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from edgetl.data.dataset import SplitConfig, decode_images, scan_dataset
 from edgetl.features.backbones import point_id
+from edgetl.io.files import atomic_write_bytes
+from edgetl.io.text import visible
 from edgetl.measure.results import ArtifactResult
-from edgetl.runtime import DEFAULT_NUM_THREADS, check_num_threads
+from edgetl.params import Interval, validate
+from edgetl.runtime import DEFAULT_NUM_THREADS, ModelFileError, load_model, read_metadata, verify_model
+from edgetl.runtime.backends import import_runtime
+from edgetl.stats import accuracy_interval
 
 # ---------------------------------------------------------------------------------------------------------
 # Measuring. Every artifact is measured in a fresh child process that imports only numpy and the runtime:
@@ -37,15 +44,18 @@ class BenchConfig:
     max_timed_runs: int = 2000
     stable_within: float = 0.02
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "num_threads": Interval(int, 1),
+        "warmup_runs": Interval(int, 0),
+        "min_timed_runs": Interval(int, 1),
+        "min_timed_seconds": Interval(float, 0),
+        "max_timed_seconds": Interval(float, 0),
+        "max_timed_runs": Interval(int, 1),
+        "stable_within": Interval(float, 0),
+    }
+
     def __post_init__(self) -> None:
-        check_num_threads(self.num_threads)
-        for name in ("warmup_runs", "min_timed_runs", "max_timed_runs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup_runs" else 1):
-                raise ValueError(f"{name} must be a whole number >= {0 if name == 'warmup_runs' else 1}, got {value!r}")
-        for name in ("min_timed_seconds", "max_timed_seconds", "stable_within"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        validate(self)
         if self.max_timed_runs < self.min_timed_runs:
             raise ValueError(
                 f"max_timed_runs ({self.max_timed_runs}) must be >= min_timed_runs ({self.min_timed_runs})"
@@ -72,7 +82,6 @@ class Measurement:
 
     def result_fields(self, labels, classes: list[str]) -> dict:
         """The ArtifactResult fields this measurement supplies: size, accuracy figures, latency, memory."""
-        from edgetl.stats import accuracy_interval
 
         lat = latency_percentiles(self.latencies_ms)
         predicted = np.asarray(self.predictions).argmax(axis=1) if len(self.predictions) else np.zeros(0, int)
@@ -218,9 +227,6 @@ def measure_in_process(
     import os
     import time
 
-    from edgetl.runtime import load_model
-    from edgetl.runtime.backends import import_runtime
-
     import_runtime(model_path)  # the Python import is not the model's start-up cost
     started = time.perf_counter()
     model = load_model(model_path, num_threads=config.num_threads)
@@ -313,9 +319,6 @@ def _child_main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="BenchConfig as JSON")
     p.add_argument("--no_predict", dest="predict", action="store_false", help="time only; no test predictions")
     args = p.parse_args(argv)
-    from edgetl.io.text import visible
-    from edgetl.runtime import ModelFileError
-
     try:
         m = measure_in_process(args.model, args.images, BenchConfig(**json.loads(args.config)), args.predict)
     except (ModelFileError, RuntimeError) as e:  # a damaged model: one line for the parent, not a traceback
@@ -332,9 +335,6 @@ def prepare_test_images(dataset, resolution: int, path: Path, load=None) -> tupl
     Returns the file and the labels; images that fail to decode are left out (with a warning).
     """
     import io
-
-    from edgetl.data.dataset import decode_images
-    from edgetl.io.files import atomic_write_bytes
 
     path = Path(path)
     records = dataset.split("testing")
@@ -361,9 +361,6 @@ def prepare_test_images(dataset, resolution: int, path: Path, load=None) -> tupl
 def bench_model(model_path, image_dir, config: BenchConfig = BenchConfig(), split=None) -> ArtifactResult:
     """`edgetl bench`: any .tflite/.onnx with edgetl metadata, measured on a dataset's test split."""
     import tempfile
-
-    from edgetl.data.dataset import SplitConfig, scan_dataset
-    from edgetl.runtime import ModelFileError, read_metadata, verify_model
 
     model_path = Path(model_path)
     meta = read_metadata(model_path) or {}

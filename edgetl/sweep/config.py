@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from edgetl import __version__
 from edgetl.data.dataset import SplitConfig
@@ -18,6 +19,7 @@ from edgetl.features.backbones import BackboneSpec, ResolvedWeights
 from edgetl.features.bottlenecks import FeatureConfig
 from edgetl.measure.bench import BenchConfig
 from edgetl.measure.results import ArtifactResult
+from edgetl.params import Interval, OneOf, validate
 from edgetl.pick.pareto import Budget, PickConfig
 from edgetl.train.finetune import FineTuneConfig
 from edgetl.train.head import HeadConfig
@@ -47,16 +49,13 @@ class SweepConfig:
     fine_tune_settings: FineTuneConfig = FineTuneConfig()
     fine_tune: FineTuneConfig | None = None  # set on the config of the fine-tuning pass: its points are fine-tuned
 
+    CONSTRAINTS: ClassVar[dict] = {"fine_tune_front": Interval(int, 0), "force": OneOf((True, False))}
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "points", tuple(dict.fromkeys(self.points)))
         if not self.points:
             raise ValueError("the grid has no points; give --backbones, --alphas and --resolutions (or --grid)")
-        if (
-            isinstance(self.fine_tune_front, bool)
-            or not isinstance(self.fine_tune_front, int)
-            or self.fine_tune_front < 0
-        ):
-            raise ValueError(f"fine_tune_front must be a whole number >= 0, got {self.fine_tune_front!r}")
+        validate(self)
         if self.export.calibration_manifest is not None:
             raise ValueError(
                 "a sweep draws calibration images per point; a calibration manifest is for `edgetl export`"

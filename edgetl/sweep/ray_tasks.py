@@ -17,12 +17,15 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 from edgetl import __version__
+from edgetl.export import ARTIFACTS_DIR, export_format, load_run_inputs, read_export_summary
 from edgetl.features.backbones import BackboneSpec, resolve_weights
 from edgetl.io.faults import fault_point
 from edgetl.io.files import one_line
 from edgetl.measure.bench import prepare_test_images
+from edgetl.params import Interval, validate
 from edgetl.sweep.config import TEST_IMAGES, SweepConfig, point_dir
 from edgetl.sweep.units import bench_artifact, train_point
 
@@ -44,6 +47,8 @@ class ClusterConfig:
     bench_resource: str | None = None
     max_retries: int = 1
 
+    CONSTRAINTS: ClassVar[dict] = {"max_retries": Interval(int, 0)}
+
     def __post_init__(self) -> None:
         if not isinstance(self.address, str) or not self.address.strip():
             raise ValueError("--ray takes no address (a local Ray), 'auto' (the running cluster) or host:port")
@@ -51,8 +56,7 @@ class ClusterConfig:
             not self.bench_resource.strip() or self.bench_resource in ("CPU", "GPU", "memory", "object_store_memory")
         ):
             raise ValueError(f"--bench_resource must name a custom resource, got {self.bench_resource!r}")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be a whole number >= 0, got {self.max_retries!r}")
+        validate(self)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -260,7 +264,6 @@ _loaded = None
 
 def _run_inputs(train_key: str, model: dict, dataset):
     global _loaded
-    from edgetl.export import load_run_inputs
 
     if _loaded is not None and _loaded[0] == train_key:
         return _loaded[1]
@@ -287,7 +290,6 @@ def export_unit(
     config: SweepConfig, spec: BackboneSpec, fmt: str, train_key: str, model: dict, dataset, version: str, board
 ):
     """Unit 2 on a node: returns the report with this format's export.json entry and artifact files."""
-    from edgetl.export import ARTIFACTS_DIR, export_format, read_export_summary
 
     with _unit(board, f"export {spec.id} {fmt}", f"exporting {spec.id} {fmt}", version, workdir=False) as (_, report):
         inputs = _run_inputs(train_key, model, dataset)

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgetl.data.dataset import Dataset
+from edgetl.export import export_format, load_run_inputs
 from edgetl.features.backbones import BackboneSpec, ResolvedWeights
 from edgetl.io.files import one_line, sha256_file
 from edgetl.measure.bench import measure
@@ -112,7 +113,6 @@ def bench_artifact(
 def export_point(plan: PointPlan, dataset, log=None, load=None) -> dict:
     """Unit 2 for each format the plan still exports; returns the point's state. Picklable arguments only:
     the in-process executor runs it in its export worker (`edgetl.sweep.local`)."""
-    from edgetl.export import export_format, load_run_inputs
 
     log = log or (lambda msg: tqdm.write(msg))
     config, spec = plan.config, plan.spec

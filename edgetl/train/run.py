@@ -12,6 +12,8 @@ import numpy as np
 
 from edgetl import __version__
 from edgetl.data.dataset import Dataset, SplitConfig, scan_dataset
+from edgetl.export import ModelSource, artifact_metadata, export_artifact
+from edgetl.export.predictions import REFERENCE, save_reference
 from edgetl.features.backbones import (
     BackboneSpec,
     ResolvedWeights,
@@ -280,8 +282,6 @@ def save_run(run_dir: Path, model, run: dict, log=print, test_predictions: tuple
     """Write the run directory; each piece lands atomically and run.json last (it marks the run complete).
     `test_predictions`: (the model's probabilities on the test split, those images' paths), which every
     export check compares with (`edgetl.export.predictions`)."""
-    from edgetl.export import ModelSource, artifact_metadata, export_artifact
-    from edgetl.export.predictions import REFERENCE, save_reference
 
     started = time.perf_counter()
     with writing(run_dir, "the run directory"):
