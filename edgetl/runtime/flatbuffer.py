@@ -123,11 +123,12 @@ def check_tflite_structure(buf, size: int) -> None:
         for k, op in enumerate(fb.tables(sg, 3, "Operator")):
             if (fb.u32(op[0]) if 0 in op else 0) >= len(opcodes):
                 raise FlatbufferError(f"subgraph {g}: an operator refers to an unknown operator code")
-            _check_requantization(fb, tensors, op, codes[fb.u32(op[0]) if 0 in op else 0], f"subgraph {g} op {k}")
             for i in (1, 2, 8):
                 for idx in fb.ints(op, i, "operator tensor list"):
                     if not -1 <= idx < len(tensors):
                         raise FlatbufferError(f"subgraph {g}: an operator refers to tensor {idx} of {len(tensors)}")
+            # After the tensor indices are known to be in range.
+            _check_requantization(fb, tensors, op, codes[fb.u32(op[0]) if 0 in op else 0], f"subgraph {g} op {k}")
             if 4 in op:
                 fb.table(fb.ref(op[4]), "operator options")
             fb.vector(op, 5, 1, "custom options")
