@@ -163,3 +163,16 @@ def test_a_hundred_thousand_zero_byte_files_are_skipped_with_one_summary(tmp_pat
     assert len(ds.skipped) == 100_000 and {why for _, why in ds.skipped} == {"empty file (0 bytes)"}
     lines = ds.messages()
     assert len(lines) < 30 and "99980 more skipped" in lines[-1], (made, lines[-3:])
+
+
+def test_label_image_refuses_a_fifo_as_image_or_label_file_without_blocking(tmp_path, tiny_models):
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    repo = Path(__file__).resolve().parents[1]
+    for flags in (["--image", str(fifo)], ["--image", str(tiny_models.images[0]), "--label_file", str(fifo)]):
+        cmd = [sys.executable, str(repo / "tools" / "label_image.py"), "--model_file", str(tiny_models.float_tflite)]
+        proc = subprocess.run(cmd + flags, capture_output=True, text=True, timeout=120)
+        assert proc.returncode in (1, 2) and "not a regular file" in proc.stderr, proc.stderr

@@ -328,6 +328,8 @@ def read_labels(path) -> list[str]:
     """Labels from a labels.txt file: one per line, whitespace stripped, empty lines skipped; within the limits
     of embedded labels (ModelFileError)."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block the read until someone writes to it
+        raise ModelFileError(f"{path}: not a regular file")
     with open(path, "rb") as f:
         raw = f.read(MAX_MEMBER_BYTES + 1)
     if len(raw) > MAX_MEMBER_BYTES:
