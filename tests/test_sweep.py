@@ -418,7 +418,7 @@ def test_feature_threads_are_validated_and_never_change_a_key(tiny_data, tmp_pat
     from edgetl.sweep.local import beside_export
 
     for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="num_threads must be None"):
+        with pytest.raises(ValueError, match="num_threads must be a whole number >= 1 or None"):
             FeatureConfig(num_threads=bad)
     spec = BackboneSpec("v1", 0.25, 96)
     config = SweepConfig(image_dir=tiny_data, output_dir=tmp_path / "out", points=(spec,))

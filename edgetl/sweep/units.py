@@ -44,6 +44,7 @@ def train_point(
             head=config.head,
             tune=config.tune,
             fine_tune=config.fine_tune,
+            summaries_dir=Path(config.summaries_dir) / out.name if config.summaries_dir else None,
         ),
         log=lambda msg: None if msg.startswith("step ") else log(msg),  # per-step lines: train's own job
         dataset=dataset,
