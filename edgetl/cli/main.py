@@ -20,7 +20,6 @@ from edgetl.cli.pick import (
     pick_from_args,
 )
 from edgetl.io.text import visible
-from edgetl.runtime.label_image import main as label_main
 
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -284,6 +283,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if row.status == "ok" else 1
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from edgetl.runtime.label_image import main as label_main
+
+    return label_main(args.label_args)
+
+
 def _add_sweep_parser(sub) -> None:
     from edgetl.cli.export import add_shared_export_arguments
     from edgetl.sweep.config import SWEEP_FORMATS
@@ -387,10 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--front", action="store_true", help="only the artifacts on the Pareto front")
     p.set_defaults(func=cmd_bundle)
 
-    p = sub.add_parser(
-        "label", help="label images with a .tflite or .onnx model (same flags as tools/label_image.py)", add_help=False
-    )
-    p.add_argument("label_args", nargs=argparse.REMAINDER)  # main() hands them to label_image as they are
+    about = "label images with a .tflite or .onnx model (same flags as tools/label_image.py)"
+    p = sub.add_parser("label", help=about, add_help=False, prefix_chars="\0")  # no options: all are label_image's
+    p.add_argument("label_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_label)
     return parser
 
 
@@ -423,9 +428,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["label"]:  # label_image's own flags: argparse's REMAINDER refuses a leading --model_file
-        return label_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
