@@ -71,7 +71,8 @@ import json
 import zipfile
 
 from edgetl.runtime import TFLITE_IDENTIFIER, appended_zip_start, is_tflite
-from edgetl.runtime.standard_metadata import EDGETL_FILE, LABELS_FILE, METADATA_FIELD_NAME, METADATA_IDENTIFIER
+from edgetl.runtime.metadata import LABELS_FILE
+from edgetl.runtime.standard_metadata import EDGETL_FILE, METADATA_FIELD_NAME, METADATA_IDENTIFIER
 
 # Everything written here is in the schema since 1.0.0 (no subgraph process units, tensor groups,
 # associated-file versions or custom metadata; see the version history in metadata_schema.fbs), so 1.0.0 is
