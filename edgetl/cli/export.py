@@ -52,6 +52,25 @@ def add_shared_export_arguments(parser: argparse.ArgumentParser) -> None:
         f"model's by more than this many points (default {d.max_accuracy_drop:g})",
     )
     parser.add_argument(
+        "--max_class_drop",
+        "--max-class-drop",
+        dest="max_class_drop",
+        type=float,
+        default=d.max_class_drop,
+        help="a quantized artifact also fails its check when one class is more than this many points below "
+        "the float model, significantly after Holm's correction over classes (default "
+        f"{d.max_class_drop:g})",
+    )
+    parser.add_argument(
+        "--fidelity_images_per_class",
+        "--fidelity-images-per-class",
+        dest="fidelity_images_per_class",
+        type=int,
+        default=d.fidelity_images_per_class,
+        help="images per class (train, validation and test, never calibration images) the per-class "
+        f"check runs on (default {d.fidelity_images_per_class}; 0 turns it off)",
+    )
+    parser.add_argument(
         "--io_type",
         "--io-type",
         dest="io_type",
@@ -87,6 +106,8 @@ def export_config_from_args(args: argparse.Namespace, formats) -> ExportConfig:
         bias_correction=args.bias_correction,
         num_threads=args.num_threads,
         max_accuracy_drop=args.max_accuracy_drop,
+        max_class_drop=args.max_class_drop,
+        fidelity_images_per_class=args.fidelity_images_per_class,
     )
 
 

@@ -19,7 +19,10 @@ class ExportConfig:
     `bias_correction` converts int8 formats from a copy of the model whose biases compensate the mean
     shift of int8-rounded weights. `num_threads` runs the artifacts during their checks. A check fails
     when an artifact's test accuracy is below the float model's by more than `max_accuracy_drop` points
-    and significantly so (McNemar's exact test, paired on the same test images, alpha 0.05).
+    and significantly so (McNemar's exact test, paired on the same test images, alpha 0.05), or when one
+    class of a non-float32 format is below the float model's by more than `max_class_drop` points and
+    significantly so after Holm's correction over classes, measured on up to `fidelity_images_per_class`
+    images per class that did not calibrate it (`edgetl.export.fidelity`; 0 turns the per-class check off).
     """
 
     formats: tuple[str, ...] = tuple(FORMATS)
@@ -29,6 +32,8 @@ class ExportConfig:
     bias_correction: bool = True
     num_threads: int = os.cpu_count() or 1  # a check is not a latency measurement: all cores
     max_accuracy_drop: float = 1.0  # points below the float model, significantly, before a check fails
+    max_class_drop: float = 3.0  # points one class may lose, significantly after Holm, before a check fails
+    fidelity_images_per_class: int = 200  # images per class the per-class check is measured on; 0: off
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", check_formats(self.formats))
@@ -47,6 +52,21 @@ class ExportConfig:
             raise ExportError(str(e)) from None
         if not (isinstance(self.max_accuracy_drop, (int, float)) and 0 <= self.max_accuracy_drop <= 100):
             raise ExportError(f"max_accuracy_drop is in points, 0..100, got {self.max_accuracy_drop!r}")
+        if not (
+            isinstance(self.max_class_drop, (int, float))
+            and not isinstance(self.max_class_drop, bool)
+            and 0 <= self.max_class_drop <= 100
+        ):
+            raise ExportError(f"max_class_drop is in points, 0..100, got {self.max_class_drop!r}")
+        if (
+            isinstance(self.fidelity_images_per_class, bool)
+            or not isinstance(self.fidelity_images_per_class, int)
+            or self.fidelity_images_per_class < 0
+        ):
+            raise ExportError(
+                "fidelity_images_per_class must be a whole number >= 0 (0: no per-class check), "
+                f"got {self.fidelity_images_per_class!r}"
+            )
         if self.calibration_manifest is not None:
             object.__setattr__(self, "calibration_manifest", Path(self.calibration_manifest))
 

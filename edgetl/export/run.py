@@ -94,6 +94,7 @@ class RunInputs:
     calibration: object = None  # edgetl.export.calibration.CalibrationSet, drawn on first need
     int8_source: ModelSource | None = None  # bias-corrected copy, built on first need
     load: Callable | None = None  # load_image's signature: where a sweep's pixels come from (decoded once)
+    fidelity: object = None  # edgetl.export.fidelity.FidelitySet, built on first need
 
     @property
     def keras_accuracy(self) -> float:
@@ -249,11 +250,15 @@ def check_status(
     max_abs_diff: float | None,
     max_accuracy_drop: float,
     alpha: float = 0.05,
+    class_fidelity: dict | None = None,
 ) -> str:
     """ "ok", or why the artifact is off from the float model (see the format table's comment).
 
-    `artifact_correct` and `keras_correct` are per-image correctness on the same test images.
+    `artifact_correct` and `keras_correct` are per-image correctness on the same test images;
+    `class_fidelity` is the artifact's per-class measurement (`edgetl.export.fidelity.summary`), whose
+    failed classes fail the check too.
     """
+    from edgetl.export.fidelity import gate_problems
     from edgetl.stats import mcnemar_exact
 
     spec = FORMATS[fmt]
@@ -267,6 +272,7 @@ def check_status(
         )
     if spec.max_abs_diff is not None and max_abs_diff is not None and not max_abs_diff <= spec.max_abs_diff:
         problems.append(f"max |probability diff| {max_abs_diff:.2g} > {spec.max_abs_diff:g}")
+    problems += gate_problems(class_fidelity or {})
     return "ok" if not problems else "check failed: " + "; ".join(problems)
 
 
@@ -318,17 +324,42 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
     }
 
 
-def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfig) -> dict:
-    """Run the artifact on the test split and compare it with the Keras model."""
+def _fidelity(inputs: RunInputs, config: ExportConfig, log: Log):
+    """The run's per-class fidelity set, built once: calibration images (when this export draws any) left out."""
+    from edgetl.export import fidelity
+
+    if inputs.fidelity is None:
+        exclude = set()
+        if config.needs_calibration:
+            exclude = {entry["sha256"] for entry in _calibration(inputs, config, log).manifest["images"]}
+        inputs.fidelity = fidelity.build(inputs, config.fidelity_images_per_class, exclude, _keras_predict)
+    return inputs.fidelity
+
+
+def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfig, log: Log) -> dict:
+    """Run the artifact on the test split and compare it with the Keras model; per class on more images
+    (`edgetl.export.fidelity`) for the formats whose weights change."""
+    from edgetl.export import fidelity
     from edgetl.runtime import load_model
 
     fault_point(f"check:{fmt}")
+    per_class = None
     try:
-        probs = np.asarray(
-            load_model(out_path, config.num_threads).predict(inputs.test_images, batch_size=PREDICT_BATCH), np.float32
-        )
+        model = load_model(out_path, config.num_threads)
+        probs = np.asarray(model.predict(inputs.test_images, batch_size=PREDICT_BATCH), np.float32)
         if probs.shape != inputs.keras_probs.shape:
             raise ValueError(f"output shape {probs.shape}, expected {inputs.keras_probs.shape}")
+        if fidelity.measured(fmt) and config.fidelity_images_per_class:
+            fset = _fidelity(inputs, config, log)
+            per_class = fidelity.summary(
+                fset,
+                fidelity.artifact_probabilities(fset, model, probs, PREDICT_BATCH),
+                inputs.run["classes"],
+                config.fidelity_images_per_class,
+                config.max_class_drop,
+            )
+    except (ExportError, DiskError):
+        raise
     except Exception as e:
         return {"status": f"load failed: {type(e).__name__}: {one_line(e)}"}
     predictions = save_check_predictions(out_path, fmt, probs, inputs.test_paths)
@@ -336,7 +367,12 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
     max_diff = None if FORMATS[fmt].quantized else float(np.abs(probs - inputs.keras_probs).max())
     correct = probs.argmax(1) == inputs.test_labels
     status = check_status(
-        fmt, correct, inputs.keras_probs.argmax(1) == inputs.test_labels, max_diff, config.max_accuracy_drop
+        fmt,
+        correct,
+        inputs.keras_probs.argmax(1) == inputs.test_labels,
+        max_diff,
+        config.max_accuracy_drop,
+        class_fidelity=per_class,
     )
     return {
         "test_accuracy": float(correct.mean()),
@@ -344,6 +380,7 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
         "max_abs_diff": max_diff,
         "status": status,
         "test_predictions": predictions,
+        "class_fidelity": per_class,
     }
 
 
@@ -385,9 +422,10 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
         "test_accuracy": None,
         "agreement": None,
         "max_abs_diff": None,
-        **_check_step(inputs, fmt, out_path, config),
+        **_check_step(inputs, fmt, out_path, config, log),
     }
     predictions = checked.pop("test_predictions", None)
+    class_fidelity = checked.pop("class_fidelity", None)
     result = ExportResult(
         **common,
         **checked,
@@ -405,6 +443,7 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
             "sha256": sha256_file(out_path),
             **made,
             **({"test_predictions": predictions} if predictions else {}),
+            **({"class_fidelity": class_fidelity} if class_fidelity else {}),
         },
     )
     if not result.ok:

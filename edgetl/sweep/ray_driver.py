@@ -296,6 +296,7 @@ class _RaySweep:
 
     def _on_bench(self, unit: _Unit, report: dict) -> None:
         point = unit.point
+        report["row"] = replace(report["row"], class_fidelity=unit.entry.get("class_fidelity") or {})
         record_bench(self.config, point.spec, unit.fmt, unit.key, report["row"], report["ran_on"], point.state)
         point.rows[unit.fmt] = report["row"]
 

@@ -136,7 +136,15 @@ def export_key(config: SweepConfig, train_key: str, fmt: str) -> str:
 
     e = config.export
     return settings_key(
-        train_key, fmt, e.io_type, e.num_calibration_images, RECIPE_VERSION, e.bias_correction, e.max_accuracy_drop
+        train_key,
+        fmt,
+        e.io_type,
+        e.num_calibration_images,
+        RECIPE_VERSION,
+        e.bias_correction,
+        e.max_accuracy_drop,
+        e.max_class_drop,
+        e.fidelity_images_per_class,
     )
 
 
@@ -201,13 +209,15 @@ def bench_artifact(
     run: dict,
     status: str,
     predictions=None,
+    class_fidelity: dict | None = None,
 ) -> tuple[ArtifactResult, dict]:
     """Unit 3: one artifact measured on the test split. Returns its row and what the benchmark ran on.
 
     `test_set` is (the .npz of decoded test images, their labels); `status` is the export check's verdict,
     carried into the row. `predictions`: this artifact's probabilities on those images from its export
     check (`edgetl.export.check_predictions`), which the same runtime would only compute again; without
-    them the benchmark predicts. A benchmark that fails is a failed row, not an exception.
+    them the benchmark predicts. `class_fidelity`: the export check's per-class measurement, carried into the
+    row. A benchmark that fails is a failed row, not an exception.
     """
     images_path, labels = test_set
     started = time.perf_counter()
@@ -237,6 +247,7 @@ def bench_artifact(
         params=run["backbone"]["params"] + run["head"]["params"],
         num_threads=config.bench.num_threads,
         status=status,
+        class_fidelity=class_fidelity or {},
         sha256=sha256_file(artifact),
         measured_on=socket.gethostname(),
         **m.result_fields(labels, run["classes"]),
@@ -317,6 +328,7 @@ def bench_point(
                 run,
                 entry.get("status", "ok"),
                 check_predictions(out, entry, _kept(test_set)),
+                entry.get("class_fidelity"),
             )
             record_bench(config, spec, fmt, key, row, ran_on, state)
         rows.append(row)
