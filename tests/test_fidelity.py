@@ -19,7 +19,7 @@ import pytest
 
 from edgetl.export import ExportConfig, ExportError, check_status
 from edgetl.export.fidelity import class_table, gate_problems, select
-from edgetl.stats import holm_adjust, mcnemar_exact
+from edgetl.stats import holm_adjust
 
 # ---------------------------------------------------------------------------------------------
 # statistics against scipy / statsmodels (test-only dependencies: the `test` extra)

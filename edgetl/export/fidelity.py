@@ -84,11 +84,16 @@ def select(records, test_paths, classes, per_class: int, exclude_hashes=frozense
     return np.asarray(test_rows, np.int64), extra, excluded
 
 
+def _key(path) -> str:
+    """An image's key in float_predictions.npz: its resolved path (train may have scanned a relative image_dir)."""
+    return str(Path(path).resolve())
+
+
 def save_float_predictions(run_dir: Path, probabilities: np.ndarray, paths) -> str:
     """RUN/float_predictions.npz: the float model's probabilities on every image `edgetl train` decoded,
     with their paths; returns the file's SHA-256 (run.json's `files` keeps it)."""
     buffer = io.BytesIO()
-    np.savez(buffer, probabilities=np.asarray(probabilities, np.float32), paths=np.asarray([str(p) for p in paths]))
+    np.savez(buffer, probabilities=np.asarray(probabilities, np.float32), paths=np.asarray([_key(p) for p in paths]))
     path = Path(run_dir) / FLOAT_PREDICTIONS
     atomic_write_bytes(path, buffer.getvalue(), "the float model's predictions")
     return sha256_file(path)
@@ -191,8 +196,8 @@ def build(inputs, per_class: int, exclude_hashes, keras_predict) -> FidelitySet:
     resolution = int(inputs.run["backbone"]["resolution"])
     images, kept, _failed = decode_images(extra, resolution, inputs.load)  # undecodable: left out
     recorded = recorded_float_predictions(inputs.run_dir, inputs.run, len(classes)) if kept else {}
-    if all(str(r.path) in recorded for r in kept):
-        extra_probs = np.stack([recorded[str(r.path)] for r in kept]) if kept else np.zeros((0, len(classes)))
+    if all(_key(r.path) in recorded for r in kept):
+        extra_probs = np.stack([recorded[_key(r.path)] for r in kept]) if kept else np.zeros((0, len(classes)))
         reference = "recorded by edgetl train" if kept else "test split only"
     else:
         extra_probs = keras_predict(inputs.source.keras_model, images)

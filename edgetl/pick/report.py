@@ -15,6 +15,7 @@ from typing import Any
 
 from edgetl.io.files import atomic_write_text
 from edgetl.measure.results import ArtifactResult, read_notes, read_results, write_results
+from edgetl.pick.fidelity_table import class_fidelity_section
 from edgetl.pick.pareto import BYTES_PER_MB, Budget, Pick, PickConfig, is_ok, paired
 from edgetl.pick.pareto import pick as pick_artifact
 from edgetl.pick.plot import PARETO_PNG, plot_pareto
@@ -210,6 +211,7 @@ def write_report(
         f"![pareto]({PARETO_PNG})",
         "",
     ]
+    md += class_fidelity_section(rows, pick)
     md += list(sections)
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
