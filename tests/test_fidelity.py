@@ -213,3 +213,52 @@ def test_int8_that_breaks_one_class_fails_the_gate_and_int16x8_passes(tmp_path):
     # The images that calibrated the int8 formats are never judged (the 15 are training images here).
     manifest = json.loads((run_dir / "artifacts" / "tflite-int8.calibration.json").read_text())
     assert manifest["num_images"] == 15
+
+
+# ---------------------------------------------------------------------------------------------
+# results.json and report.md
+
+
+def _fidelity_entry(drop: float, failed: bool) -> dict:
+    rows = [
+        {"class": "daisy", "n": 200, "float_accuracy": 0.9, "accuracy": 0.9 - drop / 100, "drop_points": drop,
+         "flipped_wrong": 12, "flipped_right": 0, "p_value": 0.0005, "p_holm": 0.001, "failed": failed},
+        {"class": "rose", "n": 200, "float_accuracy": 0.8, "accuracy": 0.8, "drop_points": 0.0,
+         "flipped_wrong": 1, "flipped_right": 1, "p_value": 1.0, "p_holm": 1.0, "failed": False},
+    ]  # fmt: skip
+    return {"images_per_class": 200, "max_class_drop": 3.0, "alpha": 0.05, "classes": rows,
+            "failed": ["daisy"] if failed else [], "worst": {"class": "daisy", "drop_points": drop}}  # fmt: skip
+
+
+def test_results_json_keeps_class_fidelity_and_reads_older_files(tmp_path):
+    from conftest import make_result
+
+    from edgetl.measure.results import read_results, write_results
+
+    row = make_result(format="tflite-int8", class_fidelity=_fidelity_entry(6.0, True))
+    write_results([row, make_result()], tmp_path)
+    back = read_results(tmp_path)
+    assert back[0].class_fidelity == row.class_fidelity and back[1].class_fidelity == {}
+    data = json.loads((tmp_path / "results.json").read_text())
+    for entry in data["results"]:
+        del entry["class_fidelity"]  # as written before the field existed
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    assert [r.class_fidelity for r in read_results(tmp_path)] == [{}, {}]
+
+
+def test_report_names_the_failed_class_and_its_drop(tmp_path):
+    from conftest import make_result
+
+    from edgetl.pick.pareto import Budget, pick
+    from edgetl.pick.report import write_report
+
+    good = make_result(0.85, 5.0, format="tflite-int8", class_fidelity=_fidelity_entry(1.0, False))
+    bad = make_result(
+        0.86, 4.0, format="tflite-dynamic", status="check failed: class 'daisy' ...",
+        class_fidelity=_fidelity_entry(6.0, True),
+    )  # fmt: skip
+    chosen = pick([good, bad], Budget())
+    assert chosen.chosen is good  # a failed artifact is never picked, however fast
+    text = write_report([good, bad], chosen, Budget(), tmp_path).read_text()
+    assert "## Per-class fidelity" in text and "| daisy | -1.0 (12/0, p 0.001) |" in text
+    assert f"- `{bad.point}` tflite-dynamic: daisy -6.0 points (90.0% -> 84.0% on 200 images" in text
