@@ -181,17 +181,18 @@ def _constructed_run(root: Path) -> Path:
     return run_dir
 
 
-def test_int8_that_breaks_one_class_fails_the_gate_and_int16x8_passes(tmp_path):
+def test_int8_that_breaks_one_class_fails_the_gate_and_the_ladder_recovers_with_int16x8(tmp_path):
     from edgetl.export import export_run
 
     run_dir = _constructed_run(tmp_path)
     config = ExportConfig(
-        formats=("tflite-int8", "tflite-int16x8", "tflite-float32"),
+        formats=("tflite-int8", "tflite-float32"),
         num_calibration_images=15,
         bias_correction=False,
         fidelity_images_per_class=30,
     )
     results = {r.format: r for r in export_run(run_dir, config, progress=False)}
+    assert list(results) == ["tflite-int8", "tflite-float32", "tflite-int16x8"]  # the ladder's rung last
     summary = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]
     assert results["tflite-float32"].ok and "class_fidelity" not in summary["tflite-float32"]
     assert summary["tflite-float32"]["max_abs_diff"] < 1e-3  # the float model classifies every image right
@@ -207,12 +208,29 @@ def test_int8_that_breaks_one_class_fails_the_gate_and_int16x8_passes(tmp_path):
     assert fidelity["failed"] == ["blue"] and fidelity["worst"] == {"class": "blue", "drop_points": 100.0}
     assert "class 'blue' 100.0 points lower than the float model" in results["tflite-int8"].status
 
+    # The ladder's first rung, a real artifact with its own check, recovers the class.
     assert results["tflite-int16x8"].ok, results["tflite-int16x8"].status
     assert summary["tflite-int16x8"]["class_fidelity"]["failed"] == []
+    assert summary["tflite-int16x8"]["rung_for"] == ["tflite-int8"]
+    assert summary["tflite-int8"]["ladder"] == {"tried": ["tflite-int16x8"], "recovered_by": "tflite-int16x8"}
+    assert (run_dir / "artifacts" / "tflite-int16x8.tflite").is_file()
 
-    # The images that calibrated the int8 formats are never judged (the 15 are training images here).
-    manifest = json.loads((run_dir / "artifacts" / "tflite-int8.calibration.json").read_text())
-    assert manifest["num_images"] == 15
+
+def test_ladder_off_keeps_the_formats_asked_for(tmp_path):
+    from edgetl.export import export_run
+
+    run_dir = _constructed_run(tmp_path)
+    config = ExportConfig(
+        formats=("tflite-int8",),
+        num_calibration_images=15,
+        bias_correction=False,
+        fidelity_images_per_class=30,
+        quantization_ladder=False,
+    )
+    (result,) = export_run(run_dir, config, progress=False)
+    assert result.status.startswith("check failed: accuracy") and "class 'blue' 100.0 points lower" in result.status
+    summary = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]
+    assert list(summary) == ["tflite-int8"] and "ladder" not in summary["tflite-int8"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,6 +71,15 @@ def add_shared_export_arguments(parser: argparse.ArgumentParser) -> None:
         f"check runs on (default {d.fidelity_images_per_class}; 0 turns it off)",
     )
     parser.add_argument(
+        "--quantization_ladder",
+        "--quantization-ladder",
+        dest="quantization_ladder",
+        choices=("on", "off"),
+        default="on" if d.quantization_ladder else "off",
+        help="when an int8 file fails its check, also export and check tflite-int16x8, then tflite-float16, "
+        "until one passes (default on)",
+    )
+    parser.add_argument(
         "--io_type",
         "--io-type",
         dest="io_type",
@@ -108,6 +117,7 @@ def export_config_from_args(args: argparse.Namespace, formats) -> ExportConfig:
         max_accuracy_drop=args.max_accuracy_drop,
         max_class_drop=args.max_class_drop,
         fidelity_images_per_class=args.fidelity_images_per_class,
+        quantization_ladder=args.quantization_ladder == "on",
     )
 
 
@@ -125,7 +135,8 @@ def _format_row(r) -> str:
 
 def run_export_command(args: argparse.Namespace) -> int:
     """`edgetl export`: 0 when every artifact passed its check, 1 when one failed, 2 on a usage error."""
-    from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY, export_run
+    from edgetl.export.pipeline import export_run
+    from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY
 
     try:
         formats, notes = formats_from_flags(args.format, args.quantize)

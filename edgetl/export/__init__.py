@@ -5,7 +5,9 @@
 - `artifact`: one format converted and written, metadata embedded (`export_artifact`), through the
   converter modules `tflite` and `onnx`, which share one signature; `calibration` and `bias_correction`
   prepare the int8 formats.
-- `run`: a run's formats converted and checked against the float Keras model (`export_run`).
+- `run`: one format of a run converted and checked against the float Keras model (`export_format`);
+  `fidelity` the per-class part of the check; `ladder` the rungs tried when an int8 file fails;
+  `pipeline` all of a run's formats (`export_run`).
 
 Importing this package stays TensorFlow-free (the CLI, `edgetl.cli.export`, builds its parser from it):
 TensorFlow, tf2onnx and onnxruntime are imported by the converters, on use.
@@ -24,6 +26,8 @@ from edgetl.export.formats import (
     FormatSpec,
     formats_from_flags,
 )
+from edgetl.export.ladder import LADDER, climb
+from edgetl.export.pipeline import export_run
 from edgetl.export.predictions import check_predictions
 from edgetl.export.run import (
     ARTIFACTS_DIR,
@@ -31,7 +35,6 @@ from edgetl.export.run import (
     ExportResult,
     check_status,
     export_format,
-    export_run,
     load_run_inputs,
     merge_export_entry,
     read_export_summary,
@@ -43,6 +46,7 @@ __all__ = [
     "EXPORT_SUMMARY",
     "FORMATS",
     "IO_TYPES",
+    "LADDER",
     "ONNX_OPSET",
     "QUANTIZATIONS",
     "RECIPE_VERSION",
@@ -55,6 +59,7 @@ __all__ = [
     "artifact_metadata",
     "check_predictions",
     "check_status",
+    "climb",
     "export_artifact",
     "export_format",
     "export_run",

@@ -23,6 +23,8 @@ class ExportConfig:
     class of a non-float32 format is below the float model's by more than `max_class_drop` points and
     significantly so after Holm's correction over classes, measured on up to `fidelity_images_per_class`
     images per class that did not calibrate it (`edgetl.export.fidelity`; 0 turns the per-class check off).
+    `quantization_ladder`: an int8 file that fails its check is followed by the ladder's rungs until one
+    passes (`edgetl.export.ladder`).
     """
 
     formats: tuple[str, ...] = tuple(FORMATS)
@@ -34,6 +36,7 @@ class ExportConfig:
     max_accuracy_drop: float = 1.0  # points below the float model, significantly, before a check fails
     max_class_drop: float = 3.0  # points one class may lose, significantly after Holm, before a check fails
     fidelity_images_per_class: int = 200  # images per class the per-class check is measured on; 0: off
+    quantization_ladder: bool = True  # an int8 file that fails its check: try tflite-int16x8, then tflite-float16
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", check_formats(self.formats))
@@ -67,9 +70,11 @@ class ExportConfig:
                 "fidelity_images_per_class must be a whole number >= 0 (0: no per-class check), "
                 f"got {self.fidelity_images_per_class!r}"
             )
+        if not isinstance(self.quantization_ladder, bool):
+            raise ExportError(f"quantization_ladder is True or False (on/off), got {self.quantization_ladder!r}")
         if self.calibration_manifest is not None:
             object.__setattr__(self, "calibration_manifest", Path(self.calibration_manifest))
 
     @property
-    def needs_calibration(self) -> bool:
+    def needs_calibration(self) -> bool:  # (the ladder follows int8 formats only, which need it themselves)
         return any(FORMATS[f].needs_calibration for f in self.formats)

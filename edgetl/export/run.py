@@ -9,14 +9,13 @@ computed), so they are not computed again; a run without them is predicted by th
 The check's own predictions are kept beside the artifact, for the sweep's benchmark of the same bytes.
 
 `load_run_inputs` loads what every format of one run shares (the Keras model, the test images, the
-float predictions) once; `export_format` is one unit of work (one format of one run); `export_run` is
-the loop `edgetl export` and the sweep call.
+float predictions) once; `export_format` is one unit of work (one format of one run); `export_run`
+(`edgetl.export.pipeline`) is the loop `edgetl export` calls.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -480,44 +479,3 @@ def read_export_summary(run_dir: Path) -> dict:
     except (OSError, ValueError, AttributeError):
         return {}
     return formats if isinstance(formats, dict) else {}
-
-
-def export_run(
-    run_dir: str | Path,
-    config: ExportConfig = ExportConfig(),
-    log: Log | None = None,
-    progress: bool = True,
-    dataset=None,
-) -> list[ExportResult]:
-    """Export and check each format of `config` for one run; the loop `edgetl export` and the sweep share.
-
-    Artifacts land in RUN/artifacts/<format><suffix>; int8 ones get <format>.calibration.json beside
-    them; RUN/artifacts/export.json gets one entry per format, merged with earlier exports. Checks
-    always compare with the run's own model, also for int8 formats converted from the bias-corrected
-    copy. Problems with the inputs (run dir, manifest) raise ExportError before anything is written.
-    """
-    from tqdm import tqdm
-
-    from edgetl.export import calibration as calib
-
-    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    run_dir = Path(run_dir)
-    run = read_run(run_dir)  # fail fast, before TensorFlow loads, on a wrong --run or a stale manifest
-    from_manifest = None
-    if config.needs_calibration and config.calibration_manifest is not None:
-        from_manifest = calib.calibration_set_from_manifest(
-            calib.load_manifest(config.calibration_manifest),
-            int(run["backbone"]["resolution"]),
-            fallback_root=run["image_dir"],
-        )
-    inputs = load_run_inputs(run_dir, dataset)
-    inputs.calibration = from_manifest
-    for note in inputs.notes + (from_manifest.notes if from_manifest else []):
-        log(f"note: {note}")
-    (run_dir / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
-    results = []
-    with tqdm(config.formats, desc="export", unit="format", disable=not progress, file=sys.stderr) as bar:
-        for fmt in bar:
-            bar.set_description(fmt)
-            results.append(export_format(inputs, fmt, config, log))
-    return results

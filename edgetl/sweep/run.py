@@ -145,12 +145,17 @@ def export_key(config: SweepConfig, train_key: str, fmt: str) -> str:
         e.max_accuracy_drop,
         e.max_class_drop,
         e.fidelity_images_per_class,
+        e.quantization_ladder,
     )
 
 
 def export_keys(config: SweepConfig, trained: str) -> dict[str, str]:
-    """Each format's export key for the point whose train key is `trained`."""
-    return {f: export_key(config, trained, f) for f in config.export.formats}
+    """Each format's export key for the point whose train key is `trained`; the quantization ladder's rungs that
+    were not requested get a key folding in every requested format's (the export that may convert them)."""
+    from edgetl.export import LADDER
+
+    keys = {f: export_key(config, trained, f) for f in config.export.formats}
+    return {**{f: settings_key(f, sorted(keys.items())) for f in LADDER if f not in keys}, **keys}
 
 
 # Bump when a benchmark row gains figures: 2 added per-image predictions, start-up cost and busy warnings;
@@ -269,7 +274,7 @@ def export_point(
 ) -> dict:
     """Unit 2 for each format whose export key changed (or whose artifact is gone); returns the point's state.
     Picklable arguments only: the sweep runs it in its export worker (`edgetl.sweep.local`) too."""
-    from edgetl.export import export_format, load_run_inputs
+    from edgetl.export import climb, export_format, load_run_inputs
 
     log = log or (lambda msg: tqdm.write(msg))
     todo = export_todo(config, spec, keys, state)
@@ -278,6 +283,8 @@ def export_point(
         for fmt in todo:
             export_format(inputs, fmt, config.export, log)
             record_export(config, spec, fmt, keys[fmt], state)
+        for rung in climb(inputs, config.export, log):  # int8 files that failed: the ladder's artifacts
+            record_export(config, spec, rung.format, keys[rung.format], state)
     return state
 
 
@@ -307,12 +314,16 @@ def bench_point(
     load=None,
 ) -> list[ArtifactResult]:
     """Unit 3 for each exported format not measured with its current key; every format's row."""
-    from edgetl.export import check_predictions, read_export_summary
+    from edgetl.export import check_predictions, ladder, read_export_summary
 
     out = point_dir(config, spec)
     exported = read_export_summary(out)
     rows, test_set = [], None
-    for fmt in config.export.formats:
+    # the ladder's rungs converted by this export (their key recorded), after the formats asked for
+    climbed = [
+        f for f in ladder.rungs(exported) if f not in config.export.formats and state["export"].get(f) == keys[f]
+    ]
+    for fmt in [*config.export.formats, *climbed]:
         entry, key = exported.get(fmt, {}), bench_key(config, keys[fmt])
         row = settled_row(config, spec, fmt, entry, key, state)
         if row is None:
