@@ -279,4 +279,7 @@ def test_report_names_the_failed_class_and_its_drop(tmp_path):
     assert chosen.chosen is good  # a failed artifact is never picked, however fast
     text = write_report([good, bad], chosen, Budget(), tmp_path).read_text()
     assert "## Per-class fidelity" in text and "| daisy | -1.0 (12/0, p 0.001) |" in text
+    assert (
+        tmp_path / "class_fidelity.png"
+    ).stat().st_size > 1000 and "![per-class fidelity](class_fidelity.png)" in text
     assert f"- `{bad.point}` tflite-dynamic: daisy -6.0 points (90.0% -> 84.0% on 200 images" in text

@@ -5,6 +5,7 @@ failed, naming the class and the drop."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from edgetl.measure.results import ArtifactResult
 from edgetl.pick.pareto import Pick
@@ -16,8 +17,45 @@ def _cell(row: dict) -> str:
     return f"{-row['drop_points']:+.1f} ({row['flipped_wrong']}/{row['flipped_right']}, p {row['p_holm']:.2g}){mark}"
 
 
-def class_fidelity_section(results: Sequence[ArtifactResult], pick: Pick) -> list[str]:
-    """Markdown lines (empty when no row has a per-class measurement)."""
+HEATMAP_PNG = "class_fidelity.png"
+
+
+def plot_heatmap(measured: Sequence[ArtifactResult], path: Path) -> Path:
+    """classes x artifacts: points each class gains (blue) or loses (red) against the float model; failed
+    classes outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    classes = [c["class"] for c in measured[0].class_fidelity["classes"]]
+    grid = np.full((len(classes), len(measured)), np.nan)
+    for j, r in enumerate(measured):
+        for c in r.class_fidelity["classes"]:
+            if c["class"] in classes:
+                grid[classes.index(c["class"]), j] = -c["drop_points"]
+    span = max(5.0, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 5.0)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(measured), 1.5 + 0.35 * len(classes)))
+    image = ax.imshow(grid, cmap="RdBu", vmin=-span, vmax=span, aspect="auto")
+    for j, r in enumerate(measured):
+        for c in r.class_fidelity["classes"]:
+            i = classes.index(c["class"])
+            ax.text(j, i, f"{round(-c['drop_points']):+d}", ha="center", va="center", fontsize=7)
+            if c.get("failed"):
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2))
+    ax.set_xticks(range(len(measured)), [f"{r.point} {r.format}" for r in measured], rotation=60, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    fig.colorbar(image, ax=ax, label="points vs float model")
+    ax.set_title("per-class fidelity (outlined: failed the gate)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def class_fidelity_section(results: Sequence[ArtifactResult], pick: Pick, out_dir: Path | None = None) -> list[str]:
+    """Markdown lines (empty when no row has a per-class measurement); with `out_dir`, also the heatmap."""
     measured = [r for r in results if r.class_fidelity and r.class_fidelity.get("classes")]
     if not measured:
         return []
@@ -62,4 +100,7 @@ def class_fidelity_section(results: Sequence[ArtifactResult], pick: Pick) -> lis
         md.append("")
     else:
         md += [f"No artifact failed the per-class gate ({len(measured)} measured).", ""]
+    if out_dir is not None:
+        plot_heatmap(measured, Path(out_dir) / HEATMAP_PNG)
+        md += [f"![per-class fidelity]({HEATMAP_PNG})", ""]
     return md

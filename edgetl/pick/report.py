@@ -211,7 +211,7 @@ def write_report(
         f"![pareto]({PARETO_PNG})",
         "",
     ]
-    md += class_fidelity_section(rows, pick)
+    md += class_fidelity_section(rows, pick, out)
     md += list(sections)
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
