@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +28,12 @@ class TinyModels:
     labels: list[str]
     size: int
     keras_model: object
-    float_tflite: Path  # float32 in/out, metadata embedded
+    float_tflite: Path  # float32 in/out, written as `edgetl export` writes it (standard metadata)
     int8_tflite: Path  # full-int8, uint8 in/out, metadata embedded
     onnx: Path  # float32, metadata_props "edgetl" and "labels"
     bare_float_tflite: Path  # the float32 flatbuffer exactly as the converter wrote it (no metadata)
     bare_onnx: Path  # the ONNX without metadata_props
-    meta: dict[str, dict]  # format -> the embedded edgetl.json dict
+    meta: dict[str, dict]  # format -> the edgetl.json dict given to the writer (a .tflite adds model_sha256)
     images: list[Path]  # photos written with Pillow (PNG and JPEG, assorted sizes)
     pixels: np.ndarray  # edgetl.data.dataset.load_image of each image, uint8 (N, size, size, 3)
     keras_probs: np.ndarray  # the Keras model's probabilities for `pixels`
@@ -142,7 +141,8 @@ def build_tiny_models(out_dir: Path) -> TinyModels:
     from PIL import Image
 
     from edgetl import __version__
-    from edgetl.runtime import embed_tflite_metadata
+    from edgetl.export.onnx import with_metadata
+    from edgetl.export.tflite import finish
     from edgetl.runtime.images import PREPROCESSING, load_image
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,7 @@ def build_tiny_models(out_dir: Path) -> TinyModels:
     bare_float = out_dir / "bare_float.tflite"
     bare_float.write_bytes(float_bytes)
     float_path = out_dir / "float.tflite"
-    float_path.write_bytes(embed_tflite_metadata(float_bytes, metas["tflite-float32"]))
+    float_path.write_bytes(finish(float_bytes, metas["tflite-float32"]))  # as `edgetl export` writes it
 
     def representative_dataset():
         # Random images like the photos (pure per-pixel noise gives activation ranges that fit them badly).
@@ -182,13 +182,13 @@ def build_tiny_models(out_dir: Path) -> TinyModels:
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
     int8_path = out_dir / "int8.tflite"
-    int8_path.write_bytes(embed_tflite_metadata(converter.convert(), metas["tflite-int8"]))
+    int8_path.write_bytes(finish(converter.convert(), metas["tflite-int8"]))
 
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="input"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
     bare_onnx = out_dir / "bare.onnx"
     onnx.save(proto, str(bare_onnx))
-    onnx.helper.set_model_props(proto, {"edgetl": json.dumps(metas["onnx"]), "labels": "\n".join(labels)})
+    with_metadata(proto, metas["onnx"])
     onnx_path = out_dir / "model.onnx"
     onnx.save(proto, str(onnx_path))
 
@@ -308,7 +308,7 @@ def make_result(
         latency_ms_p99=latency * 1.5,
         latency_ms_mean=latency * 1.05,
         num_threads=4,
-        peak_rss_mb=120.5,
+        peak_rss_mib=120.5,
         macs=300_000_000,
         params=3_500_000,
         num_test_images=200,

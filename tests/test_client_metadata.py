@@ -231,7 +231,7 @@ def test_metadata_only_adds_one_buffer_and_entry(models, fmt):
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    from edgetl.export.tflite import BUFFER_ALIGNMENT
+    from edgetl.export.flatbuffer_repack import BUFFER_ALIGNMENT
     from edgetl.runtime.standard_metadata import METADATA_FIELD_NAME
 
     bare, data = models["bare"][fmt], models["data"][fmt]

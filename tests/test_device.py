@@ -46,7 +46,7 @@ def _measured(point, fmt, p50, threads=1):
         "latency_ms_mean": p50 * 1.05,
         "load_ms": 5.0,
         "first_inference_ms": 2 * p50,
-        "peak_rss_mb": 40.0,
+        "peak_rss_mib": 40.0,
         "other_cpu_cores": 0.0,
     }
 

@@ -245,7 +245,7 @@ def test_damaged_model_bytes_are_refused_by_label_image_verify_and_bench(photos,
 def test_a_sweep_warns_before_starting_when_the_disk_looks_too_small(photos, tmp_path):
     from edgetl.data.dataset import scan_dataset
     from edgetl.features.backbones import BackboneSpec
-    from edgetl.sweep.run import SweepConfig
+    from edgetl.sweep.config import SweepConfig
     from edgetl.sweep.space import check_space, estimate_space
 
     with tmpfs(tmp_path / "tiny", "1m") as disk:

@@ -129,11 +129,13 @@ def test_export_config_checks_the_new_fields():
     assert ExportConfig().max_class_drop == 3.0 and ExportConfig().fidelity_images_per_class > 0
     assert ExportConfig(fidelity_images_per_class=0).fidelity_images_per_class == 0
     for bad in (-1, 101, "3", True):
-        with pytest.raises(ExportError, match="max_class_drop is in points, 0..100"):
+        with pytest.raises(ExportError, match=r"max_class_drop must be a number in \[0, 100\]"):
             ExportConfig(max_class_drop=bad)
     for bad in (-1, 2.5, True, None):
         with pytest.raises(ExportError, match="fidelity_images_per_class must be a whole number >= 0"):
             ExportConfig(fidelity_images_per_class=bad)
+    with pytest.raises(ExportError, match="quantization_ladder must be one of"):
+        ExportConfig(quantization_ladder="off")
 
 
 # ---------------------------------------------------------------------------------------------

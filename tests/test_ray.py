@@ -227,7 +227,7 @@ def test_cluster_sweep_equals_in_process_and_a_killed_worker_costs_only_its_unit
     finish_in_process(baseline)
     assert {(r.point, r.format) for r in read_results(out)} == {(p, "tflite-float32") for p in POINTS}
     notes = json.loads((out / "results.json").read_text())["notes"]
-    assert sum("onnx-float32: export lost" in n and "re-run the same command" in n for n in notes) == 2
+    assert sum("export onnx-float32 lost" in n and "re-run the same command" in n for n in notes) == 2
     before = _mtimes(out)
     assert not any("onnx" in name for name in before), "a lost unit leaves nothing in the output dir"
 
@@ -255,7 +255,7 @@ def test_cluster_sweep_equals_in_process_and_a_killed_worker_costs_only_its_unit
                         "latency_ms_p99",
                         "load_ms",
                         "first_inference_ms",
-                        "peak_rss_mb",
+                        "peak_rss_mib",
                     )
                 },
             }

@@ -15,7 +15,8 @@ from conftest import make_result
 from edgetl.measure.results import read_notes, read_results, write_results
 from edgetl.pick.pareto import Budget, pick
 from edgetl.pick.plot import format_colour, plot_pareto
-from edgetl.pick.report import rebuild_report, write_model_card, write_report
+from edgetl.pick.rebuild import rebuild_report
+from edgetl.pick.report import write_model_card, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

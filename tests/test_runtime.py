@@ -9,58 +9,40 @@ import zipfile
 import numpy as np
 import pytest
 
-from edgetl.runtime import ModelFileError, embed_tflite_metadata, load_model, read_labels, read_metadata
+from edgetl.runtime import ModelFileError, appended_zip_start, load_model, read_labels, read_metadata
+from edgetl.runtime.metadata import model_sha256
 
 # ---------------------------------------------------------------------------------------------------------
 # metadata
 
 
+def _written(meta: dict, path) -> dict:
+    """What the .tflite writer stores: the given metadata plus the SHA-256 of the flatbuffer before the archive."""
+    return {**meta, "model_sha256": model_sha256(path)}
+
+
 def test_tflite_metadata_round_trip(tiny_models):
     tm = tiny_models
-    assert read_metadata(tm.float_tflite) == tm.meta["tflite-float32"]
-    assert read_metadata(tm.int8_tflite) == tm.meta["tflite-int8"]
+    assert read_metadata(tm.float_tflite) == _written(tm.meta["tflite-float32"], tm.float_tflite)
+    assert read_metadata(tm.int8_tflite) == _written(tm.meta["tflite-int8"], tm.int8_tflite)
     assert read_metadata(tm.bare_float_tflite) is None
     model = load_model(tm.float_tflite)
-    assert model.metadata == tm.meta["tflite-float32"]
+    assert model.metadata == _written(tm.meta["tflite-float32"], tm.float_tflite)
     assert model.labels == tm.labels
-    # The archive is an ordinary zip after the flatbuffer: labels.txt + edgetl.json, as documented.
+    # The associated files are an ordinary zip after the flatbuffer: labels.txt + edgetl.json, as documented.
     data = tm.float_tflite.read_bytes()
-    bare = tm.bare_float_tflite.read_bytes()
-    assert data.startswith(bare)
-    with zipfile.ZipFile(io.BytesIO(data[len(bare) :])) as zf:
+    with zipfile.ZipFile(io.BytesIO(data[appended_zip_start(data) :])) as zf:
         assert sorted(zf.namelist()) == ["edgetl.json", "labels.txt"]
         assert zf.read("labels.txt").decode().splitlines() == tm.labels
-        assert json.loads(zf.read("edgetl.json")) == tm.meta["tflite-float32"]
+        assert json.loads(zf.read("edgetl.json")) == read_metadata(tm.float_tflite)
 
 
-def test_embedding_twice_replaces_rather_than_stacks(tiny_models):
+def test_writing_twice_gives_the_same_bytes(tiny_models):
+    from edgetl.export.tflite import finish
+
     bare = tiny_models.bare_float_tflite.read_bytes()
-    first = embed_tflite_metadata(bare, {"labels": ["a", "b", "c"], "format": "first"})
-    second_meta = {"labels": ["x", "y", "z"], "format": "second"}
-    twice = embed_tflite_metadata(first, second_meta)
-    assert twice == embed_tflite_metadata(bare, second_meta)  # byte-identical: no timestamps inside
-    assert twice.startswith(bare)
-    with zipfile.ZipFile(io.BytesIO(twice[len(bare) :])) as zf:
-        assert sorted(zf.namelist()) == ["edgetl.json", "labels.txt"]
-        assert zf.read("labels.txt").decode().split() == ["x", "y", "z"]
-
-
-def test_embedding_keeps_other_associated_files(tiny_models, tmp_path):
-    bare = tiny_models.bare_float_tflite.read_bytes()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("vocab.txt", "kept\n")
-        zf.writestr("labels.txt", "old\n")
-    data = embed_tflite_metadata(bare + buf.getvalue(), {"labels": ["new"]})
-    with zipfile.ZipFile(io.BytesIO(data[len(bare) :])) as zf:
-        assert sorted(zf.namelist()) == ["edgetl.json", "labels.txt", "vocab.txt"]
-        assert zf.read("labels.txt") == b"new\n"
-        assert zf.read("vocab.txt") == b"kept\n"
-
-
-def test_embed_rejects_non_tflite_bytes():
-    with pytest.raises(ModelFileError, match="TFL3"):
-        embed_tflite_metadata(b"\xff\xd8\xff\xe0 not a model", {"labels": []})
+    meta = tiny_models.meta["tflite-float32"]
+    assert finish(bare, meta) == finish(bare, meta) == tiny_models.float_tflite.read_bytes()
 
 
 def test_interpreter_loads_file_with_zip_appended(tiny_models):

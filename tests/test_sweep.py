@@ -95,7 +95,7 @@ def test_every_artifact_is_measured(finished_sweep):
     for r in rows:
         assert r.size_bytes > 0 and (finished_sweep / r.path).is_file()
         assert 0 < r.latency_ms_p50 <= r.latency_ms_p90 <= r.latency_ms_p99
-        assert r.peak_rss_mb > 0 and r.macs > 0 and r.params > 0
+        assert r.peak_rss_mib > 0 and r.macs > 0 and r.params > 0
         assert r.num_test_images > 0 and 0.0 <= r.accuracy <= 1.0
         assert sum(map(sum, r.confusion_matrix)) == r.num_test_images
     for name in ("results.csv", "results.json", "report.md", "pareto.png", "sweep.json"):
@@ -414,8 +414,8 @@ def test_a_point_trained_beside_an_export_leaves_the_worker_a_core(finished_swee
 def test_feature_threads_are_validated_and_never_change_a_key(tiny_data, tmp_path):
     from edgetl.features.backbones import BackboneSpec, ResolvedWeights
     from edgetl.features.bottlenecks import FeatureConfig
+    from edgetl.sweep.config import SweepConfig, train_key
     from edgetl.sweep.local import beside_export
-    from edgetl.sweep.run import SweepConfig, train_key
 
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="num_threads must be None"):

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from conftest import set_batchnorm_statistics, synthetic_images
 
-from edgetl.export.tflite import BUFFER_ALIGNMENT, share_quantization_vectors
-from edgetl.runtime import embed_tflite_metadata, load_model
+from edgetl.export.flatbuffer_repack import BUFFER_ALIGNMENT
+from edgetl.export.tflite import share_quantization_vectors
+from edgetl.export.tflite_metadata import associated_files
+from edgetl.runtime import load_model
 
 SIZE = 32
 
@@ -172,13 +174,12 @@ def test_buffers_are_aligned(converted):
 
 
 def test_outputs_are_bit_identical(converted):
-    metadata = {"labels": ["a", "b", "c"], "input": {"size": SIZE, "mean": 0.0, "std": 1.0}}
     paths = [
-        _write(converted.dir / name, embed_tflite_metadata(data, metadata))
+        _write(converted.dir / name, data)
         for name, data in (("original.tflite", converted.int8), ("shared.tflite", converted.shared))
     ]
     original, shared = (load_model(p) for p in paths)
-    assert shared.backend == "ai_edge_litert" and shared.labels == ["a", "b", "c"]
+    assert shared.backend == "ai_edge_litert"
     assert shared.input_dtype == np.uint8 and shared.output_dtype == np.uint8
     a, b = original.predict(converted.images, batch_size=16), shared.predict(converted.images, batch_size=16)
     assert a.shape == (len(converted.images), 3)
@@ -240,6 +241,6 @@ def test_float_model_is_returned_unchanged(converted):
 
 def test_rejects_what_it_cannot_rewrite_losslessly(converted):
     with pytest.raises(ValueError, match="metadata is appended"):
-        share_quantization_vectors(embed_tflite_metadata(converted.int8, {"labels": ["a", "b", "c"]}))
+        share_quantization_vectors(converted.int8 + associated_files({"labels": ["a", "b", "c"], "edgetl_json": {}}))
     with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
         share_quantization_vectors(b"\x00" * 64)

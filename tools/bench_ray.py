@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared"
 SAME = ("accuracy", "size_bytes", "sha256", "status", "predictions")
-LATENCY = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "load_ms", "first_inference_ms", "peak_rss_mb")
+LATENCY = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "load_ms", "first_inference_ms", "peak_rss_mib")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -89,13 +89,13 @@ def timed(calls: list[tuple[str, float]], kind: str, func):
 
 def run_in_process(args, out: Path, extra: list[str]) -> dict:
     """The sweep without --ray, its train, export and benchmark calls timed (the sweep's own functions, wrapped)."""
-    import edgetl.sweep.run as sweep
+    import edgetl.sweep.local as sweep  # the in-process executor calls the units by these names
     from edgetl.cli.main import main
 
     calls: list[tuple[str, float]] = []
     for name, kind in (("train_point", "train"), ("bench_artifact", "bench")):
         if not hasattr(sweep, name):
-            sys.exit(f"edgetl.sweep.run.{name} is gone: update tools/bench_ray.py to time the in-process units")
+            sys.exit(f"edgetl.sweep.local.{name} is gone: update tools/bench_ray.py to time the in-process units")
         setattr(sweep, name, timed(calls, kind, getattr(sweep, name)))
     started = time.perf_counter()
     code = main(sweep_args(args, out, extra))

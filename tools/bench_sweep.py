@@ -645,13 +645,13 @@ def memory_step(args: argparse.Namespace, results: dict) -> None:
         wall, code = run_edgetl(cli, cache, args.work_dir / f"memory-{size}.log", rss_file)
         ran = len(list(out.glob("points/*/run.json")))
         peak = int(rss_file.read_text()) / 1024 if rss_file.is_file() else None
-        peaks[size] = {"grid": grid, "points_ran": ran, "peak_rss_mb": peak, "wall_s": wall, "exit": code}
+        peaks[size] = {"grid": grid, "points_ran": ran, "peak_rss_mib": peak, "wall_s": wall, "exit": code}
         print(
             f"\nmemory, {ran}-point sweep (v1 {grid}, {args.memory_per_class} photos/class): peak RSS "
             f"{show(peak, 0)} MB (all its processes together), {wall:.0f} s, exit {code}",
             flush=True,
         )
-    value = ratio(peaks["large"]["peak_rss_mb"], peaks["small"]["peak_rss_mb"])
+    value = ratio(peaks["large"]["peak_rss_mib"], peaks["small"]["peak_rss_mib"])
     results["ratios"]["memory_16_over_4"], results["memory"] = value, peaks
     print(
         target_line(

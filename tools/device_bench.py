@@ -98,7 +98,7 @@ def measure_one(bundle: Path, entry: dict, threads: int, args) -> dict:
         "latency_ms_mean": lat["mean"],
         "load_ms": m["load_ms"],
         "first_inference_ms": m["first_inference_ms"],
-        "peak_rss_mb": m["peak_rss_mb"],
+        "peak_rss_mib": m["peak_rss_mib"],
         "other_cpu_cores": m["other_cpu_cores"],
         "num_test_images": int(len(labels)),
     }

@@ -226,8 +226,9 @@ def _csv(cast):
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from edgetl.cli.export import export_config_from_args
+    from edgetl.sweep.config import SweepConfig
     from edgetl.sweep.grid import grid, read_grid_file
-    from edgetl.sweep.run import SweepConfig, sweep
+    from edgetl.sweep.run import sweep
 
     if args.grid:
         points, notes = read_grid_file(args.grid)
@@ -260,7 +261,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         result = sweep(config, notes)
     if args.device_results:
-        from edgetl.pick.report import rebuild_report
+        from edgetl.pick.rebuild import rebuild_report
 
         rebuild_report(args.output_dir, config.budget, config.pick, args.device_results, args.device_threads)
     print(f"report: {result.report}")
@@ -291,7 +292,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def _add_sweep_parser(sub) -> None:
     from edgetl.cli.export import add_shared_export_arguments
-    from edgetl.sweep.run import SWEEP_FORMATS
+    from edgetl.sweep.config import SWEEP_FORMATS
 
     p = sub.add_parser("sweep", help="train, export and benchmark a width x resolution grid; pick on the Pareto front")
     _add_data_arguments(p)

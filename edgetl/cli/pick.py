@@ -91,7 +91,7 @@ def bench_from_args(args: argparse.Namespace):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgetl.pick.report import rebuild_report
+    from edgetl.pick.rebuild import rebuild_report
 
     budget = budget_from_args(args)
     if not budget.is_set:

@@ -11,10 +11,12 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from edgetl.io.files import DiskError, sha256_file
+from edgetl.params import Interval, validate
 from edgetl.runtime.images import load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -90,9 +92,15 @@ class SplitConfig:
     validation_percentage: float = 10.0
     testing_percentage: float = 10.0
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "validation_percentage": Interval(float, 0, 100, "left"),
+        "testing_percentage": Interval(float, 0, 100, "left"),
+    }
+
     def __post_init__(self) -> None:
+        validate(self, DatasetError)
         v, t = self.validation_percentage, self.testing_percentage
-        if not (0 <= v < 100 and 0 <= t < 100) or v + t >= 100:
+        if v + t >= 100:
             raise DatasetError(
                 f"validation ({v}) and testing ({t}) percentages must be in [0, 100) and leave room for training"
             )

@@ -5,9 +5,9 @@
 - `artifact`: one format converted and written, metadata embedded (`export_artifact`), through the
   converter modules `tflite` and `onnx`, which share one signature; `calibration` and `bias_correction`
   prepare the int8 formats.
-- `run`: one format of a run converted and checked against the float Keras model (`export_format`);
-  `fidelity` the per-class part of the check; `ladder` the rungs tried when an int8 file fails;
-  `pipeline` all of a run's formats (`export_run`).
+- `inputs`: what every format of a run shares (`load_run_inputs`); `run`: one format converted and
+  checked against the float Keras model (`export_format`); `fidelity` the per-class part of the check;
+  `ladder` the rungs tried when an int8 file fails; `pipeline` all of a run's formats (`export_run`).
 
 Importing this package stays TensorFlow-free (the CLI, `edgetl.cli.export`, builds its parser from it):
 TensorFlow, tf2onnx and onnxruntime are imported by the converters, on use.
@@ -26,6 +26,7 @@ from edgetl.export.formats import (
     FormatSpec,
     formats_from_flags,
 )
+from edgetl.export.inputs import load_run_inputs, read_run
 from edgetl.export.ladder import LADDER, climb
 from edgetl.export.pipeline import export_run
 from edgetl.export.predictions import check_predictions
@@ -35,10 +36,8 @@ from edgetl.export.run import (
     ExportResult,
     check_status,
     export_format,
-    load_run_inputs,
     merge_export_entry,
     read_export_summary,
-    read_run,
 )
 
 __all__ = [

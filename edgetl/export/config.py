@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from edgetl.export.formats import FORMATS, IO_TYPES, ExportError, check_formats, check_io_type
-from edgetl.runtime import check_num_threads
+from edgetl.params import Interval, OneOf, validate
 
 
 @dataclass(frozen=True)
@@ -38,40 +39,20 @@ class ExportConfig:
     fidelity_images_per_class: int = 200  # images per class the per-class check is measured on; 0: off
     quantization_ladder: bool = True  # an int8 file that fails its check: try tflite-int16x8, then tflite-float16
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "num_calibration_images": Interval(int, 1),
+        "bias_correction": OneOf((True, False)),
+        "num_threads": Interval(int, 1),
+        "max_accuracy_drop": Interval(float, 0, 100),  # points
+        "max_class_drop": Interval(float, 0, 100),  # points
+        "fidelity_images_per_class": Interval(int, 0),  # 0: no per-class check
+        "quantization_ladder": OneOf((True, False)),
+    }
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "formats", check_formats(self.formats))
         check_io_type(self.io_type)
-        if (
-            isinstance(self.num_calibration_images, bool)
-            or not isinstance(self.num_calibration_images, int)
-            or self.num_calibration_images < 1
-        ):
-            raise ExportError(
-                f"the number of calibration images must be a whole number >= 1, got {self.num_calibration_images!r}"
-            )
-        try:
-            check_num_threads(self.num_threads)
-        except ValueError as e:
-            raise ExportError(str(e)) from None
-        if not (isinstance(self.max_accuracy_drop, (int, float)) and 0 <= self.max_accuracy_drop <= 100):
-            raise ExportError(f"max_accuracy_drop is in points, 0..100, got {self.max_accuracy_drop!r}")
-        if not (
-            isinstance(self.max_class_drop, (int, float))
-            and not isinstance(self.max_class_drop, bool)
-            and 0 <= self.max_class_drop <= 100
-        ):
-            raise ExportError(f"max_class_drop is in points, 0..100, got {self.max_class_drop!r}")
-        if (
-            isinstance(self.fidelity_images_per_class, bool)
-            or not isinstance(self.fidelity_images_per_class, int)
-            or self.fidelity_images_per_class < 0
-        ):
-            raise ExportError(
-                "fidelity_images_per_class must be a whole number >= 0 (0: no per-class check), "
-                f"got {self.fidelity_images_per_class!r}"
-            )
-        if not isinstance(self.quantization_ladder, bool):
-            raise ExportError(f"quantization_ladder is True or False (on/off), got {self.quantization_ladder!r}")
+        validate(self, ExportError)
         if self.calibration_manifest is not None:
             object.__setattr__(self, "calibration_manifest", Path(self.calibration_manifest))
 

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from edgetl.export.config import ExportConfig
+from edgetl.export.inputs import Log, load_run_inputs, read_run
 from edgetl.export.ladder import climb
-from edgetl.export.run import ARTIFACTS_DIR, ExportResult, Log, export_format, load_run_inputs, read_run
+from edgetl.export.run import ARTIFACTS_DIR, ExportResult, export_format
 
 
 def export_run(

@@ -13,6 +13,7 @@ import hashlib
 
 import numpy as np
 
+from edgetl.export.flatbuffer_repack import check_bare, repack
 from edgetl.features.tf_functions import frozen_function
 from edgetl.io.native_stderr import captured_native_stderr
 
@@ -119,11 +120,6 @@ def finish(flatbuffer: bytes, metadata: dict) -> bytes:
 # width. TFLite requires len(zero_point) == len(scale), so they cannot be shortened; FlatBuffers lets any
 # number of tables reference one vector, so each distinct vector is written once instead.
 
-# Constant buffers start at a multiple of this: the schema's `data:[ubyte] (force_align: 16)`, which C++
-# writers honour and the generated Python Pack ignores (it aligns to 1). The converter's last step is that
-# Python Pack (flatbuffer_utils), so its buffers are only 4-aligned: 16 never lowers an alignment.
-BUFFER_ALIGNMENT = 16
-
 
 class _SharedQuantization:
     """Stands in for a QuantizationParametersT: packs it, writing each distinct vector once.
@@ -167,33 +163,6 @@ class _SharedQuantization:
         return s.QuantizationParametersEnd(builder)
 
 
-class AlignedBuffer:
-    """Stands in for a BufferT: packs it with the data aligned to BUFFER_ALIGNMENT."""
-
-    def __init__(self, schema, buffer):
-        self.schema, self.buffer = schema, buffer
-
-    def Pack(self, builder) -> int:  # the object API's name: ModelT.Pack calls it
-        s, b = self.schema, self.buffer
-        data = None
-        if b.data is not None:
-            raw = (
-                bytes(b.data)
-                if isinstance(b.data, (bytes, bytearray))
-                else np.ascontiguousarray(b.data, dtype=np.uint8).tobytes()
-            )
-            builder.StartVector(1, len(raw), BUFFER_ALIGNMENT if raw else 1)
-            builder.head -= len(raw)  # one copy, as Builder.CreateNumpyVector does
-            builder.Bytes[builder.head : builder.head + len(raw)] = raw
-            data = builder.EndVector()
-        s.BufferStart(builder)
-        if data is not None:
-            s.BufferAddData(builder, data)
-        s.BufferAddOffset(builder, b.offset)
-        s.BufferAddSize(builder, b.size)
-        return s.BufferEnd(builder)
-
-
 def share_quantization_vectors(flatbuffer: bytes) -> bytes:
     """The same model with every distinct quantization vector (min, max, scale, zero_point) stored once.
 
@@ -207,16 +176,9 @@ def share_quantization_vectors(flatbuffer: bytes) -> bytes:
     Deterministic. Returns the input unchanged when no vector repeats (float models), when buffers live
     outside the flatbuffer (> 2 GB models: their offsets would move), or when the rewrite is not smaller.
     """
-    from edgetl.runtime import TFLITE_IDENTIFIER, appended_zip_start, is_tflite
-
-    flatbuffer = bytes(flatbuffer)
-    if not is_tflite(flatbuffer):
-        raise ValueError("share_quantization_vectors: not a TFLite flatbuffer (no 'TFL3' identifier)")
-    if appended_zip_start(flatbuffer) is not None:  # the rewrite would silently drop the archive
-        raise ValueError("share_quantization_vectors: metadata is appended; pass the bare flatbuffer")
-
-    import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
+
+    flatbuffer = check_bare(flatbuffer, "share_quantization_vectors")
 
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
     buffers = model.buffers or []
@@ -237,8 +199,5 @@ def share_quantization_vectors(flatbuffer: bytes) -> bytes:
     written: dict[tuple[str, bytes], int] = {}
     for t in tensors:
         t.quantization = _SharedQuantization(schema, t.quantization, written)
-    model.buffers = [AlignedBuffer(schema, b) for b in buffers] if model.buffers is not None else None
-    builder = flatbuffers.Builder(len(flatbuffer) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    out = bytes(builder.Output())
+    out = repack(schema, model, len(flatbuffer))
     return out if len(out) < len(flatbuffer) else flatbuffer

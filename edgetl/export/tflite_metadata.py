@@ -66,19 +66,18 @@ self-describing, and Stats gives the tensor's value range (0..255 for uint8, as 
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
-from edgetl.runtime import TFLITE_IDENTIFIER, appended_zip_start, is_tflite
-from edgetl.runtime.metadata import LABELS_FILE
-from edgetl.runtime.standard_metadata import EDGETL_FILE, METADATA_FIELD_NAME, METADATA_IDENTIFIER
+from edgetl.export.flatbuffer_repack import check_bare, repack
+from edgetl.io.archive import deterministic_zip
+from edgetl.runtime.appended_zip import LABELS_FILE
+from edgetl.runtime.appended_zip import METADATA_FILE as EDGETL_FILE
+from edgetl.runtime.standard_metadata import METADATA_FIELD_NAME, METADATA_IDENTIFIER
 
 # Everything written here is in the schema since 1.0.0 (no subgraph process units, tensor groups,
 # associated-file versions or custom metadata; see the version history in metadata_schema.fbs), so 1.0.0 is
 # what MetadataPopulator's GetMinimumMetadataParserVersion computes for it.
 MIN_PARSER_VERSION = "1.0.0"
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date ZIP can hold: fixed, so equal inputs give equal bytes
 
 INPUT_NAME = "image"
 INPUT_DESCRIPTION = "Input image to be classified: RGB pixels."
@@ -246,19 +245,6 @@ def _metadata_buffer(model, info: dict) -> bytes:
     return bytes(b.Output())
 
 
-def _zip_files(files: list[tuple[str, bytes]]) -> bytes:
-    """The associated files as a stored ZIP with fixed dates: offsets count from the archive's own start."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, data in files:
-            zi = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            zi.compress_type = zipfile.ZIP_STORED
-            zi.create_system = 3  # Unix, whatever the writing machine is
-            zi.external_attr = 0o644 << 16
-            zf.writestr(zi, data)
-    return buf.getvalue()
-
-
 def with_standard_metadata(model_bytes: bytes, info: dict) -> bytes:
     """The bare TFLite flatbuffer `model_bytes` with standard TFLite Metadata and its associated files.
 
@@ -268,15 +254,8 @@ def with_standard_metadata(model_bytes: bytes, info: dict) -> bytes:
     appended, weights in external buffers, not one subgraph with one input and one output) or a bad `info`.
     """
     model_bytes = bytes(model_bytes)
-    if not is_tflite(model_bytes):
-        raise ValueError("with_standard_metadata: not a TFLite flatbuffer (no 'TFL3' identifier)")
-    if appended_zip_start(model_bytes) is not None:
-        raise ValueError("with_standard_metadata: a ZIP archive is appended; pass the bare flatbuffer")
+    model_bytes = check_bare(model_bytes, "with_standard_metadata")
     _check_info(info)
-    import flatbuffers
-
-    from edgetl.export.tflite import AlignedBuffer
-
     schema = _tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
     buffers = list(model.buffers or [])
@@ -300,17 +279,15 @@ def with_standard_metadata(model_bytes: bytes, info: dict) -> bytes:
         buffers.append(buffer)
         entries.append(entry)
     model.metadata = entries
-    model.buffers = [AlignedBuffer(schema, b) for b in buffers]
-    builder = flatbuffers.Builder(len(model_bytes) + len(metadata_buf) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output()) + associated_files(info)
+    model.buffers = buffers
+    return repack(schema, model, len(model_bytes) + len(metadata_buf)) + associated_files(info)
 
 
 def associated_files(info: dict) -> bytes:
     """The archive appended after the flatbuffer: labels.txt and edgetl.json, as the metadata names them."""
     labels_txt = "\n".join(info["labels"]).encode("utf-8")  # as MediaPipe's writer exports labels
     edgetl_json = json.dumps(info["edgetl_json"], indent=1, sort_keys=False).encode("utf-8")
-    return _zip_files([(LABELS_FILE, labels_txt), (EDGETL_FILE, edgetl_json)])
+    return deterministic_zip([(LABELS_FILE, labels_txt), (EDGETL_FILE, edgetl_json)], compress=False)
 
 
 def standard_info(metadata: dict) -> dict:

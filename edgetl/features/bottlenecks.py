@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from platformdirs import user_cache_dir
@@ -22,6 +23,7 @@ from edgetl.data.dataset import ImageRecord
 from edgetl.features.engine import ENGINES
 from edgetl.io.faults import fault_point
 from edgetl.io.files import DiskError, atomic_write_bytes, disk_reason
+from edgetl.params import Interval, OneOf, validate
 from edgetl.runtime.images import PREPROCESS_VERSION, load_image
 
 DIGEST_BYTES = 16
@@ -44,19 +46,17 @@ class FeatureConfig:
     engine: str = "litert"  # what runs the backbone: "litert" (XNNPACK) or "tensorflow"
     num_threads: int | None = None  # LiteRT's threads; None: every core (a sweep leaves one to its export worker)
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "batch_size": Interval(int, 1),
+        "augment_views": Interval(int, 0),
+        "engine": OneOf(ENGINES),
+        "num_threads": Interval(int, 1, none_ok=True),  # None: every core
+    }
+
     def __post_init__(self) -> None:
+        validate(self)
         if not isinstance(self.weights, str) or not self.weights:
             raise ValueError(f"weights must be 'imagenet', 'none' or a weights file path, got {self.weights!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.num_threads is not None and (
-            isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 1
-        ):
-            raise ValueError(f"num_threads must be None (every core) or a whole number >= 1, got {self.num_threads!r}")
-        if isinstance(self.augment_views, bool) or not isinstance(self.augment_views, int) or self.augment_views < 0:
-            raise ValueError(f"augment_views must be a whole number >= 0, got {self.augment_views!r}")
 
 
 @dataclass

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from edgetl.features.backbones import point_id
 from edgetl.measure.results import ArtifactResult
-from edgetl.runtime import DEFAULT_NUM_THREADS, check_num_threads
+from edgetl.params import Interval, validate
+from edgetl.runtime import DEFAULT_NUM_THREADS
 
 # ---------------------------------------------------------------------------------------------------------
 # Measuring. Every artifact is measured in a fresh child process that imports only numpy and the runtime:
@@ -37,15 +39,18 @@ class BenchConfig:
     max_timed_runs: int = 2000
     stable_within: float = 0.02
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "num_threads": Interval(int, 1),
+        "warmup_runs": Interval(int, 0),
+        "min_timed_runs": Interval(int, 1),
+        "min_timed_seconds": Interval(float, 0),
+        "max_timed_seconds": Interval(float, 0),
+        "max_timed_runs": Interval(int, 1),
+        "stable_within": Interval(float, 0),
+    }
+
     def __post_init__(self) -> None:
-        check_num_threads(self.num_threads)
-        for name in ("warmup_runs", "min_timed_runs", "max_timed_runs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup_runs" else 1):
-                raise ValueError(f"{name} must be a whole number >= {0 if name == 'warmup_runs' else 1}, got {value!r}")
-        for name in ("min_timed_seconds", "max_timed_seconds", "stable_within"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        validate(self)
         if self.max_timed_runs < self.min_timed_runs:
             raise ValueError(
                 f"max_timed_runs ({self.max_timed_runs}) must be >= min_timed_runs ({self.min_timed_runs})"
@@ -64,7 +69,7 @@ class Measurement:
     backend: str
     input_dtype: str
     latencies_ms: list[float]
-    peak_rss_mb: float
+    peak_rss_mib: float
     predictions: list[list[float]]  # probabilities per test image
     load_ms: float | None = None  # load_model: read, verify and allocate (the runtime already imported)
     first_inference_ms: float | None = None  # the first invoke after loading (lazy kernel set-up lands here)
@@ -96,7 +101,7 @@ class Measurement:
                 if busy
                 else ""
             ),
-            "peak_rss_mb": self.peak_rss_mb,
+            "peak_rss_mib": self.peak_rss_mib,
             "num_test_images": len(labels),
             "predictions": [int(p) for p in predicted],
             "labels": [int(label) for label in labels],
@@ -234,7 +239,7 @@ def measure_in_process(
     monitor = CpuMonitor()
     latencies = time_invocations(model, first[0], config)
     other_cpu_cores = monitor.other_cores()
-    peak_rss_mb = peak_rss_mib()
+    peak_mib = peak_rss_mib()
     cores = os.cpu_count() or 1
     probabilities = np.zeros((0, 0))
     if predict:
@@ -247,7 +252,7 @@ def measure_in_process(
         backend=model.backend,
         input_dtype=str(model.input_dtype),
         latencies_ms=latencies,
-        peak_rss_mb=peak_rss_mb,
+        peak_rss_mib=peak_mib,
         predictions=probabilities.astype(float).tolist(),
         load_ms=load_ms,
         first_inference_ms=first_inference_ms,

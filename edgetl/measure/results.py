@@ -42,7 +42,7 @@ class ArtifactResult:
     latency_ms_p99: float
     latency_ms_mean: float
     num_threads: int
-    peak_rss_mb: float  # peak resident memory of the process running the artifact
+    peak_rss_mib: float  # peak resident memory of the process running the artifact
     macs: int  # multiply-accumulates of the backbone (+ head) for one image
     params: int
     num_test_images: int
@@ -112,7 +112,7 @@ def failed_result(
         latency_ms_p99=nan,
         latency_ms_mean=nan,
         num_threads=num_threads,
-        peak_rss_mb=nan,
+        peak_rss_mib=nan,
         macs=0,
         params=0,
         num_test_images=0,
@@ -175,6 +175,10 @@ def _read_results_json(out_dir: str | os.PathLike) -> tuple[Path, list, list[str
     return path, data["results"], [str(n) for n in data.get("notes") or []]
 
 
+#: Fields renamed since results.json was first written: old name -> new name (older files still read).
+RENAMED = {"peak_rss_mb": "peak_rss_mib"}  # it always held MiB (ru_maxrss / 1024), beside sizes in SI MB
+
+
 def read_results(out_dir: str | os.PathLike) -> list[ArtifactResult]:
     """The ArtifactResults stored in ``out_dir/results.json`` (exactly what write_results wrote).
 
@@ -187,6 +191,7 @@ def read_results(out_dir: str | os.PathLike) -> list[ArtifactResult]:
     for i, d in enumerate(data):
         if not isinstance(d, dict):
             raise ValueError(f"{path}: entry {i} is a {type(d).__name__}, not an object")
+        d = {RENAMED.get(k, k): v for k, v in d.items()}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"{path}: entry {i} has unknown fields {unknown} (written by a newer edgetl?)")

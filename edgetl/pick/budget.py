@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from edgetl.measure.results import ArtifactResult
+from edgetl.params import Interval, validate
 
 #: Bytes per megabyte for every size budget and report. Decimal (SI) megabytes, 1 MB = 10**6 bytes,
 #: because that is what storage vendors, app stores and `ls --si` quote; a "4 MB" budget given by a
@@ -38,27 +40,19 @@ class Budget:
     min_accuracy: float | None = None
     max_init_ms: float | None = None  # start-up: load and allocate plus the first inference
 
+    # Caught here rather than at pick time so a typo in a config or CLI flag fails immediately; 0 admits nothing.
+    CONSTRAINTS: ClassVar[dict] = {
+        "max_latency_ms": Interval(float, 0, None, "neither", none_ok=True),
+        "max_size_mb": Interval(float, 0, None, "neither", none_ok=True),
+        "min_accuracy": Interval(float, 0, 1, none_ok=True),  # a fraction
+        "max_init_ms": Interval(float, 0, None, "neither", none_ok=True),
+    }
+
     def __post_init__(self) -> None:
-        # Caught here rather than at pick time so a typo in a config or CLI flag fails immediately.
-        for name in ("max_latency_ms", "max_size_mb", "max_init_ms"):
-            v = getattr(self, name)
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-                raise ValueError(f"budget {name} must be a number or None, got {v!r}")
-            if v < 0:
-                raise ValueError(f"budget {name} must not be negative, got {v!r}")
-            if v == 0:
-                raise ValueError(f"budget {name} must be positive (0 admits nothing), got {v!r}")
         v = self.min_accuracy
-        if v is not None:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-                raise ValueError(f"budget min_accuracy must be a number or None, got {v!r}")
-            if v < 0:
-                raise ValueError(f"budget min_accuracy must not be negative, got {v!r}")
-            if v > 1:
-                hint = f" (did you mean {v / 100:g}?)" if v <= 100 else ""
-                raise ValueError(f"budget min_accuracy is a fraction in [0, 1], got {v!r}{hint}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 1 < v <= 100:
+            raise ValueError(f"budget min_accuracy is a fraction in [0, 1], got {v!r} (did you mean {v / 100:g}?)")
+        validate(self, prefix="budget ")
 
     @property
     def is_set(self) -> bool:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from edgetl import __version__
+from edgetl.io.archive import deterministic_zip
 from edgetl.io.files import atomic_write_bytes, sha256_file
 from edgetl.measure.results import ArtifactResult, read_results
 from edgetl.pick.pareto import Budget, PickConfig, pick
@@ -54,17 +54,6 @@ def _test_sets(sweep_dir: Path, rows: list[ArtifactResult]) -> dict[int, bytes]:
             np.savez_compressed(buffer, images=data["images"], labels=data["labels"])
         sets[r.resolution] = buffer.getvalue()
     return sets
-
-
-def _write_zip(out: Path, files: dict[str, bytes]) -> Path:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(files):
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # same inputs, same bytes
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, files[name])
-    return atomic_write_bytes(out, buffer.getvalue())
 
 
 def make_bundle(sweep_dir: str | Path, out: str | Path, front_only: bool = False) -> Path:
@@ -98,4 +87,4 @@ def make_bundle(sweep_dir: str | Path, out: str | Path, front_only: bool = False
     files[BUNDLE_JSON] = json.dumps(
         {"edgetl_version": __version__, "sweep": str(sweep_dir.resolve()), "artifacts": entries}, indent=1
     ).encode()
-    return _write_zip(Path(out), files)
+    return atomic_write_bytes(Path(out), deterministic_zip(sorted(files.items()), compress=True))

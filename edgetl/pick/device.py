@@ -20,6 +20,8 @@ import numpy as np
 
 from edgetl.measure.bench import BUSY_OTHER_CORES
 from edgetl.measure.results import ArtifactResult
+from edgetl.pick.pareto import pick
+from edgetl.pick.report import write_report
 
 DEVICE_KIND = "edgetl-device-results"
 MIN_POINTS_FOR_FIT = 3
@@ -104,7 +106,7 @@ def _measured_row(host: ArtifactResult, d: dict) -> ArtifactResult:
         latency_ms_mean=d["latency_ms_mean"],
         load_ms=d.get("load_ms"),
         first_inference_ms=d.get("first_inference_ms"),
-        peak_rss_mb=d.get("peak_rss_mb", host.peak_rss_mb),
+        peak_rss_mib=d.get("peak_rss_mib", host.peak_rss_mib),
         num_threads=d["num_threads"],
         other_cpu_cores=d.get("other_cpu_cores"),
         latency_source="device",
@@ -179,9 +181,6 @@ def write_device_reports(
     out_dir, host_rows: list[ArtifactResult], device_files, budget, config, num_threads: int
 ) -> list[str]:
     """OUT/devices/<name>/report.md and pareto.png per device file; returns the main report's section."""
-    from edgetl.pick.pareto import pick
-    from edgetl.pick.report import write_report
-
     out = Path(out_dir)
     section = [
         "## On devices",

@@ -18,8 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from edgetl.measure.results import ArtifactResult
+from edgetl.params import Interval, OneOf, validate
 from edgetl.pick.budget import BYTES_PER_MB, Budget
 
 #: How many near-misses :func:`pick` reports when nothing fits.
@@ -231,13 +233,14 @@ class PickConfig:
     accuracy_tolerance: float = ACCURACY_TOLERANCE
     alpha: float = ALPHA
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "rule": OneOf(PICK_RULES),
+        "accuracy_tolerance": Interval(float, 0, 100),  # points
+        "alpha": Interval(float, 0, 1, "neither"),
+    }
+
     def __post_init__(self) -> None:
-        if self.rule not in PICK_RULES:
-            raise ValueError(f"unknown pick rule {self.rule!r}; valid: {', '.join(PICK_RULES)}")
-        if not (isinstance(self.accuracy_tolerance, (int, float)) and 0 <= self.accuracy_tolerance <= 100):
-            raise ValueError(f"accuracy_tolerance is in points, 0..100, got {self.accuracy_tolerance!r}")
-        if not (isinstance(self.alpha, float) and 0 < self.alpha < 1):
-            raise ValueError(f"alpha must be a number in (0, 1), got {self.alpha!r}")
+        validate(self)
 
 
 def paired(candidate: ArtifactResult, reference: ArtifactResult):

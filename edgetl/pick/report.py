@@ -1,6 +1,6 @@
 """report.md (the budget, the pick and why, every artifact) and the model card of the pick.
 
-Everything here is regenerated from results.json by :func:`rebuild_report` (the ``edgetl report
+Everything here is regenerated from results.json by :func:`edgetl.pick.rebuild.rebuild_report` (the ``edgetl report
 RUN_DIR`` command), e.g. to try another budget without re-running any benchmark. Every file is written
 atomically, so an interrupted sweep or a concurrent reader never sees a half-written report.
 """
@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.io.files import atomic_write_text
-from edgetl.measure.results import ArtifactResult, read_notes, read_results, write_results
+from edgetl.measure.results import ArtifactResult
 from edgetl.pick.fidelity_table import class_fidelity_section
-from edgetl.pick.pareto import BYTES_PER_MB, Budget, Pick, PickConfig, is_ok, paired
-from edgetl.pick.pareto import pick as pick_artifact
+from edgetl.pick.pareto import BYTES_PER_MB, Budget, Pick, is_ok, paired
 from edgetl.pick.plot import PARETO_PNG, plot_pareto
 
 REPORT_MD = "report.md"
@@ -88,7 +87,7 @@ def results_table(results: Sequence[ArtifactResult], pick: Pick) -> str:
         "p99 ms",
         "start-up ms",
         "size MB",
-        "peak RSS MB",
+        "peak RSS MiB",
         "MMACs",
         "status",
         "front / tied / pick",
@@ -112,7 +111,7 @@ def results_table(results: Sequence[ArtifactResult], pick: Pick) -> str:
             _num(r.latency_ms_p99, digits=2),
             _num(r.init_ms, digits=1),
             _num(r.size_bytes, 1 / BYTES_PER_MB, 2),
-            _num(r.peak_rss_mb),
+            _num(r.peak_rss_mib),
             _num(r.macs, 1e-6),
             _cell(status),
             " ".join(marks),
@@ -218,32 +217,6 @@ def write_report(
     return atomic_write_text(out / REPORT_MD, "\n".join(md))
 
 
-def rebuild_report(
-    out_dir: str | os.PathLike,
-    budget: Budget | None,
-    config: PickConfig = PickConfig(),
-    device_files: Sequence[str | os.PathLike] = (),
-    device_threads: int = 1,
-) -> Path:
-    """Re-read ``results.json`` in `out_dir`, re-pick under `budget`, rewrite csv/json, png and md.
-
-    Needs nothing but results.json, so a report can be redone (new budget, newer edgetl) long after
-    the artifacts themselves are gone. Returns the path of report.md.
-    """
-    results = read_results(out_dir)
-    if not results:
-        raise ValueError(f"{Path(out_dir) / 'results.json'} holds no results")
-    notes = read_notes(out_dir)
-    chosen = pick_artifact(results, budget, config)
-    write_results(results, out_dir, notes)
-    sections = []
-    if device_files:
-        from edgetl.pick.device import write_device_reports
-
-        sections = write_device_reports(out_dir, results, device_files, budget, config, device_threads)
-    return write_report(results, chosen, budget, out_dir, notes=notes, sections=sections)
-
-
 # --------------------------------------------------------------------------------------------
 # model card
 # --------------------------------------------------------------------------------------------
@@ -325,7 +298,7 @@ def write_model_card(result: ArtifactResult, extra: Mapping[str, Any], path: str
         f"| latency p50 / p90 / p99 | {_num(r.latency_ms_p50, digits=2)} / "
         f"{_num(r.latency_ms_p90, digits=2)} / {_num(r.latency_ms_p99, digits=2)} ms |",
         f"| latency mean | {_num(r.latency_ms_mean, digits=2)} ms |",
-        f"| peak RSS | {_num(r.peak_rss_mb)} MB |",
+        f"| peak RSS | {_num(r.peak_rss_mib)} MiB |",
         f"| size | {_num(r.size_bytes, 1 / BYTES_PER_MB, 2)} MB |",
     ]
     if r.per_class_accuracy:
@@ -339,4 +312,4 @@ def write_model_card(result: ArtifactResult, extra: Mapping[str, Any], path: str
     return atomic_write_text(path, "\n".join(md))
 
 
-__all__ = ["REPORT_MD", "rebuild_report", "results_table", "write_model_card", "write_report"]
+__all__ = ["REPORT_MD", "results_table", "write_model_card", "write_report"]

@@ -1,7 +1,7 @@
 """Metadata inside an edgetl artifact: written at export, read by every runtime and on the device.
 
-- TFLite: a ZIP archive appended to the flatbuffer (``labels.txt`` and ``edgetl.json``), the way TFLite
-  Metadata appends associated files. Interpreters ignore the trailing bytes.
+- TFLite: the standard TFLite Metadata (`standard_metadata`) with ``labels.txt`` and ``edgetl.json`` as
+  associated files in a ZIP appended to the flatbuffer (`appended_zip`).
 - ONNX: ``metadata_props`` entries ``edgetl`` (the JSON) and ``labels`` (newline-joined), read here
   straight from the protobuf wire format so that reading them needs neither onnx nor onnxruntime.
 
@@ -13,12 +13,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import struct
-import zipfile
 from pathlib import Path
 
-METADATA_FILE = "edgetl.json"
-LABELS_FILE = "labels.txt"
+from edgetl.runtime.appended_zip import (
+    LABELS_FILE,
+    METADATA_FILE,
+    ModelFileError,
+    appended_zip_start,
+    is_tflite,
+    read_appended_zip,
+)
+from edgetl.runtime.standard_metadata import read_standard_metadata
+
 ONNX_METADATA_KEY = "edgetl"
 ONNX_LABELS_KEY = "labels"
 # Documented metadata_props keys any ONNX client can read (docs/interfaces.md): the input is
@@ -27,17 +33,7 @@ ONNX_MEAN_KEY = "normalization_mean"
 ONNX_STD_KEY = "normalization_std"
 ONNX_COLOR_KEY = "color_space"
 ONNX_RANGE_KEY = "pixel_range"
-TFLITE_IDENTIFIER = b"TFL3"
 SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
-
-_EOCD = b"PK\x05\x06"  # ZIP end-of-central-directory signature
-_EOCD_SIZE = 22
-_MAX_ZIP_COMMENT = 0xFFFF
-
-
-def is_tflite(head: bytes) -> bool:
-    """True when `head` (a file's first bytes, at least 8) carries the TFLite flatbuffer identifier."""
-    return len(head) >= 8 and head[4:8] == TFLITE_IDENTIFIER
 
 
 def check_tflite_identifier(path: Path) -> None:
@@ -46,109 +42,6 @@ def check_tflite_identifier(path: Path) -> None:
         head = f.read(8)
     if not is_tflite(head):
         raise ModelFileError(f"{path}: not a TFLite model ({sniff(path)}no 'TFL3' flatbuffer identifier at byte 4)")
-
-
-class ModelFileError(ValueError):
-    """The file is missing, corrupt, or not a model this runtime can execute (the message says which)."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Appended-ZIP metadata (TFLite)
-
-
-def _find_eocd(tail: bytes, tail_start: int, total_len: int) -> tuple[int, int, int] | None:
-    """Locate a ZIP end-of-central-directory record that ends the file.
-
-    ``tail`` is the last bytes of a file of ``total_len`` bytes, starting at absolute offset ``tail_start``.
-    Returns (absolute start of the zip, central directory size, central directory offset within the zip).
-    """
-    end = len(tail)
-    while True:
-        pos = tail.rfind(_EOCD, 0, end)
-        if pos < 0:
-            return None
-        end = pos + len(_EOCD) - 1
-        if pos + _EOCD_SIZE > len(tail):
-            continue
-        (_sig, disk, cd_disk, n_here, n_total, cd_size, cd_offset, comment_len) = struct.unpack(
-            "<IHHHHIIH", tail[pos : pos + _EOCD_SIZE]
-        )
-        if tail_start + pos + _EOCD_SIZE + comment_len != total_len:
-            continue  # the record must end the file exactly: weights can contain the signature by chance
-        if disk != 0 or cd_disk != 0 or n_here != n_total:
-            continue
-        start = tail_start + pos - cd_size - cd_offset
-        if start < 0:
-            continue
-        return start, cd_size, cd_offset
-
-
-def appended_zip_start(data: bytes) -> int | None:
-    """Offset where a ZIP appended to ``data`` begins (None when there is none)."""
-    tail_start = max(0, len(data) - _EOCD_SIZE - _MAX_ZIP_COMMENT)
-    found = _find_eocd(data[tail_start:], tail_start, len(data))
-    if found is None:
-        return None
-    start, _cd_size, cd_offset = found
-    if data[start : start + 4] != b"PK\x03\x04" or data[start + cd_offset : start + cd_offset + 4] != b"PK\x01\x02":
-        return None
-    return start
-
-
-def _read_appended_zip(path: Path) -> dict[str, bytes] | None:
-    """The members of a ZIP appended to the file, reading only the file's tail. None when absent."""
-    with open(path, "rb") as f:
-        size = f.seek(0, io.SEEK_END)
-        tail_start = max(0, size - _EOCD_SIZE - _MAX_ZIP_COMMENT)
-        f.seek(tail_start)
-        found = _find_eocd(f.read(), tail_start, size)
-        if found is None:
-            return None
-        start = found[0]
-        f.seek(start)
-        blob = f.read()
-    if blob[:4] != b"PK\x03\x04":
-        return None
-    return zip_members(blob, path)
-
-
-def zip_members(blob: bytes, path) -> dict[str, bytes]:
-    """The files of the metadata archive `blob` (cut from the end of the model at `path`), by name."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-            return {name: zf.read(name) for name in zf.namelist()}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ModelFileError(f"{path}: the metadata archive appended to the model is corrupt ({e})") from e
-
-
-def embed_tflite_metadata(model_bytes: bytes, meta: dict) -> bytes:
-    """Return the TFLite flatbuffer with ``labels.txt`` and ``edgetl.json`` appended as a ZIP archive.
-
-    An archive already appended to ``model_bytes`` is replaced (other files in it are kept), never stacked.
-    ``labels.txt`` is written from ``meta["labels"]`` when present.
-    """
-    model_bytes = bytes(model_bytes)
-    if not is_tflite(model_bytes):
-        raise ModelFileError("embed_tflite_metadata: the bytes are not a TFLite flatbuffer (no 'TFL3' identifier)")
-    members: dict[str, bytes] = {}
-    start = appended_zip_start(model_bytes)
-    if start is not None:
-        members = zip_members(model_bytes[start:], "embed_tflite_metadata")
-        model_bytes = model_bytes[:start]
-    members[METADATA_FILE] = json.dumps(meta, indent=1, sort_keys=False).encode("utf-8")
-    labels = meta.get("labels")
-    if labels is not None:
-        members[LABELS_FILE] = "".join(f"{label}\n" for label in labels).encode("utf-8")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        names = [n for n in (LABELS_FILE, METADATA_FILE) if n in members]  # stable order, ours first
-        for name in names + [n for n in members if n not in names]:
-            # Fixed timestamps and attributes: equal inputs give byte-identical files.
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, members[name])
-    return model_bytes + buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -297,7 +190,7 @@ def read_embedded(path: Path) -> tuple[dict | None, list[str] | None]:
     meta = labels = None
     if kind == "tflite":
         check_tflite_identifier(path)
-        members = _read_appended_zip(path) or {}
+        members = read_appended_zip(path) or {}
         if METADATA_FILE in members:
             meta = _parse_json(path, members[METADATA_FILE], METADATA_FILE)
         if LABELS_FILE in members:
@@ -316,8 +209,6 @@ def read_embedded(path: Path) -> tuple[dict | None, list[str] | None]:
 
 
 def _with_standard_metadata(path: Path, meta: dict | None, labels: list[str] | None):
-    from edgetl.runtime.standard_metadata import read_standard_metadata
-
     try:
         standard = read_standard_metadata(path)
     except ValueError as e:

@@ -9,14 +9,8 @@ import json
 import struct
 from pathlib import Path
 
-from edgetl.runtime.metadata import (
-    METADATA_FILE as EDGETL_FILE,
-)
-from edgetl.runtime.metadata import (
-    appended_zip_start,
-    is_tflite,
-    zip_members,
-)
+from edgetl.runtime.appended_zip import METADATA_FILE as EDGETL_FILE
+from edgetl.runtime.appended_zip import appended_zip_start, is_tflite, zip_members
 
 METADATA_FIELD_NAME = "TFLITE_METADATA"  # the name MetadataPopulator and every reader use
 METADATA_IDENTIFIER = b"M001"

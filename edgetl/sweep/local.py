@@ -27,18 +27,22 @@ from tqdm import tqdm
 
 from edgetl.data.dataset import Dataset
 from edgetl.data.pixels import LazyPixels
+from edgetl.export import check_predictions
 from edgetl.features.backbones import BackboneSpec
-from edgetl.io.files import DiskError
+from edgetl.io.faults import fault_point
+from edgetl.measure.bench import prepare_test_images
 from edgetl.measure.results import ArtifactResult, write_results
-from edgetl.sweep.run import SweepConfig, _release_models, bench_point, export_point, point_failed, train_todo
-from edgetl.sweep.state import export_todo, point_dir, point_name
+from edgetl.sweep.config import TEST_IMAGES, SweepConfig, point_dir, point_name
+from edgetl.sweep.plan import PointPlan, SweepStopped, attempt, plan_point
+from edgetl.sweep.state import record_bench
+from edgetl.sweep.units import bench_artifact, export_point, kept_paths, release_models, train_point
 
 #: Set in the worker: the sweep's process id, for `edgetl.io.files.checkpoint`'s simulated power cut.
 SWEEP_PID_ENV = "EDGETL_SWEEP_PID"
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-class WorkerLost(RuntimeError):
+class WorkerLost(SweepStopped):
     """The export worker died (killed by the system) while it exported a grid point."""
 
 
@@ -89,48 +93,59 @@ def worker_result(future: Future, what: str):
 class _Grid:
     """What `run_grid` shares across its points: the inputs, the progress bars and the rows so far."""
 
-    def __init__(
-        self,
-        config: SweepConfig,
-        dataset: Dataset,
-        notes: list[str],
-        say,
-        load,
-        results,
-        walls,
-        stage: tqdm,
-        overall: tqdm,
-    ):
+    def __init__(self, config: SweepConfig, dataset: Dataset, notes: list[str], say, load, results, walls, bars):
         self.config, self.dataset, self.notes, self.say, self.load = config, dataset, notes, say, load
-        self.results, self.walls, self.stage, self.overall = results, walls, stage, overall
+        self.results, self.walls, (self.overall, self.stage) = results, walls, bars
 
-    def attempt(self, spec: BackboneSpec, work):
-        """work(), or None when it failed: one broken grid point must not cost the others (its finished units
-        are saved). A disk fault (the next point would hit the same disk) or a lost worker ends the sweep."""
-        try:
-            return work()
-        except (DiskError, WorkerLost):
-            raise
-        except Exception as e:
-            point_failed(point_name(self.config, spec), e, self.notes, self.say)
-            return None
+    def attempt(self, what: str, work):
+        return attempt(what, work, self.notes, self.say)
 
-    def settle(self, spec: BackboneSpec, run: dict, keys: dict, exported, spent: float) -> None:
+    def train(self, spec: BackboneSpec, train_config: SweepConfig) -> PointPlan:
+        """The point's plan, its train unit run first unless an earlier run finished it. `train_config` is the
+        sweep's config, or `beside_export`'s while the previous point exports (the same keys)."""
+        plan = plan_point(self.config, spec)
+        if plan.run is None:
+            self.stage.set_description_str(f"{plan.name}: training")
+            plan.run = train_point(train_config, spec, self.dataset, plan.weights, self.say, self.load)
+            plan.trained()
+        return plan
+
+    def bench(self, plan: PointPlan) -> list[ArtifactResult]:
+        """Unit 3 for each format whose bench unit must run; every format's row."""
+        out, rows, test_set = point_dir(self.config, plan.spec), [], None
+        for fmt in plan.bench_formats():
+            row, entry, key = plan.bench(fmt)
+            if row is None:
+                self.stage.set_description_str(f"{plan.name}: benchmarking {fmt}")
+                fault_point(f"bench:{fmt}")
+                test_set = test_set or prepare_test_images(
+                    self.dataset, plan.spec.resolution, out / TEST_IMAGES, self.load
+                )
+                predictions = check_predictions(out, entry, kept_paths(test_set))
+                row, ran_on = bench_artifact(
+                    self.config, plan.spec, fmt, out / entry["path"], test_set, plan.run, entry.get("status", "ok"),
+                    predictions, entry.get("class_fidelity"),
+                )  # fmt: skip
+                record_bench(self.config, plan.spec, fmt, key, row, ran_on, plan.state)
+            rows.append(row)
+        return rows
+
+    def settle(self, spec: BackboneSpec, plan: PointPlan | None, exported, spent: float) -> None:
         """Benchmark a point once its export is done (`exported`: its state, the worker's future of it, or None
         when the point failed), write the rows so far, and record the time this process spent on the point."""
-        clock = time.perf_counter()
+        clock, name = time.perf_counter(), point_name(self.config, spec)
 
         def bench():
-            state = exported if isinstance(exported, dict) else worker_result(exported, point_name(self.config, spec))
-            return bench_point(self.config, spec, self.dataset, run, keys, state, self.stage, self.load)
+            plan.state = exported if isinstance(exported, dict) else worker_result(exported, name)
+            return self.bench(plan)
 
-        rows = (self.attempt(spec, bench) if exported is not None else None) or []
+        rows = (self.attempt(f"{name} bench", bench) if exported is not None else None) or []
         self.results.extend(rows)
-        _release_models()
+        release_models()
         if self.results:
             write_results(self.results, self.config.output_dir, self.notes)  # after every point: a kill keeps those
         if self.walls is not None:
-            self.walls[point_dir(self.config, spec).name] = round(spent + time.perf_counter() - clock, 2)
+            self.walls[name] = round(spent + time.perf_counter() - clock, 2)
         self.overall.update(1)
 
 
@@ -153,11 +168,14 @@ def beside_export(config: SweepConfig) -> SweepConfig:
     return replace(config, features=replace(config.features, num_threads=max(1, (os.cpu_count() or 1) - 1)))
 
 
-def _export_in_worker(*args) -> dict:
+def _export_in_worker(plan: PointPlan, dataset, load) -> dict:
     try:
-        return export_point(*args)
+        return export_point(plan, dataset, None, load)
     finally:
-        _release_models()  # the worker outlives the point
+        release_models()  # the worker outlives the point
+
+
+_BAR = {"head": "grid", "fine-tune": "fine-tuning"}  # the progress bar of each pass
 
 
 def run_grid(
@@ -170,8 +188,8 @@ def run_grid(
     walls: dict[str, float] | None = None,
 ) -> list[ArtifactResult]:
     """Every point of `config` in turn, each point's export running in the export worker while the next
-    point trains (`edgetl.sweep.local`); rows added to `results`, written after each point. `walls` gets the
-    time this process spent on each point (its training, then waiting for its export and benchmarking it)."""
+    point trains; rows added to `results`, written after each point. `walls` gets the time this process
+    spent on each point (its training, then waiting for its export and benchmarking it)."""
     with (
         tqdm(
             total=len(config.points), desc="fine-tuning" if config.fine_tune else "grid", unit="point", position=0
@@ -179,32 +197,30 @@ def run_grid(
         tqdm(bar_format="{desc}", position=1, leave=False) as stage,
         ExportWorker() as worker,
     ):
-        grid = _Grid(config, dataset, notes, say, load, list(results or []), walls, stage, overall)
-        exporting = None  # (spec, run, keys, the worker's future, seconds): the point exported beside this one
+        grid = _Grid(config, dataset, notes, say, load, list(results or []), walls, (overall, stage))
+        exporting = None  # (spec, plan, the worker's future, seconds): the point exported beside this one
         points = largest_first(config.points)
         for i, spec in enumerate(points):
-            clock = time.perf_counter()
-            overall.set_postfix_str(point_name(config, spec))
-            point_config = beside_export(config) if exporting is not None else config
-            trained = grid.attempt(spec, lambda: train_todo(point_config, spec, dataset, stage, say, load))
+            clock, name = time.perf_counter(), point_name(config, spec)
+            overall.set_postfix_str(name)
+            train_config = beside_export(config) if exporting is not None else config
+            plan = grid.attempt(f"{name} train", lambda: grid.train(spec, train_config))
             spent = time.perf_counter() - clock
             if exporting is not None:
                 grid.settle(*exporting)
                 exporting = None
-            if trained is None:
-                grid.settle(spec, {}, {}, None, spent)
+            if plan is None:
+                grid.settle(spec, None, None, spent)
                 continue
-            run, keys, state = trained
-            if i + 1 < len(points) and export_todo(config, spec, keys, state):
+            if i + 1 < len(points) and plan.exports():
                 if isinstance(load, LazyPixels):
                     load.build()  # here, once: never in the worker while this process builds it too
-                future = worker.submit(_export_in_worker, config, spec, keys, state, dataset, None, load)
-                exporting = (spec, run, keys, future, spent)
+                exporting = (spec, plan, worker.submit(_export_in_worker, plan, dataset, load), spent)
                 continue
             clock = time.perf_counter()
-            stage.set_description_str(f"{point_name(config, spec)}: exporting")
-            exported = grid.attempt(spec, lambda: export_point(config, spec, keys, state, dataset, say, load))
-            grid.settle(spec, run, keys, exported, spent + time.perf_counter() - clock)
+            stage.set_description_str(f"{name}: exporting")
+            exported = grid.attempt(f"{name} export", lambda: export_point(plan, dataset, say, load))
+            grid.settle(spec, plan, exported, spent + time.perf_counter() - clock)
         if exporting is not None:
             grid.settle(*exporting)
     return grid.results

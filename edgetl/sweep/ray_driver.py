@@ -31,10 +31,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgetl import __version__
-from edgetl.features.backbones import BackboneSpec, WeightsNotFoundError, resolve_weights
-from edgetl.io.files import DiskError, atomic_write_bytes, atomic_write_json, one_line
+from edgetl.export import ARTIFACTS_DIR, merge_export_entry
+from edgetl.features.backbones import BackboneSpec, WeightsNotFoundError
+from edgetl.io.files import atomic_write_bytes, atomic_write_json
 from edgetl.measure.bench import prepare_test_images
 from edgetl.measure.results import ArtifactResult, write_results
+from edgetl.sweep.config import TEST_IMAGES, SweepConfig, SweepResult, point_dir, point_name
+from edgetl.sweep.plan import PointPlan, attempt, fine_tune_pass, note_failure, plan_point, unit_record
 from edgetl.sweep.ray_tasks import (
     Board,
     ClusterConfig,
@@ -46,30 +49,8 @@ from edgetl.sweep.ray_tasks import (
     read_model,
     train_unit,
 )
-from edgetl.sweep.run import (
-    SweepConfig,
-    SweepResult,
-    bench_key,
-    export_keys,
-    fine_tune_pass,
-    finish_sweep,
-    point_failed,
-    start_sweep,
-    train_key,
-)
-from edgetl.sweep.state import (
-    TEST_IMAGES,
-    export_todo,
-    finished_train,
-    point_dir,
-    point_name,
-    read_json,
-    read_state,
-    record_bench,
-    record_export,
-    record_train,
-    settled_row,
-)
+from edgetl.sweep.run import finish_sweep, start_sweep
+from edgetl.sweep.state import read_json, record_bench, record_export
 
 __all__ = ["ClusterConfig", "ClusterError", "sweep_on_ray"]
 
@@ -82,10 +63,7 @@ UNITS_JSON = "ray_units.json"  # in the output dir: which node did which unit, w
 
 @dataclass
 class _Point:
-    spec: BackboneSpec
-    state: dict
-    keys: dict[str, str]  # export key of each format
-    run: dict | None = None  # run.json, once trained
+    plan: PointPlan
     model: object = None  # ObjectRef of the files an export needs
     test_images: object = None  # ObjectRef of test_images.npz
     open_units: int = 0  # submitted or queued, not yet back
@@ -102,7 +80,7 @@ class _Unit:
 
     @property
     def name(self) -> str:
-        return f"{self.point.spec.id} {self.fmt}".strip()
+        return " ".join(p for p in (self.point.plan.name, self.kind, self.fmt) if p)
 
 
 class _RaySweep:
@@ -151,54 +129,42 @@ class _RaySweep:
     # -- planning and submitting
 
     def plan(self, spec: BackboneSpec) -> None:
-        state = read_state(self.config, spec)
         try:
-            weights = resolve_weights(spec, self.config.features.weights, self.config.features.weights_dir)
+            plan = plan_point(self.config, spec)
         except WeightsNotFoundError as e:
-            point_failed(point_name(self.config, spec), e, self.notes, self.say)
+            note_failure(point_name(self.config, spec), e, self.notes, self.say)
             return
-        trained = train_key(self.config, spec, weights)
-        point = _Point(spec, state, export_keys(self.config, trained))
+        point = _Point(plan)
         self.points.append(point)
-        point.run = finished_train(self.config, spec, state, trained)
-        if point.run is not None:
+        if plan.run is not None:
             self._plan_exports(point)
             return
         point.model, report = self.tasks["train"].remote(
-            self.remote_config, spec, self.dataset, weights.sha256, __version__, self.board
+            self.remote_config, spec, self.dataset, plan.weights.sha256, __version__, self.board
         )
-        self._submit(report, _Unit("train", point, key=trained))
+        self._submit(report, _Unit("train", point, key=plan.train_key))
 
     def _submit(self, ref, unit: _Unit) -> None:
         self.in_flight[ref] = unit
         unit.point.open_units += 1
 
     def _plan_exports(self, point: _Point) -> None:
-        todo = export_todo(self.config, point.spec, point.keys, point.state)
+        plan = point.plan
+        todo = plan.exports()
         if todo and point.model is None:  # trained by an earlier run: its files come from the output dir
-            point.model = self.ray.put(read_model(point_dir(self.config, point.spec)))
+            point.model = self.ray.put(read_model(point_dir(self.config, plan.spec)))
         for fmt in self.config.export.formats:
             if fmt in todo:
                 ref = self.tasks["export"].remote(
-                    self.remote_config,
-                    point.spec,
-                    fmt,
-                    point.state["train"],
-                    point.model,
-                    self.dataset,
-                    __version__,
+                    self.remote_config, plan.spec, fmt, plan.train_key, point.model, self.dataset, __version__,
                     self.board,
-                )
-                self._submit(ref, _Unit("export", point, fmt, point.keys[fmt]))
+                )  # fmt: skip
+                self._submit(ref, _Unit("export", point, fmt, plan.keys[fmt]))
             else:
                 self._plan_bench(point, fmt)
 
     def _plan_bench(self, point: _Point, fmt: str) -> None:
-        from edgetl.export import read_export_summary
-
-        entry = read_export_summary(point_dir(self.config, point.spec)).get(fmt, {})
-        key = bench_key(self.config, point.keys[fmt])
-        row = settled_row(self.config, point.spec, fmt, entry, key, point.state)
+        row, entry, key = point.plan.bench(fmt)
         if row is not None:
             point.rows[fmt] = row
         else:
@@ -208,19 +174,19 @@ class _RaySweep:
     def submit_benches(self) -> None:
         while self.benches and (self.bench_slots is None or self.benching < self.bench_slots):
             unit = self.benches.popleft()
-            point, out = unit.point, point_dir(self.config, unit.point.spec)
+            point, out = unit.point, point_dir(self.config, unit.point.plan.spec)
             if point.test_images is None:
-                path, _ = prepare_test_images(self.local_dataset, point.spec.resolution, out / TEST_IMAGES)
+                path, _ = prepare_test_images(self.local_dataset, point.plan.spec.resolution, out / TEST_IMAGES)
                 point.test_images = self.ray.put(path.read_bytes())
             artifact = out / unit.entry["path"]
             ref = self.tasks["bench"].remote(
                 self.remote_config,
-                point.spec,
+                point.plan.spec,
                 unit.fmt,
                 artifact.relative_to(self.out).as_posix(),
                 artifact.read_bytes(),
                 point.test_images,
-                point.run,
+                point.plan.run,
                 unit.entry.get("status", "ok"),
                 __version__,
                 self.board,
@@ -233,8 +199,7 @@ class _RaySweep:
     def finished(self, ref) -> None:
         """Write a unit's output (or note why there is none); the point's bar ticks when its last unit is back."""
         unit = self.in_flight.pop(ref)
-        point = unit.point
-        point.open_units -= 1
+        unit.point.open_units -= 1
         if unit.kind == "bench":
             self.benching -= 1
         try:
@@ -242,63 +207,46 @@ class _RaySweep:
             for message in report["logs"]:
                 self.say(f"[{report['node']}] {message}")
             getattr(self, f"_on_{unit.kind}")(unit, report)
-            self.done_units.append(
-                {
-                    "unit": unit.kind,
-                    "point": point.spec.id,
-                    "format": unit.fmt,
-                    "node": report["node"],
-                    "started": report["started"],
-                    "ended": report["ended"],
-                }
-            )
-        except self.ray.exceptions.RayTaskError as e:  # the unit's own error: before DiskError, a node's disk
+            where = {k: report[k] for k in ("node", "started", "ended")}
+            self.done_units.append(unit_record(self.config, unit.kind, unit.point.plan.spec, unit.fmt, **where))
+        except self.ray.exceptions.RayTaskError as e:  # the unit's own error, a node's disk too: its point only
             cause = e.cause if isinstance(e.cause, Exception) else e
-            if unit.kind == "train":
-                point_failed(point_name(self.config, point.spec), cause, self.notes, self.say)
-            else:
-                self._note(f"{unit.name}: {unit.kind} failed: {type(cause).__name__}: {one_line(cause)}")
-        except DiskError:
-            raise  # the driver's own output directory: the next unit would hit it too
+            note_failure(unit.name, cause, self.notes, self.say, fatal=())
         except self.ray.exceptions.RayError as e:  # the worker or node died (after Ray's retries)
-            self._note(
-                f"{unit.name}: {unit.kind} lost ({type(e).__name__}: its worker or node died); "
-                "re-run the same command to finish it"
+            note = (
+                f"{unit.name} lost ({type(e).__name__}: its worker or node died); re-run the same command to finish it"
             )
-        except Exception as e:  # writing or planning what follows: this unit's point only, as in-process
-            self._note(f"{unit.name}: {unit.kind} failed: {type(e).__name__}: {one_line(e)}")
-
-    def _note(self, note: str) -> None:
-        self.notes.append(note)
-        self.say(note)
+            self.notes.append(note)
+            self.say(note)
+        except Exception as e:  # writing or planning what follows: the driver's disk ends the sweep
+            note_failure(unit.name, e, self.notes, self.say)
 
     def _on_train(self, unit: _Unit, report: dict) -> None:
-        point, out = unit.point, point_dir(self.config, unit.point.spec)
+        point, out = unit.point, point_dir(self.config, unit.point.plan.spec)
         files = {**self.ray.get(point.model), **report["files"]}
         (out / "run.json").unlink(missing_ok=True)  # until rewritten, the directory is not a finished run
         for name, data in files.items():
             if name != "run.json":
                 atomic_write_bytes(out / name, data, name)
         atomic_write_bytes(out / "run.json", files["run.json"], "run.json")  # last: it marks the run complete
-        point.state = record_train(self.config, point.spec, unit.key)
-        point.run = read_json(out / "run.json")
+        point.plan.trained()
+        point.plan.run = read_json(out / "run.json")
         self._plan_exports(point)
 
     def _on_export(self, unit: _Unit, report: dict) -> None:
-        from edgetl.export import ARTIFACTS_DIR, merge_export_entry
-
-        out = point_dir(self.config, unit.point.spec)
+        plan = unit.point.plan
+        out = point_dir(self.config, plan.spec)
         for name, data in report["files"].items():
             atomic_write_bytes(out / ARTIFACTS_DIR / name, data, f"the {unit.fmt} artifact")
         merge_export_entry(out, unit.fmt, report["entry"])
-        record_export(self.config, unit.point.spec, unit.fmt, unit.key, unit.point.state)
+        record_export(self.config, plan.spec, unit.fmt, unit.key, plan.state)
         self._plan_bench(unit.point, unit.fmt)
 
     def _on_bench(self, unit: _Unit, report: dict) -> None:
-        point = unit.point
+        plan = unit.point.plan
         report["row"] = replace(report["row"], class_fidelity=unit.entry.get("class_fidelity") or {})
-        record_bench(self.config, point.spec, unit.fmt, unit.key, report["row"], report["ran_on"], point.state)
-        point.rows[unit.fmt] = report["row"]
+        record_bench(self.config, plan.spec, unit.fmt, unit.key, report["row"], report["ran_on"], plan.state)
+        unit.point.rows[unit.fmt] = report["row"]
 
     def rows(self) -> list[ArtifactResult]:
         return [p.rows[f] for p in self.points for f in self.config.export.formats if f in p.rows]
@@ -337,9 +285,9 @@ class _Progress:
 
     def update(self) -> None:
         for point in self.sweep.points:
-            if point.open_units == 0 and point.spec.id not in self.counted:
-                self.counted.add(point.spec.id)
-                self.grid.set_postfix_str(point.spec.id)
+            if point.open_units == 0 and point.plan.name not in self.counted:
+                self.counted.add(point.plan.name)
+                self.grid.set_postfix_str(point.plan.name)
                 self.grid.update(1)
         try:
             doing = self.sweep.ray.get(self.sweep.board.snapshot.remote(), timeout=5)
@@ -368,12 +316,7 @@ def _run_on_ray(
     progress = _Progress(runner, len(config.points))
     try:
         for spec in config.points:
-            try:
-                runner.plan(spec)
-            except DiskError:
-                raise
-            except Exception as e:  # one broken grid point must not cost the others
-                point_failed(point_name(config, spec), e, notes, say)
+            attempt(point_name(config, spec), lambda: runner.plan(spec), notes, say)
         while runner.in_flight or runner.benches:
             runner.submit_benches()
             ready, _ = ray.wait(list(runner.in_flight), num_returns=1, timeout=1.0)

@@ -17,14 +17,16 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 from edgetl import __version__
 from edgetl.features.backbones import BackboneSpec, resolve_weights
 from edgetl.io.faults import fault_point
 from edgetl.io.files import one_line
 from edgetl.measure.bench import prepare_test_images
-from edgetl.sweep.run import SweepConfig, bench_artifact, train_point
-from edgetl.sweep.state import TEST_IMAGES, point_dir
+from edgetl.params import Interval, validate
+from edgetl.sweep.config import TEST_IMAGES, SweepConfig, point_dir
+from edgetl.sweep.units import bench_artifact, train_point
 
 LOCAL = "local"  # `--ray` without an address: start a Ray on this machine (Ray's own name for it)
 
@@ -44,6 +46,8 @@ class ClusterConfig:
     bench_resource: str | None = None
     max_retries: int = 1
 
+    CONSTRAINTS: ClassVar[dict] = {"max_retries": Interval(int, 0)}
+
     def __post_init__(self) -> None:
         if not isinstance(self.address, str) or not self.address.strip():
             raise ValueError("--ray takes no address (a local Ray), 'auto' (the running cluster) or host:port")
@@ -51,8 +55,7 @@ class ClusterConfig:
             not self.bench_resource.strip() or self.bench_resource in ("CPU", "GPU", "memory", "object_store_memory")
         ):
             raise ValueError(f"--bench_resource must name a custom resource, got {self.bench_resource!r}")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be a whole number >= 0, got {self.max_retries!r}")
+        validate(self)
 
 
 # ---------------------------------------------------------------------------------------------------------

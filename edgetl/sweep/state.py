@@ -1,4 +1,5 @@
-"""The sweep's record of its finished units, shared by both runners (`edgetl.sweep.run`, `edgetl.sweep.ray_driver`).
+"""The sweep's record of its finished units, shared by both executors (`edgetl.sweep.local`,
+`edgetl.sweep.ray_driver`) through the plan (`edgetl.sweep.plan`).
 
 A unit is finished when the key in the point's sweep_state.json (and, for a benchmark, in bench/<fmt>.json)
 equals the key of the current settings and its output is intact (SHA-256 recorded beside it). The
@@ -10,25 +11,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from edgetl.export import read_export_summary
+from edgetl.features.backbones import BackboneSpec
 from edgetl.io.files import atomic_write_json, sha256_file
 from edgetl.measure.results import ArtifactResult, failed_result
-
-if TYPE_CHECKING:
-    from edgetl.features.backbones import BackboneSpec
-    from edgetl.sweep.run import SweepConfig
-
-TEST_IMAGES = "test_images.npz"  # in each point directory: the decoded test split the benchmarks read
-
-
-def point_name(config: SweepConfig, spec: BackboneSpec) -> str:
-    """The point's name in rows and under points/: the backbone's id, "-ft" when fine-tuned."""
-    return spec.id + ("-ft" if config.fine_tune else "")
-
-
-def point_dir(config: SweepConfig, spec: BackboneSpec) -> Path:
-    return Path(config.output_dir) / "points" / point_name(config, spec)
+from edgetl.sweep.config import SweepConfig, point_dir, point_name
 
 
 def read_json(path: Path) -> dict:
@@ -76,8 +64,6 @@ def record_train(config: SweepConfig, spec: BackboneSpec, key: str) -> dict:
 
 def export_todo(config: SweepConfig, spec: BackboneSpec, keys: dict[str, str], state: dict) -> list[str]:
     """The formats whose export key changed or whose artifact is gone or damaged."""
-    from edgetl.export import read_export_summary
-
     out = point_dir(config, spec)
     exported = read_export_summary(out)
     return [

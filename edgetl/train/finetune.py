@@ -14,11 +14,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 from tqdm import tqdm
 
 from edgetl.data.dataset import decode_images
+from edgetl.params import Interval, OneOf, validate
 from edgetl.train.head import HeadConfig, class_weights
 
 
@@ -34,13 +36,18 @@ class FineTuneConfig:
     augment: bool = True
     seed: int = 0
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "layers": Interval(int, 1),
+        "learning_rate": Interval(float, 0, None, "neither"),
+        "max_epochs": Interval(int, 1),
+        "batch_size": Interval(int, 1),
+        "patience": Interval(int, 1),
+        "augment": OneOf((True, False)),
+        "seed": Interval(int, 0),
+    }
+
     def __post_init__(self) -> None:
-        for name in ("layers", "max_epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"fine-tuning {name} must be a whole number >= 1, got {value!r}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"fine-tuning learning_rate must be a positive number, got {self.learning_rate}")
+        validate(self)
 
 
 @dataclass

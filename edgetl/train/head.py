@@ -8,11 +8,13 @@ Dense layer for export.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+from edgetl.params import Interval, OneOf, validate
 
 CLASS_WEIGHTS = ("none", "balanced")
 
@@ -30,21 +32,25 @@ class HeadConfig:
     early_stopping_patience: int = 10  # evaluations without a better validation loss
     seed: int = 0
 
+    # NaN is refused everywhere: it would train to NaN weights without a word.
+    CONSTRAINTS: ClassVar[dict] = {
+        "how_many_training_steps": Interval(int, 1),
+        "learning_rate": Interval(float, 0, None, "neither"),
+        "train_batch_size": Interval(int, 1),
+        "eval_step_interval": Interval(int, 1),
+        "dropout": Interval(float, 0, 1, "left"),
+        "l2": Interval(float, 0),
+        "label_smoothing": Interval(float, 0, 1, "left"),
+        "class_weights": OneOf(CLASS_WEIGHTS),
+        "early_stopping_patience": Interval(int, 1),
+        "seed": Interval(int, 0),
+    }
+
     def __post_init__(self) -> None:
-        for name in ("how_many_training_steps", "train_batch_size", "eval_step_interval", "early_stopping_patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        # `not x > 0` also catches NaN, which would otherwise train to NaN weights without a word.
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
-        if not (self.l2 >= 0 and math.isfinite(self.l2)):
-            raise ValueError(f"l2 must be a number >= 0, got {self.l2}")
-        if self.class_weights not in CLASS_WEIGHTS:
-            raise ValueError(f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weights!r}")
+        validate(self)
+
+
+HEAD_FIELDS = tuple(f.name for f in fields(HeadConfig))  # the settings (CONSTRAINTS is not one)
 
 
 @dataclass
@@ -136,12 +142,7 @@ def _shared_config(configs: list[HeadConfig]) -> HeadConfig:
     if not configs:
         raise ValueError("train_heads needs at least one HeadConfig")
     differ = sorted(
-        {
-            f
-            for c in configs
-            for f in c.__dataclass_fields__
-            if f not in PER_HEAD and getattr(c, f) != getattr(configs[0], f)
-        }
+        {f for c in configs for f in HEAD_FIELDS if f not in PER_HEAD and getattr(c, f) != getattr(configs[0], f)}
     )
     if differ:
         raise ValueError(

@@ -22,7 +22,7 @@ from itertools import product
 import numpy as np
 from tqdm import tqdm
 
-from edgetl.train.head import PER_HEAD, Head, HeadConfig, accuracy, cross_entropy, train_head, train_heads
+from edgetl.train.head import HEAD_FIELDS, PER_HEAD, Head, HeadConfig, accuracy, cross_entropy, train_head, train_heads
 
 #: The searched HeadConfig fields, in table order.
 SEARCHED = ("learning_rate", "l2", "dropout", "label_smoothing")
@@ -106,7 +106,7 @@ def _fit_candidates(candidates: list[HeadConfig], train: tuple, val: tuple, num_
     together (`train_heads`: the same heads, 3-4x sooner than one by one)."""
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(candidates):
-        groups.setdefault(tuple(getattr(c, f) for f in c.__dataclass_fields__ if f not in PER_HEAD), []).append(i)
+        groups.setdefault(tuple(getattr(c, f) for f in HEAD_FIELDS if f not in PER_HEAD), []).append(i)
     heads: list[Head | None] = [None] * len(candidates)
     with tqdm(total=len(candidates), desc="head settings", unit="fit", leave=False, disable=len(candidates) < 2) as bar:
         for members in groups.values():
