@@ -387,7 +387,7 @@ def test_cli_errors_are_clean(export_run_dir, tmp_path, capsys):
         ExportConfig(formats=("tflite-int4",))
     with pytest.raises(ExportError, match="io_type"):
         ExportConfig(io_type="int4")
-    with pytest.raises(ExportError, match="calibration images"):
+    with pytest.raises(ExportError, match="num_calibration_images must be a whole number"):
         ExportConfig(num_calibration_images=0)
     with pytest.raises(ExportError, match="num_threads"):
         ExportConfig(num_threads=0)
@@ -425,7 +425,7 @@ def test_every_tflite_format_has_standard_metadata(exported):
         assert md is not None, f"{r.format}: no standard TFLite Metadata"
         assert md["labels"] == ["daisy", "roses", "tulips"] and md["mean"] == [0.0] * 3 and md["std"] == [1.0] * 3
         assert f"format={r.format}" in md["description"] and md["edgetl"]["format"] == r.format
-        assert ("calibration_manifest_sha256=" in md["description"]) == (r.format == "tflite-int8")
+        assert ("calibration_manifest_sha256=" in md["description"]) == FORMATS[r.format].needs_calibration
 
 
 @pytest.mark.parametrize("client,venv", [("mediapipe", ".venv-mediapipe"), ("task_library", ".venv-task-library")])
