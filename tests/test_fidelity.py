@@ -285,3 +285,25 @@ def test_report_names_the_failed_class_and_its_drop(tmp_path):
         tmp_path / "class_fidelity.png"
     ).stat().st_size > 1000 and "![per-class fidelity](class_fidelity.png)" in text
     assert f"- `{bad.point}` tflite-dynamic: daisy -6.0 points (90.0% -> 84.0% on 200 images" in text
+
+
+def test_a_sweep_benchmarks_the_ladders_rungs_recorded_with_their_key(tmp_path):
+    from edgetl.features.backbones import BackboneSpec
+    from edgetl.sweep.config import SweepConfig, export_keys
+    from edgetl.sweep.plan import PointPlan
+
+    spec = BackboneSpec("v1", 0.25, 128)
+    config = SweepConfig(image_dir=tmp_path, output_dir=tmp_path / "out", points=(spec,))
+    keys = export_keys(config, "trained")
+    assert set(keys) == set(config.export.formats) | {"tflite-int16x8", "tflite-float16"}
+    artifacts = tmp_path / "out" / "points" / spec.id / "artifacts"
+    artifacts.mkdir(parents=True)
+    formats = {f: {"status": "ok"} for f in config.export.formats}
+    formats["tflite-int8"] = {"status": "check failed: class 'x' ..."}
+    formats["tflite-int16x8"] = {"status": "ok", "rung_for": ["tflite-int8"]}
+    (artifacts / "export.json").write_text(json.dumps({"formats": formats}))
+    state = {"train": "trained", "export": dict(keys), "bench": {}}
+    plan = PointPlan(config, spec, None, "trained", keys, state, None)
+    assert plan.bench_formats() == [*config.export.formats, "tflite-int16x8"]
+    state["export"]["tflite-int16x8"] = "an older key"  # a rung left by an earlier export: not this sweep's
+    assert plan.bench_formats() == list(config.export.formats)
