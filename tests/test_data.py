@@ -177,7 +177,7 @@ def test_missing_folder_and_bad_percentages_are_dataset_errors(tmp_path):
         scan_dataset(tmp_path / "nope")
     root = make_dataset(tmp_path / "ds", {"a": 20, "b": 20})
     for val, test in [(-1, 10), (10, 100), (60, 40), (50, 50.0)]:
-        with pytest.raises(DatasetError, match="percentages"):
+        with pytest.raises(DatasetError, match="percentage"):
             scan_dataset(root, SplitConfig(val, test))
 
 

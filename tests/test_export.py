@@ -387,7 +387,7 @@ def test_cli_errors_are_clean(export_run_dir, tmp_path, capsys):
         ExportConfig(formats=("tflite-int4",))
     with pytest.raises(ExportError, match="io_type"):
         ExportConfig(io_type="int4")
-    with pytest.raises(ExportError, match="num_calibration_images must be a whole number"):
+    with pytest.raises(ExportError, match="num_calibration_images must be a whole number >= 1"):
         ExportConfig(num_calibration_images=0)
     with pytest.raises(ExportError, match="num_threads"):
         ExportConfig(num_threads=0)

@@ -7,6 +7,7 @@ from dataclasses import fields, replace
 
 import pytest
 
+from edgetl.data.augment import Distortions
 from edgetl.data.dataset import SplitConfig
 from edgetl.export.config import ExportConfig
 from edgetl.features.backbones import BackboneSpec
@@ -19,6 +20,7 @@ from edgetl.sweep.config import SweepConfig
 from edgetl.sweep.ray_tasks import ClusterConfig
 from edgetl.train.finetune import FineTuneConfig
 from edgetl.train.head import HeadConfig
+from edgetl.train.run import TrainConfig
 
 DEFAULTS = {
     HeadConfig: HeadConfig(),
@@ -31,6 +33,8 @@ DEFAULTS = {
     SplitConfig: SplitConfig(),
     ClusterConfig: ClusterConfig(),
     SweepConfig: SweepConfig(image_dir="photos", output_dir="out", points=(BackboneSpec("v1", 0.25, 96),)),
+    TrainConfig: TrainConfig(image_dir="photos", output_dir="out", backbone=BackboneSpec("v1", 0.25, 96)),
+    Distortions: Distortions(),
 }
 CASES = [
     (cls, name, value)

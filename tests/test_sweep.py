@@ -139,8 +139,8 @@ def test_the_test_split_is_predicted_once_per_artifact_against_the_float_models_
     import numpy as np
 
     from edgetl.export import check_predictions, load_run_inputs
+    from edgetl.export.inputs import _keras_predict
     from edgetl.export.predictions import recorded_reference
-    from edgetl.export.run import _keras_predict
 
     rows = {(r.point, r.format): r for r in read_results(finished_sweep)}
     for point in ("v1-a0.25-r96", "v1-a0.25-r128"):
@@ -418,7 +418,7 @@ def test_feature_threads_are_validated_and_never_change_a_key(tiny_data, tmp_pat
     from edgetl.sweep.local import beside_export
 
     for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="num_threads must be None"):
+        with pytest.raises(ValueError, match="num_threads must be a whole number >= 1 or None"):
             FeatureConfig(num_threads=bad)
     spec = BackboneSpec("v1", 0.25, 96)
     config = SweepConfig(image_dir=tiny_data, output_dir=tmp_path / "out", points=(spec,))

@@ -78,8 +78,8 @@ def converted(tmp_path_factory) -> Converted:
     calibration = synthetic_images(16, SIZE, seed=42)
     with pytest.MonkeyPatch.context() as patch:  # the converter's own output, before convert() shares it
         patch.setattr(tflite, "share_quantization_vectors", lambda flatbuffer: flatbuffer)
-        patch.setattr(tflite_metadata, "with_standard_metadata", lambda flatbuffer, info: flatbuffer)
-        patch.setattr(tflite_metadata, "associated_files", lambda info: b"")
+        patch.setattr(tflite, "with_standard_metadata", lambda flatbuffer, info: flatbuffer)
+        patch.setattr(tflite, "associated_files", lambda info: b"")
         int8 = tflite.convert(source, "tflite-int8", metadata, calibration_images=calibration, io_type="uint8")
         float32 = tflite.convert(source, "tflite-float32", metadata)
     exported = tflite.convert(source, "tflite-int8", metadata, calibration_images=calibration, io_type="uint8")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import IO_TYPES, QUANTIZATIONS, RUNTIMES, ExportError, formats_from_flags
+from edgetl.export.pipeline import export_run
+from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,9 +137,6 @@ def _format_row(r) -> str:
 
 def run_export_command(args: argparse.Namespace) -> int:
     """`edgetl export`: 0 when every artifact passed its check, 1 when one failed, 2 on a usage error."""
-    from edgetl.export.pipeline import export_run
-    from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY
-
     try:
         formats, notes = formats_from_flags(args.format, args.quantize)
         for note in notes:

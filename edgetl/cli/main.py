@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from edgetl.cli import retrain as retrain_cli
 from edgetl.cli.pick import (
     add_bench_arguments,
     add_budget_arguments,
@@ -75,12 +76,14 @@ def _add_backbone_arguments(p: argparse.ArgumentParser) -> None:
 def _features_from_args(args: argparse.Namespace):
     from edgetl.features.bottlenecks import FeatureConfig
 
+    distortions = retrain_cli.distortions_from_args(args)  # retrain.py's flags shape the views
     return FeatureConfig(
         weights=args.weights,
         weights_dir=args.weights_dir,
         bottleneck_dir=args.bottleneck_dir,
-        augment_views=args.augment_views,
+        augment_views=args.augment_views or (retrain_cli.RETRAIN_VIEWS if distortions else 0),
         engine=args.feature_engine,
+        distortions=distortions,
     )
 
 
@@ -191,27 +194,21 @@ def fine_tune_config_from_args(args: argparse.Namespace):
         max_epochs=args.fine_tune_epochs,
         patience=args.fine_tune_patience,
         seed=args.seed,
+        distortions=retrain_cli.distortions_from_args(args),
     )
+
+
+def train_config_from_args(args: argparse.Namespace, log=print):
+    """`edgetl train`'s TrainConfig (`edgetl retrain` builds its config here too)."""
+    fine_tune = fine_tune_config_from_args(args) if args.fine_tune else None
+    parts = (_split_from_args(args), _features_from_args(args), head_config_from_args(args))
+    return retrain_cli.train_config(args, *parts, tune_config_from_args(args), fine_tune, log)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from edgetl.features.backbones import BackboneSpec
-    from edgetl.train.run import TrainConfig, train
+    from edgetl.train.run import train
 
-    config = TrainConfig(
-        image_dir=args.image_dir,
-        output_dir=args.output_dir,
-        backbone=BackboneSpec(args.backbone, args.alpha, args.resolution),
-        split=_split_from_args(args),
-        features=_features_from_args(args),
-        head=head_config_from_args(args),
-        tune=tune_config_from_args(args),
-        fine_tune=fine_tune_config_from_args(args) if args.fine_tune else None,
-        print_misclassified_test_images=args.print_misclassified_test_images,
-        tfhub_module=args.tfhub_module,
-    )
-    train(config)
-    return 0
+    return train(train_config_from_args(args)) and 0
 
 
 def _csv(cast):
@@ -251,6 +248,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         force=args.force,
         fine_tune_front=args.fine_tune_front,
         fine_tune_settings=fine_tune_config_from_args(args),
+        summaries_dir=args.summaries_dir,
     )
     if args.ray is not None:
         from edgetl.sweep.ray_driver import ClusterConfig, sweep_on_ray
@@ -320,6 +318,7 @@ def _add_sweep_parser(sub) -> None:
         "them as points <id>-ft (exported and benchmarked like the others)",
     )
     _add_fine_tune_arguments(p, switch=False)
+    retrain_cli.add_curve_arguments(p)
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--force", action="store_true", help="redo every stage even if finished")
     add_device_arguments(p)
@@ -361,8 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--resolution must match what the module expects",
     )
     p.add_argument("--print_misclassified_test_images", action="store_true")
+    retrain_cli.add_train_arguments(p)
     p.add_argument("--output_dir", type=Path, required=True)
     p.set_defaults(func=cmd_train)
+    retrain_cli.add_retrain_parser(sub, p, train_config_from_args)
 
     p = sub.add_parser("export", help="export a trained run to TFLite/ONNX formats, checked against the float model")
     from edgetl.cli.export import add_export_arguments, run_export_command

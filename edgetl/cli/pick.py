@@ -7,9 +7,13 @@ import argparse
 import json
 from pathlib import Path
 
+from edgetl.measure.bench import BenchConfig
+from edgetl.pick.bundle import make_bundle
+from edgetl.pick.pareto import PICK_RULES, Budget, PickConfig
+from edgetl.pick.rebuild import rebuild_report
+
 
 def budget_from_args(args: argparse.Namespace):
-    from edgetl.pick.pareto import Budget
 
     min_accuracy = args.min_accuracy
     if min_accuracy is not None and min_accuracy > 1:
@@ -18,13 +22,11 @@ def budget_from_args(args: argparse.Namespace):
 
 
 def pick_from_args(args: argparse.Namespace):
-    from edgetl.pick.pareto import PickConfig
 
     return PickConfig(rule=args.pick, accuracy_tolerance=args.accuracy_tolerance)
 
 
 def add_budget_arguments(p: argparse.ArgumentParser) -> None:
-    from edgetl.pick.pareto import PICK_RULES, PickConfig
 
     d = PickConfig()
     p.add_argument("--max_latency_ms", type=float, default=None, help="p50 latency budget at batch 1")
@@ -50,7 +52,6 @@ def add_budget_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    from edgetl.measure.bench import BenchConfig
 
     d = BenchConfig()
     p.add_argument(
@@ -80,7 +81,6 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def bench_from_args(args: argparse.Namespace):
-    from edgetl.measure.bench import BenchConfig
 
     return BenchConfig(
         num_threads=args.num_threads,
@@ -91,12 +91,9 @@ def bench_from_args(args: argparse.Namespace):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgetl.pick.rebuild import rebuild_report
 
     budget = budget_from_args(args)
     if not budget.is_set:
-        from edgetl.pick.pareto import Budget
-
         saved = (
             json.loads((args.run_dir / "sweep.json").read_text()).get("settings", {}).get("budget", {})
             if (args.run_dir / "sweep.json").is_file()
@@ -109,7 +106,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from edgetl.pick.bundle import make_bundle
 
     out = make_bundle(args.run_dir, args.output, front_only=args.front)
     print(

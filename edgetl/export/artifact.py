@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl import __version__
 from edgetl.export.formats import FORMATS, ExportError, check_io_type
 from edgetl.io.files import atomic_write_bytes, writing
+from edgetl.runtime.images import PREPROCESSING
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,6 @@ class ModelSource:
 
 def artifact_metadata(run: dict, fmt: str) -> dict:
     """edgetl.json for an artifact of this run (docs/interfaces.md), built from run.json."""
-    from edgetl import __version__
-    from edgetl.runtime.images import PREPROCESSING
 
     bb = run["backbone"]
     return {

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgetl.features.tf_functions import traced_forward
+
 BATCH = 16
 # The correction of a layer depends (weakly) on the inputs it sees, which upstream corrections
 # change; a second pass, with the first pass's corrections in place, settles it.
@@ -205,7 +207,6 @@ def _probe(backbone, targets: list[tuple[object, object]]):
 
 
 def _run(layer, x: np.ndarray) -> np.ndarray:
-    from edgetl.features.tf_functions import traced_forward
 
     call = traced_forward(layer) if hasattr(layer, "predict_on_batch") else layer
     return np.concatenate([np.asarray(call(x[i : i + BATCH]), np.float32) for i in range(0, len(x), BATCH)])
@@ -221,8 +222,6 @@ def correct_biases(model, images: np.ndarray) -> CorrectionReport:
     outside Keras' own (a TF Hub module) are left as they are; the head is still corrected.
     """
     import keras
-
-    from edgetl.features.tf_functions import traced_forward
 
     groups: list[tuple[object, list[tuple[object, object]]]] = []  # (layer of the chain, its targets)
     for layer in model.layers:

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.data.dataset import decode_images
 from edgetl.export.formats import FORMATS
 from edgetl.io.files import atomic_write_bytes, sha256_file
+from edgetl.stats import holm_adjust, mcnemar_exact
 
 FLOAT_PREDICTIONS = "float_predictions.npz"  # in a run directory: the float model on every decoded image
 ALPHA = 0.05  # family-wise level of the per-class gate (Holm over classes)
@@ -125,8 +127,6 @@ def class_table(
 ) -> list[dict]:
     """Per class: images, float and artifact accuracy, the drop in points, discordant counts, the exact
     McNemar p and its Holm adjustment over the classes, and whether the class fails the gate."""
-    from edgetl.stats import holm_adjust, mcnemar_exact
-
     rows = []
     for i, name in enumerate(classes):
         mask = labels == i
@@ -187,8 +187,6 @@ def gate_problems(entry: dict) -> list[str]:
 def build(inputs, per_class: int, exclude_hashes, keras_predict) -> FidelitySet:
     """The fidelity set of a run (`inputs`: `edgetl.export.run.RunInputs`): selected, decoded, with the
     float model's answers; `keras_predict(model, images)` is the fallback for images train did not record."""
-    from edgetl.data.dataset import decode_images
-
     classes = list(inputs.run["classes"])
     test_rows, extra, excluded = select(
         inputs.dataset.records, inputs.test_paths, classes, per_class, frozenset(exclude_hashes)

@@ -1,6 +1,6 @@
-"""What every format of one run shares, read once: the run directory checked, the Keras model, the test
-images and the float model's predictions on them (`load_run_inputs`), and the lazily built calibration set,
-bias-corrected model and per-class fidelity set (filled by `edgetl.export.run`)."""
+"""What every format of one trained run shares, loaded once: the run's record, the Keras model, the
+test images and the float model's predictions on them (the reference every export check compares with).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.data.dataset import DatasetError, SplitConfig, decode_images, scan_dataset
 from edgetl.export.artifact import ModelSource
 from edgetl.export.formats import ExportError
 from edgetl.export.predictions import recorded_reference
+from edgetl.features.backbones import register_custom_layers
+from edgetl.features.tf_functions import traced_forward
 from edgetl.io.files import one_line
 
 KERAS_BATCH = 16  # TensorFlow's CPU forward pass is faster at 16 than at 64 here (activations stay in cache)
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -73,8 +74,6 @@ def load_keras_model(path: Path):
     """model.keras of a run (TF Hub backbones register their layer first); ExportError when it won't load."""
     import keras
 
-    from edgetl.features.backbones import register_custom_layers
-
     register_custom_layers()
     try:
         return keras.saving.load_model(path, compile=False)
@@ -84,9 +83,8 @@ def load_keras_model(path: Path):
 
 def _keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
     """The float Keras model's probabilities, the reference every check compares with: traced once
-    (`traced_forward`), in batches of KERAS_BATCH. On 2 cores, V2 1.0 @224 over 360 test images took
-    16.6 s with predict_on_batch at 64 and 10.0 s this way, tracing included, the same to 1e-7."""
-    from edgetl.features.tf_functions import traced_forward
+    (`traced_forward`), in batches of KERAS_BATCH: faster than predict_on_batch, which traces again for
+    each new batch size, and the same to 1e-7 (tools/bench_sweep.py times the export checks)."""
 
     forward = traced_forward(model)
     return np.concatenate(
@@ -98,7 +96,6 @@ def _keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
 
 
 def _run_dataset(run: dict):
-    from edgetl.data.dataset import DatasetError, SplitConfig, scan_dataset
 
     split = SplitConfig(
         run.get("validation_percentage", SplitConfig.validation_percentage),
@@ -114,7 +111,6 @@ def _run_dataset(run: dict):
 def load_run_inputs(run_dir: Path, dataset=None, load=None) -> RunInputs:
     """Read a run and everything its formats share. `dataset` (already scanned by a sweep) saves a scan, and
     `load` (`load_image`'s signature; a sweep's `edgetl.data.pixels` store) a decode."""
-    from edgetl.data.dataset import decode_images
 
     run = read_run(run_dir)
     dataset = dataset if dataset is not None else _run_dataset(run)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import FORMATS
-from edgetl.export.inputs import Log, RunInputs
-from edgetl.export.run import ExportResult, export_format, merge_export_entry, read_export_summary
+from edgetl.export.inputs import RunInputs
+from edgetl.export.run import ExportResult, Log, export_format, merge_export_entry, read_export_summary
 
 LADDER = ("tflite-int16x8", "tflite-float16")
 TRIGGERS = ("int8", "dynamic")  # the quantizations whose failed check starts the ladder (int8 weights)

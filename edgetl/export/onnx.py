@@ -13,6 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl import __version__
+from edgetl.export.formats import ONNX_OPSET
+from edgetl.runtime.metadata import (
+    ONNX_COLOR_KEY,
+    ONNX_LABELS_KEY,
+    ONNX_MEAN_KEY,
+    ONNX_METADATA_KEY,
+    ONNX_RANGE_KEY,
+    ONNX_STD_KEY,
+)
+
 INPUT_NAME = "image"
 
 
@@ -24,8 +35,6 @@ def to_onnx_float(model, opset: int | None = None):
     """
     import tensorflow as tf
     import tf2onnx
-
-    from edgetl.export.formats import ONNX_OPSET
 
     shape = tuple(model.inputs[0].shape)  # (None, R, R, 3)
     spec = (tf.TensorSpec((None, *shape[1:]), tf.float32, name=INPUT_NAME),)
@@ -159,15 +168,6 @@ def with_metadata(proto, metadata: dict):
     ``normalization_mean`` / ``normalization_std`` (per RGB channel, comma-separated: the input is
     (pixel - mean) / std), ``color_space`` (RGB) and ``pixel_range`` (0..255).
     """
-    from edgetl import __version__
-    from edgetl.runtime.metadata import (
-        ONNX_COLOR_KEY,
-        ONNX_LABELS_KEY,
-        ONNX_MEAN_KEY,
-        ONNX_METADATA_KEY,
-        ONNX_RANGE_KEY,
-        ONNX_STD_KEY,
-    )
 
     inp = metadata.get("input") or {}
     ours = [

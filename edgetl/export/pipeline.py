@@ -7,10 +7,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
+from edgetl.export import calibration as calib
 from edgetl.export.config import ExportConfig
-from edgetl.export.inputs import Log, load_run_inputs, read_run
+from edgetl.export.inputs import load_run_inputs, read_run
 from edgetl.export.ladder import climb
-from edgetl.export.run import ARTIFACTS_DIR, ExportResult, export_format
+from edgetl.export.run import ARTIFACTS_DIR, ExportResult, Log, export_format
 
 
 def export_run(
@@ -28,10 +31,6 @@ def export_run(
     copy. Problems with the inputs (run dir, manifest) raise ExportError before anything is written.
     The results end with the ladder's rungs, when it converted any.
     """
-    from tqdm import tqdm
-
-    from edgetl.export import calibration as calib
-
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     run_dir = Path(run_dir)
     run = read_run(run_dir)  # fail fast, before TensorFlow loads, on a wrong --run or a stale manifest

@@ -8,32 +8,40 @@ head-only run, the head on the backbone's features, which were checked against T
 computed), so they are not computed again; a run without them is predicted by the Keras model.
 The check's own predictions are kept beside the artifact, for the sweep's benchmark of the same bytes.
 
-`load_run_inputs` loads what every format of one run shares (the Keras model, the test images, the
-float predictions) once; `export_format` is one unit of work (one format of one run); `export_run`
-(`edgetl.export.pipeline`) is the loop `edgetl export` calls.
+`edgetl.export.inputs.load_run_inputs` loads what every format of one run shares (the Keras model, the test
+images, the float predictions) once; `export_format` is one unit of work (one format of one run);
+`edgetl.export.pipeline.export_run` is the loop `edgetl export` calls.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgetl import __version__
+from edgetl.export import calibration as calib
 from edgetl.export import fidelity
 from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
+from edgetl.export.bias_correction import correct_biases
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import FORMATS, ExportError
-from edgetl.export.inputs import Log, RunInputs, _keras_predict, load_keras_model
+from edgetl.export.inputs import RunInputs, _keras_predict, load_keras_model
 from edgetl.export.predictions import save_check_predictions
 from edgetl.io.faults import fault_point
 from edgetl.io.files import DiskError, atomic_write_bytes, atomic_write_json, one_line, sha256_file
+from edgetl.runtime import load_model, read_metadata
+from edgetl.stats import mcnemar_exact
 
 EXPORT_SUMMARY = "export.json"
 ARTIFACTS_DIR = "artifacts"
 PREDICT_BATCH = 64
+
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -77,7 +85,6 @@ def _relative(path: Path, base: Path | None) -> str:
 
 def _calibration(inputs: RunInputs, config: ExportConfig, log: Log):
     """The calibration set of this run: from the manifest when one is given, else drawn from the training split."""
-    from edgetl.export import calibration as calib
 
     if inputs.calibration is None:
         fault_point("calibration")
@@ -100,8 +107,6 @@ def _int8_source(inputs: RunInputs, config: ExportConfig, log: Log) -> ModelSour
     if not config.bias_correction:
         return inputs.source
     if inputs.int8_source is None:
-        from edgetl.export.bias_correction import correct_biases
-
         model = load_keras_model(inputs.run_dir / "model.keras")  # a copy to change
         calibration = _calibration(inputs, config, log)
         fault_point("bias_correction")
@@ -129,7 +134,6 @@ def check_status(
     `class_fidelity` is the artifact's per-class measurement (`edgetl.export.fidelity.summary`), whose
     failed classes fail the check too.
     """
-    from edgetl.stats import mcnemar_exact
 
     spec = FORMATS[fmt]
     problems = []
@@ -149,7 +153,6 @@ def check_status(
 def _run_tflite_is(inputs: RunInputs, metadata: dict) -> bool:
     """Whether the run's own model.tflite is the tflite-float32 artifact already: `edgetl train` converted
     the same model with the same converter and metadata, and its bytes are the ones run.json recorded."""
-    from edgetl.runtime import read_metadata
 
     path = inputs.run_dir / "model.tflite"
     recorded = (inputs.run.get("files") or {}).get("model.tflite")
@@ -162,7 +165,6 @@ def _run_tflite_is(inputs: RunInputs, metadata: dict) -> bool:
 
 def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: Path, log: Log) -> dict:
     """Write the artifact; returns what export.json records about how it was made."""
-    from edgetl.export import calibration as calib
 
     spec = FORMATS[fmt]
     fault_point(f"convert:{fmt}")
@@ -207,8 +209,6 @@ def _fidelity(inputs: RunInputs, config: ExportConfig, log: Log):
 def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfig, log: Log) -> dict:
     """Run the artifact on the test split and compare it with the Keras model; per class on more images
     (`edgetl.export.fidelity`) for the formats whose weights change."""
-    from edgetl.runtime import load_model
-
     fault_point(f"check:{fmt}")
     per_class = None
     try:
@@ -328,7 +328,6 @@ def _merge_summary(run_dir: Path, result: ExportResult, extra: dict) -> None:
 def merge_export_entry(run_dir: Path, fmt: str, entry: dict) -> None:
     """Set one format's entry of RUN/artifacts/export.json (paths in it relative to RUN), keeping the others;
     also how a Ray sweep records a format exported on another node."""
-    from edgetl import __version__
 
     formats = read_export_summary(run_dir)
     formats[fmt] = entry

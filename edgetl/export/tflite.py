@@ -3,7 +3,7 @@
 Every model edgetl converts (a run's model, the bias-corrected copy int8 formats are made from, the
 backbone the features are computed with) is converted this way: the same graph and the same numbers as
 through a SavedModel (the float32 check holds them to 1e-3, and the bytes are the same in any process),
-without writing and tracing a SavedModel, which took 4-5x longer than the conversion itself. A
+without writing and tracing a SavedModel, which took longer than the conversion itself. A
 `ModelSource` that names a SavedModel is converted from it.
 """
 
@@ -14,8 +14,10 @@ import hashlib
 import numpy as np
 
 from edgetl.export.flatbuffer_repack import check_bare, repack
+from edgetl.export.tflite_metadata import associated_files, standard_info, with_standard_metadata
 from edgetl.features.tf_functions import frozen_function
 from edgetl.io.native_stderr import captured_native_stderr
+from edgetl.runtime import appended_zip_start
 
 
 def converter_for(source):
@@ -104,8 +106,6 @@ def finish(flatbuffer: bytes, metadata: dict) -> bytes:
     Sharing comes after the metadata because adding it unpacks the model with the object API, which gives
     every tensor its own copy of the vectors again.
     """
-    from edgetl.export.tflite_metadata import associated_files, standard_info, with_standard_metadata
-    from edgetl.runtime import appended_zip_start
 
     data = with_standard_metadata(flatbuffer, standard_info(metadata))
     model = share_quantization_vectors(data[: appended_zip_start(data)])

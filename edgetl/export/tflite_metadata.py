@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import json
 
+from edgetl import __version__
 from edgetl.export.flatbuffer_repack import check_bare, repack
 from edgetl.io.archive import deterministic_zip
 from edgetl.runtime.appended_zip import LABELS_FILE
@@ -292,7 +293,6 @@ def associated_files(info: dict) -> bytes:
 
 def standard_info(metadata: dict) -> dict:
     """The `info` of :func:`with_standard_metadata` for an edgetl artifact, from its edgetl.json dict."""
-    from edgetl import __version__
 
     bb, inp, labels = metadata.get("backbone") or {}, metadata.get("input") or {}, list(metadata["labels"])
     family = {"v1": "MobileNet V1", "v2": "MobileNet V2", "hub": "TF Hub"}.get(bb.get("version"), "MobileNet")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,3 +283,43 @@ def _hub_layer_class():
 def register_custom_layers() -> None:
     """Make saved edgetl models that wrap a TF Hub module loadable with keras.saving.load_model."""
     _hub_layer_class()
+
+
+# TF Hub's (and Kaggle Models') names of the MobileNet feature-vector modules: family, width x 100, resolution.
+_HUB_MOBILENET = (
+    re.compile(r"tfhub\.dev/google/imagenet/mobilenet_(v[12])_(\d{3})_(\d{2,3})/feature_vector(/\d+)?/?$"),
+    re.compile(r"kaggle\.com/models/google/mobilenet-(v[12])/[^/]+/(\d{3})-(\d{2,3})-feature-vector(/\d+)?/?$"),
+)
+
+
+def hub_mobilenet(handle: str) -> BackboneSpec | None:
+    """The MobileNet a TF Hub feature-vector URL names (`.../mobilenet_v2_100_224/feature_vector/5` is V2
+    alpha 1.0 at 224 px), or None for any other module. ValueError for a MobileNet edgetl cannot build."""
+    for pattern in _HUB_MOBILENET:
+        m = pattern.search(handle.strip().lower())
+        if m:
+            return BackboneSpec(m.group(1), int(m.group(2)) / 100, int(m.group(3)))
+    return None
+
+
+def hub_unreachable(handle: str) -> str | None:
+    """Why `handle` cannot be loaded from TF Hub now (downloads disabled, or hub.load failed), else None.
+
+    A module already in TF Hub's cache loads offline, so it is tried before giving up on it."""
+    import tensorflow_hub as hub
+
+    if os.environ.get(NO_DOWNLOAD_ENV, "") in ("1", "true", "yes") and not _in_hub_cache(handle):
+        return f"downloads disabled ({NO_DOWNLOAD_ENV}=1)"
+    try:
+        hub.resolve(handle)
+    except Exception as e:  # offline: DNS, connection, HTTP errors all mean "not from the hub this time"
+        return f"TF Hub unreachable ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+    return None
+
+
+def _in_hub_cache(handle: str) -> bool:
+    """Whether tensorflow_hub's cache already holds `handle` (its directory is sha1(handle), as hub names it)."""
+    import tempfile
+
+    cache = Path(os.environ.get("TFHUB_CACHE_DIR") or Path(tempfile.gettempdir()) / "tfhub_modules")
+    return (cache / hashlib.sha1(handle.encode()).hexdigest()).is_dir()

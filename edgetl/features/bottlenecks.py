@@ -18,7 +18,7 @@ import numpy as np
 from platformdirs import user_cache_dir
 from tqdm import tqdm
 
-from edgetl.data.augment import AUGMENT_VERSION, augmented_image
+from edgetl.data.augment import AUGMENT_VERSION, Distortions, augmented_image
 from edgetl.data.dataset import ImageRecord
 from edgetl.features.engine import ENGINES
 from edgetl.io.faults import fault_point
@@ -45,6 +45,7 @@ class FeatureConfig:
     augment_views: int = 0  # augmented views of each training image cached beside the image itself
     engine: str = "litert"  # what runs the backbone: "litert" (XNNPACK) or "tensorflow"
     num_threads: int | None = None  # LiteRT's threads; None: every core (a sweep leaves one to its export worker)
+    distortions: Distortions | None = None  # retrain.py's distortions make the views instead of edgetl's own
 
     CONSTRAINTS: ClassVar[dict] = {
         "batch_size": Interval(int, 1),
@@ -57,6 +58,11 @@ class FeatureConfig:
         validate(self)
         if not isinstance(self.weights, str) or not self.weights:
             raise ValueError(f"weights must be 'imagenet', 'none' or a weights file path, got {self.weights!r}")
+        if self.distortions is not None:  # checked here in the existing style; edgetl.params has no Instance rule
+            if not isinstance(self.distortions, Distortions):
+                raise ValueError(f"distortions must be None or a Distortions, got {self.distortions!r}")
+            if self.distortions.active and self.augment_views < 1:
+                raise ValueError("distortions shape the augmented views: augment_views must be at least 1 with them")
 
 
 @dataclass
@@ -79,8 +85,10 @@ def cache_key(backbone_id: str, weights_sha256: str, resolution: int, engine: st
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def view_key(key: str, view: int) -> str:
+def view_key(key: str, view: int, distortions: Distortions | None = None) -> str:
     """The cache key of augmented view `view` of the images under `key` (view 0 is the image itself)."""
+    if view and distortions is not None:
+        return f"{key}-{distortions.tag}-view{view}"
     return key if view == 0 else f"{key}-aug{AUGMENT_VERSION}-view{view}"
 
 
@@ -122,10 +130,12 @@ def _cache(path: Path, vector: np.ndarray, cache_dir: Path) -> bool:
         return False
 
 
-def _decode(record: ImageRecord, size: int, view: int, load) -> tuple[np.ndarray | None, str]:
+def _decode(
+    record: ImageRecord, size: int, view: int, load, distortions: Distortions | None = None
+) -> tuple[np.ndarray | None, str]:
     try:
         if view:
-            return augmented_image(record.path, record.content_hash, size, view), ""
+            return augmented_image(record.path, record.content_hash, size, view, distortions), ""
         return load(record.path, size), ""
     except DiskError:
         raise  # the sweep's decoded-pixel store could not be written: the run's problem, not this file's
@@ -144,18 +154,19 @@ def compute_features(
     desc: str = "bottlenecks",
     view: int = 0,
     load=None,
+    distortions: Distortions | None = None,
 ) -> FeatureSet:
     """Features for `records`, from the cache where present, else `embed(uint8 batch) -> (n, D)`.
 
     `view` 1, 2, ... embeds that augmented view of each image instead (`edgetl.data.augment`), cached under
-    `view_key(key, view)`.
+    `view_key(key, view)`; `distortions` makes those views retrain.py's way (`Distortions`).
 
     Decoding of the next batch runs in threads while the current batch is embedded. `load` (with
     `load_image`'s signature) is where the pixels come from: a sweep's `edgetl.data.pixels` store, decoded once.
     """
     load = load or load_image
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = view_key(key, view)
+    key = view_key(key, view, distortions)
     found: dict[int, np.ndarray] = {}
     dim = None
     for i, r in enumerate(records):
@@ -171,7 +182,7 @@ def compute_features(
         ThreadPoolExecutor(decode_workers) as pool,
         tqdm(total=len(todo), desc=desc, unit="img", disable=not todo, leave=False) as bar,
     ):
-        submit = lambda batch: [pool.submit(_decode, records[i], resolution, view, load) for i in batch]  # noqa: E731
+        submit = lambda batch: [pool.submit(_decode, records[i], resolution, view, load, distortions) for i in batch]  # noqa: E731
         pending = submit(batches[0]) if batches else []
         for n, batch in enumerate(batches):
             decoded = [f.result() for f in pending]

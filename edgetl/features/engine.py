@@ -1,8 +1,8 @@
 """The engine that computes bottleneck features: the backbone converted to TFLite and run in LiteRT.
 
 LiteRT's XNNPACK kernels run MobileNet at batch 1 about twice as fast as TensorFlow's batched forward
-pass on the same CPU (V2 1.0 @224 here: 145 images/s on 1 thread against about 70), so the features are
-computed there. The conversion costs a few seconds per backbone, paid only when some feature is not in the
+pass on the same CPU (tools/bench_sweep.py prints the features' images/s), so the features are computed
+there. The conversion costs a few seconds per backbone, paid only when some feature is not in the
 cache. Before the first batch is trusted, LiteRT's features are compared with TensorFlow's on it; the
 largest absolute difference is recorded, and above FEATURE_TOLERANCE (a wrong conversion, never rounding)
 the engine falls back to TensorFlow with a warning. The cache key names the engine, so features of the
@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgetl.features.tf_functions import frozen_function
 from edgetl.io.files import DiskError
+from edgetl.io.native_stderr import captured_native_stderr
+from edgetl.runtime.backends import tflite_interpreter_class
 
 ENGINES = ("litert", "tensorflow")
 #: Largest |LiteRT - TensorFlow| accepted on the check images; float32 round-off is around 1e-5 here.
@@ -30,9 +33,6 @@ CHECK_IMAGES = 4
 def convert_backbone(extractor) -> bytes:
     """The Keras feature extractor as a float32 .tflite flatbuffer (raw pixels in, pooled features out)."""
     import tensorflow as tf
-
-    from edgetl.features.tf_functions import frozen_function
-    from edgetl.io.native_stderr import captured_native_stderr
 
     with captured_native_stderr():
         return tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(extractor)]).convert()
@@ -65,8 +65,6 @@ class Embedder:
     def _first(self, batch: np.ndarray) -> np.ndarray:
         """Convert, then check LiteRT against TensorFlow on this batch (falling back when they differ)."""
         from tqdm import tqdm
-
-        from edgetl.runtime.backends import tflite_interpreter_class
 
         started = time.perf_counter()
         try:

@@ -18,7 +18,7 @@ def frozen_function(keras_model):
 def traced_forward(keras_model):
     """The model's inference function traced once with the batch dimension open: numpy in, numpy (a list
     for several outputs) out. `predict_on_batch` traces again for each new batch size, so a last, shorter
-    batch cost a whole trace (2-5 s for MobileNet on 2 cores)."""
+    batch cost a whole trace."""
     import tensorflow as tf
 
     spec = tf.TensorSpec((None, *tuple(keras_model.inputs[0].shape)[1:]), tf.float32)

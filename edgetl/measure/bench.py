@@ -9,10 +9,14 @@ from typing import ClassVar
 
 import numpy as np
 
+from edgetl.data.dataset import SplitConfig, decode_images, scan_dataset
 from edgetl.features.backbones import point_id
+from edgetl.io.files import atomic_write_bytes
 from edgetl.measure.results import ArtifactResult
 from edgetl.params import Interval, validate
-from edgetl.runtime import DEFAULT_NUM_THREADS
+from edgetl.runtime import DEFAULT_NUM_THREADS, load_model, read_metadata, verify_model
+from edgetl.runtime.backends import import_runtime
+from edgetl.stats import accuracy_interval
 
 # ---------------------------------------------------------------------------------------------------------
 # Measuring. Every artifact is measured in a fresh child process that imports only numpy and the runtime:
@@ -77,7 +81,6 @@ class Measurement:
 
     def result_fields(self, labels, classes: list[str]) -> dict:
         """The ArtifactResult fields this measurement supplies: size, accuracy figures, latency, memory."""
-        from edgetl.stats import accuracy_interval
 
         lat = latency_percentiles(self.latencies_ms)
         predicted = np.asarray(self.predictions).argmax(axis=1) if len(self.predictions) else np.zeros(0, int)
@@ -223,9 +226,6 @@ def measure_in_process(
     import os
     import time
 
-    from edgetl.runtime import load_model
-    from edgetl.runtime.backends import import_runtime
-
     import_runtime(model_path)  # the Python import is not the model's start-up cost
     started = time.perf_counter()
     model = load_model(model_path, num_threads=config.num_threads)
@@ -330,9 +330,6 @@ def prepare_test_images(dataset, resolution: int, path: Path, load=None) -> tupl
     """
     import io
 
-    from edgetl.data.dataset import decode_images
-    from edgetl.io.files import atomic_write_bytes
-
     path = Path(path)
     records = dataset.split("testing")
     if path.is_file():
@@ -358,9 +355,6 @@ def prepare_test_images(dataset, resolution: int, path: Path, load=None) -> tupl
 def bench_model(model_path, image_dir, config: BenchConfig = BenchConfig(), split=None) -> ArtifactResult:
     """`edgetl bench`: any .tflite/.onnx with edgetl metadata, measured on a dataset's test split."""
     import tempfile
-
-    from edgetl.data.dataset import SplitConfig, scan_dataset
-    from edgetl.runtime import read_metadata, verify_model
 
     model_path = Path(model_path)
     meta = read_metadata(model_path) or {}

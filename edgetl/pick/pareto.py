@@ -23,6 +23,7 @@ from typing import ClassVar
 from edgetl.measure.results import ArtifactResult
 from edgetl.params import Interval, OneOf, validate
 from edgetl.pick.budget import BYTES_PER_MB, Budget
+from edgetl.stats import mcnemar_exact
 
 #: How many near-misses :func:`pick` reports when nothing fits.
 NUM_CLOSEST = 3
@@ -246,7 +247,6 @@ class PickConfig:
 def paired(candidate: ArtifactResult, reference: ArtifactResult):
     """McNemar's exact test of `candidate` against `reference` on the same test images, or None when the
     two rows do not carry predictions for the same images (edgetl.stats.McNemarResult; a = candidate)."""
-    from edgetl.stats import mcnemar_exact
 
     a, b = candidate.correct(), reference.correct()
     if a is None or b is None or candidate.labels != reference.labels:

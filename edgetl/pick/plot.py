@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from edgetl.export.formats import FORMATS
 from edgetl.io.files import atomic_write_bytes
 from edgetl.measure.results import ArtifactResult
 from edgetl.pick.pareto import BYTES_PER_MB, Pick, is_ok
@@ -25,7 +26,6 @@ MAX_LABELLED_POINTS = 40
 def format_colour(fmt: str) -> str:
     """The plot colour of a format: the format table's, or one drawn from a hash of an unknown name
     (stable across runs, unlike hash()), so every plot of every sweep agrees."""
-    from edgetl.export.formats import FORMATS
 
     spec = FORMATS.get(fmt)
     return spec.colour if spec else _PALETTE[zlib.crc32(fmt.encode("utf-8")) % len(_PALETTE)]

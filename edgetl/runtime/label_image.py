@@ -14,6 +14,10 @@ Differences from TensorFlow's script:
 - several ``--image`` paths may be given; with more than one, each result block starts with ``image: PATH``.
 - scores are dequantized with the output tensor's scale/zero-point for every model type, and inputs are
   quantized with the input tensor's (TensorFlow's script assumes scale 1/255 for uint8 outputs).
+- TensorFlow's ``--graph`` and ``--labels`` are aliases of ``--model_file`` and ``--label_file`` (a ``--graph``
+  path that is not .tflite/.onnx runs the .tflite beside it, which ``edgetl retrain`` writes for retrain.py's
+  ``.pb``); ``--input_height``/``--input_width`` are checked against the model; ``--input_layer`` and
+  ``--output_layer`` are accepted, with a note when the file has no tensor of that name.
 - images are decoded by ``edgetl.data.dataset.load_image`` (EXIF rotation, alpha on white, bilinear squash), the
   same preprocessing used for training and benchmarks.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -41,10 +46,28 @@ def _parser() -> argparse.ArgumentParser:
         epilog="edgetl models take raw 0..255 RGB pixels: keep --input_mean/--input_std at their defaults.",
     )
     p.add_argument("-i", "--image", nargs="+", required=True, help="image(s) to classify")
-    p.add_argument("-m", "--model_file", required=True, help=".tflite or .onnx file to run")
     p.add_argument(
-        "-l", "--label_file", default=None, help="labels, one per line (default: the labels embedded in the model)"
+        "-m",
+        "--model_file",
+        "--graph",
+        dest="model_file",
+        required=True,
+        help=".tflite or .onnx file to run (--graph: TensorFlow's label_image name; for a .pb path, the .tflite "
+        "`edgetl retrain` wrote beside it)",
     )
+    p.add_argument(
+        "-l",
+        "--label_file",
+        "--labels",
+        dest="label_file",
+        default=None,
+        help="labels, one per line (default: the labels embedded in the model)",
+    )
+    # TensorFlow's label_image.py flags: sizes are checked, tensor names only noted (one input, one output).
+    p.add_argument("--input_height", type=int, default=None, help="checked against the model's input height")
+    p.add_argument("--input_width", type=int, default=None, help="checked against the model's input width")
+    p.add_argument("--input_layer", default=None, help="accepted: the model's one input is fed")
+    p.add_argument("--output_layer", default=None, help="accepted: the model's one output is read")
     p.add_argument(
         "--input_mean",
         type=float,
@@ -74,6 +97,51 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def _graph_file(path: str) -> str:
+    """TensorFlow's `--graph /tmp/output_graph.pb`: `edgetl retrain` wrote TFLite beside it, as .tflite."""
+    given = Path(path)
+    if given.suffix.lower() in (".tflite", ".onnx"):
+        return path
+    beside = given.with_suffix(".tflite")
+    if beside.is_file():
+        print(
+            f"{PROG}: note: {path} is not a .tflite or .onnx file name; running {beside} beside it "
+            "(what edgetl retrain writes)",
+            file=sys.stderr,
+        )
+        return str(beside)
+    return path
+
+
+def _tensor_names(model) -> tuple[str | None, str | None]:
+    """The names of the model's one input and one output tensor, as its file has them."""
+    backend = model._backend
+    if model.kind == "onnx":
+        return backend._in_name, backend._out_name
+    return backend._in.get("name"), backend._out.get("name")
+
+
+def _check_flags_against(model, args) -> str | None:
+    """An error for --input_height/--input_width the model does not take; notes for tensor names it lacks."""
+    for flag, value in (("input_height", args.input_height), ("input_width", args.input_width)):
+        if value is not None and value != model.input_size:
+            return (
+                f"--{flag} {value}, but {args.model_file} takes {model.input_size}x{model.input_size} images "
+                f"(images are resized to that; pass {model.input_size} or leave the flag out)"
+            )
+    names = _tensor_names(model)
+    for flag, given, name, which in zip(
+        ("input_layer", "output_layer"), (args.input_layer, args.output_layer), names, ("input", "output")
+    ):
+        if given is not None and given != name and not (name or "").startswith(f"{given}:"):
+            print(
+                f"{PROG}: note: --{flag} {given}: {args.model_file} has no tensor of that name; its one {which} "
+                f"{name!r} is used",
+                file=sys.stderr,
+            )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command, in the order of TensorFlow's label_image.py (flags, model, labels, images), so the two
     read side by side; that order, with an exit code for each failure, makes it longer than 60 lines."""
@@ -94,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgetl.runtime import ModelFileError, load_model, read_labels, verify_model
     from edgetl.runtime.images import load_image
 
+    args.model_file = _graph_file(args.model_file)
     try:
         if args.verify:
             verify_model(args.model_file)
@@ -105,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"cannot run {args.model_file}: {e}")
         return 2
 
+    problem = _check_flags_against(model, args)
+    if problem:
+        _error(problem)
+        return 2
     if args.label_file is not None:
         try:
             labels = read_labels(args.label_file)

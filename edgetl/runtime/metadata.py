@@ -204,11 +204,11 @@ def read_embedded(path: Path) -> tuple[dict | None, list[str] | None]:
     if meta is not None and isinstance(meta.get("labels"), list):
         labels = [str(label) for label in meta["labels"]]
     if kind == "tflite":  # the standard TFLite Metadata, where present, is what every client reads: it wins
-        meta, labels = _with_standard_metadata(path, meta, labels)
+        meta, labels = _prefer_standard_metadata(path, meta, labels)
     return meta, labels
 
 
-def _with_standard_metadata(path: Path, meta: dict | None, labels: list[str] | None):
+def _prefer_standard_metadata(path: Path, meta: dict | None, labels: list[str] | None):
     try:
         standard = read_standard_metadata(path)
     except ValueError as e:

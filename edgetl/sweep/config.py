@@ -48,6 +48,7 @@ class SweepConfig:
     fine_tune_front: int = 0  # after the head-only grid, fine-tune this many of the front's most accurate points
     fine_tune_settings: FineTuneConfig = FineTuneConfig()
     fine_tune: FineTuneConfig | None = None  # set on the config of the fine-tuning pass: its points are fine-tuned
+    summaries_dir: Path | None = None  # TensorBoard curves of each point trained, in summaries_dir/<point>/
 
     CONSTRAINTS: ClassVar[dict] = {"fine_tune_front": Interval(int, 0), "force": OneOf((True, False))}
 
@@ -89,6 +90,8 @@ def train_key(config: SweepConfig, spec: BackboneSpec, weights: ResolvedWeights)
         config.features.augment_views,
         config.features.engine,
         asdict(config.fine_tune) if config.fine_tune else None,
+        # Only when set, so the keys of every earlier sweep stay what they were.
+        *([asdict(config.features.distortions)] if config.features.distortions else []),
     )
 
 

@@ -5,7 +5,7 @@ thread), and training the next point needs the pixels and the backbone, not that
 sweep hands each point's export to one worker process (spawned on first use, TensorFlow imported there
 once) and trains the next point meanwhile. A point's benchmarks wait until both are done, so nothing else
 runs while a latency is timed; the last point has nothing to overlap with and exports in the sweep itself.
-Threads would not do: the calibrator holds Python's GIL, and a busy second thread made it 30x slower.
+Threads would not do: the calibrator holds Python's GIL, and a busy second thread slowed it many times over.
 
 - The worker is a child of the sweep and dies with it (Linux's parent-death signal); a simulated power
   cut in the worker (`edgetl.io.files.checkpoint`) takes the sweep down with it, as a real one would.
@@ -151,8 +151,8 @@ class _Grid:
 
 def largest_first(points: tuple[BackboneSpec, ...]) -> list[BackboneSpec]:
     """The order the in-process runner takes the points in: the largest input and width first, so the last
-    point, whose export has no training beside it, is the cheapest to export (about 12 s against 64 s for
-    the README grid's largest, measured by tools/bench_sweep.py). Ties keep the grid's order."""
+    point, whose export has no training beside it, is the cheapest to export (tools/bench_sweep.py prints each
+    point's export time). Ties keep the grid's order."""
     return sorted(points, key=lambda p: -(p.resolution**2) * p.alpha)
 
 
@@ -160,8 +160,8 @@ def beside_export(config: SweepConfig) -> SweepConfig:
     """The config a point trains with while the previous point exports: LiteRT's features on every core but one.
 
     XNNPACK splits each layer evenly over its threads, so while the worker keeps a core busy, one of two
-    feature threads keeps stalling the other: V2 1.0 @224 ran at 117 images/s on 2 threads beside one busy
-    thread and at 125 on 1 thread, which also leaves the worker its core. The worker's export, not this
+    feature threads keeps stalling the other (tools/bench_sweep.py: one thread ran faster than two beside
+    a busy one), and one thread also leaves the worker its core. The worker's export, not this
     training, is what the next point waits for. Thread counts the user set are kept."""
     if config.features.num_threads is not None:
         return config

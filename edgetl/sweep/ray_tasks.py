@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgetl import __version__
+from edgetl.export import ARTIFACTS_DIR, export_format, load_run_inputs, read_export_summary
 from edgetl.features.backbones import BackboneSpec, resolve_weights
 from edgetl.io.faults import fault_point
 from edgetl.io.files import one_line
@@ -263,7 +264,6 @@ _loaded = None
 
 def _run_inputs(train_key: str, model: dict, dataset):
     global _loaded
-    from edgetl.export import load_run_inputs
 
     if _loaded is not None and _loaded[0] == train_key:
         return _loaded[1]
@@ -290,7 +290,6 @@ def export_unit(
     config: SweepConfig, spec: BackboneSpec, fmt: str, train_key: str, model: dict, dataset, version: str, board
 ):
     """Unit 2 on a node: returns the report with this format's export.json entry and artifact files."""
-    from edgetl.export import ARTIFACTS_DIR, export_format, read_export_summary
 
     with _unit(board, f"export {spec.id} {fmt}", f"exporting {spec.id} {fmt}", version, workdir=False) as (_, report):
         inputs = _run_inputs(train_key, model, dataset)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgetl.export import FORMATS
+from edgetl.features.bottlenecks import default_cache_dir
 from edgetl.io.files import free_bytes
 
 #: Rough no-top parameter counts at alpha 1 (they scale with alpha squared): what the space check assumes.
@@ -16,7 +18,6 @@ SPACE_MARGIN = 1.5
 def estimate_space(config, dataset) -> tuple[int, int]:
     """(bytes the bottleneck cache, bytes the output directory) a sweep (`SweepConfig`) may need, with a 1.5x
     margin for what the estimate leaves out (directories, JSON)."""
-    from edgetl.export import FORMATS
 
     n, n_test = len(dataset.records), len(dataset.split("testing"))
     cache = output = 0
@@ -32,7 +33,6 @@ def estimate_space(config, dataset) -> tuple[int, int]:
 
 def check_space(config, dataset, say) -> None:
     """Warn before the long work when the output or the cache file system looks too small for the sweep."""
-    from edgetl.features.bottlenecks import default_cache_dir
 
     cache_need, out_need = estimate_space(config, dataset)
     for what, path, need in (

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgetl.data.dataset import Dataset
+from edgetl.export import climb, export_format, load_run_inputs
 from edgetl.features.backbones import BackboneSpec, ResolvedWeights
 from edgetl.io.files import one_line, sha256_file
 from edgetl.measure.bench import measure
@@ -43,6 +44,7 @@ def train_point(
             head=config.head,
             tune=config.tune,
             fine_tune=config.fine_tune,
+            summaries_dir=Path(config.summaries_dir) / out.name if config.summaries_dir else None,
         ),
         log=lambda msg: None if msg.startswith("step ") else log(msg),  # per-step lines: train's own job
         dataset=dataset,
@@ -115,8 +117,6 @@ def bench_artifact(
 def export_point(plan: PointPlan, dataset, log=None, load=None) -> dict:
     """Unit 2 for each format the plan still exports; returns the point's state. Picklable arguments only:
     the in-process executor runs it in its export worker (`edgetl.sweep.local`)."""
-    from edgetl.export import climb, export_format, load_run_inputs
-
     log = log or (lambda msg: tqdm.write(msg))
     config, spec = plan.config, plan.spec
     todo = plan.exports()

@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 from tqdm import tqdm
 
+from edgetl.data.augment import Distortions
 from edgetl.data.dataset import decode_images
 from edgetl.params import Interval, OneOf, validate
 from edgetl.train.head import HeadConfig, class_weights
@@ -35,6 +36,7 @@ class FineTuneConfig:
     patience: int = 3  # epochs without a lower validation loss before stopping
     augment: bool = True
     seed: int = 0
+    distortions: Distortions | None = None  # retrain.py's distortions instead of the default augmentation
 
     CONSTRAINTS: ClassVar[dict] = {
         "layers": Interval(int, 1),
@@ -48,6 +50,8 @@ class FineTuneConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.distortions is not None and not isinstance(self.distortions, Distortions):
+            raise ValueError(f"fine-tuning distortions must be None or a Distortions, got {self.distortions!r}")
 
 
 @dataclass
@@ -69,6 +73,27 @@ def _augmenter(seed: int):
         ],
         name="augment",
     )
+
+
+def _distorter(d: Distortions, size: int, seed: int):
+    """retrain.py's distortions of one decoded image (uint8 -> float32), as `edgetl.data.augment.distort`
+    draws them, in TensorFlow for tf.data: enlarge by crop x scale, cut a random square, flip, brighten."""
+    import tensorflow as tf
+
+    rng = tf.random.Generator.from_seed(seed)
+    margin, b = 1.0 + d.random_crop / 100.0, d.random_brightness / 100.0
+
+    def apply(image):
+        scale = margin * rng.uniform([], 1.0, 1.0 + d.random_scale / 100.0)
+        side = tf.maximum(size, tf.cast(tf.round(size * scale), tf.int32))
+        image = tf.image.resize(tf.cast(image, tf.float32), tf.stack([side, side]))
+        corner = rng.uniform([2], 0, side - size + 1, dtype=tf.int32)
+        image = image[corner[0] : corner[0] + size, corner[1] : corner[1] + size]
+        if d.flip_left_right:
+            image = tf.where(rng.uniform([]) < 0.5, image[:, ::-1], image)
+        return tf.clip_by_value(image * rng.uniform([], 1.0 - b, 1.0 + b), 0.0, 255.0)
+
+    return apply
 
 
 def unfreeze_top(model, layers: int) -> int:
@@ -136,12 +161,16 @@ def fine_tune(
     )
     augmenter = _augmenter(config.seed) if config.augment else None
 
+    distort = _distorter(config.distortions, resolution, config.seed) if config.distortions else None
+
     def batches(x, y, shuffle: bool):
         data = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, num_classes)))
         if shuffle:
             data = data.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
+        if shuffle and distort is not None:  # per image, as retrain.py drew them; one generator, so in order
+            data = data.map(lambda a, b: (distort(a), b))
         data = data.batch(config.batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b))
-        if shuffle and augmenter is not None:
+        if shuffle and augmenter is not None and distort is None:
             data = data.map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
         return data.prefetch(tf.data.AUTOTUNE)
 

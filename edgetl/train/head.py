@@ -170,8 +170,8 @@ def train_head(
 
 
 # One BLAS thread: a head's products are too small to gain from a second one, and in a sweep the export worker
-# keeps the other core busy, where two BLAS threads contending with it made the 24 fits of V2 1.0 @224 take
-# 25 s instead of 10 (alone on 2 cores: 7.3 s instead of 5.9).
+# keeps the other core busy, where two BLAS threads contending with it made the head search over twice as
+# slow (tools/bench_sweep.py times the head search).
 @threadpool_limits.wrap(limits=1, user_api="blas")
 def train_heads(
     train_x: np.ndarray,

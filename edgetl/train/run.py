@@ -7,11 +7,15 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from edgetl import __version__
 from edgetl.data.dataset import Dataset, SplitConfig, scan_dataset
+from edgetl.export import ModelSource, artifact_metadata, export_artifact
+from edgetl.export.fidelity import FLOAT_PREDICTIONS, save_float_predictions
+from edgetl.export.predictions import REFERENCE, save_reference
 from edgetl.features.backbones import (
     BackboneSpec,
     ResolvedWeights,
@@ -19,15 +23,20 @@ from edgetl.features.backbones import (
     build_hub_feature_extractor,
     count_macs,
     hub_fingerprint,
+    hub_mobilenet,
+    hub_unreachable,
     resolve_weights,
 )
 from edgetl.features.bottlenecks import FeatureConfig, cache_key, compute_features
 from edgetl.features.engine import Embedder
 from edgetl.io.faults import fault_point
 from edgetl.io.files import atomic_write_json, atomic_write_text, sha256_file, writing
+from edgetl.params import Interval, validate
+from edgetl.train.curves import CURVES_PNG, plot_curves, write_summaries
 from edgetl.train.finetune import FineTuneConfig, fine_tune, predict
 from edgetl.train.head import Head, HeadConfig, accuracy
-from edgetl.train.tuning import TuneConfig, fit_head
+from edgetl.train.intermediate import store_intermediate
+from edgetl.train.tuning import HeadFit, TuneConfig, fit_head
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,14 @@ class TrainConfig:
     fine_tune: FineTuneConfig | None = None  # None: the head only, on frozen features
     tfhub_module: str | None = None  # handle (URL or local SavedModel dir); replaces the MobileNet backbone
     print_misclassified_test_images: bool = False
+    summaries_dir: Path | None = None  # TensorBoard event files of the training curves (edgetl.train.curves)
+    intermediate_store_frequency: int = 0  # > 0: the head every this-many steps as a .tflite (retrain.py's)
+    intermediate_output_graphs_dir: Path | None = None  # where those go (default: RUN/intermediate)
+
+    CONSTRAINTS: ClassVar[dict] = {"intermediate_store_frequency": Interval(int, 0)}  # 0: none
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
@@ -80,6 +97,30 @@ def build_classifier(extractor, head: Head, num_classes: int):
     return keras.Model(extractor.input, outputs, name="edgetl_classifier")
 
 
+def local_hub_backbone(config: TrainConfig) -> tuple[BackboneSpec, str | None, str]:
+    """(the backbone, the TF Hub handle to load or None, a note). A hub URL naming a MobileNet
+    (`edgetl.features.backbones.hub_mobilenet`) that cannot be loaded now becomes that MobileNet on the
+    local ImageNet weights, at the configured resolution; any other module is loaded as it is."""
+    handle = config.tfhub_module
+    try:
+        mapped = hub_mobilenet(handle) if handle else None
+    except ValueError:  # a MobileNet width edgetl cannot build: only the hub has it
+        mapped = None
+    why = hub_unreachable(handle) if mapped is not None else None
+    if not why:
+        return config.backbone, handle, ""
+    spec = BackboneSpec(mapped.version, mapped.alpha, config.backbone.resolution)
+    return (
+        spec,
+        None,
+        (
+            f"{handle} is MobileNet {spec.version} alpha {spec.alpha:g}; {why}, so the same network is built from "
+            "its local ImageNet weights (same architecture and ImageNet training; not checked to give the hub module's "
+            "exact features): "
+        ),
+    )
+
+
 def featurize(
     dataset: Dataset, config: TrainConfig, log=print, weights: ResolvedWeights | None = None, load=None
 ) -> Bottlenecks:
@@ -88,8 +129,8 @@ def featurize(
     `weights` already resolved (by a sweep, once per point) saves resolving them again; `load` (with
     `load_image`'s signature) is where a sweep's pixels come from, decoded once for the whole grid.
     """
-    spec = config.backbone
-    if config.tfhub_module:
+    spec, handle, hub_note = local_hub_backbone(config)
+    if handle:
         fingerprint = hub_fingerprint(config.tfhub_module)
         extractor = build_hub_feature_extractor(config.tfhub_module, spec.resolution)
         backbone_id, weights_note = f"hub-{fingerprint[:12]}", f"TF Hub module {config.tfhub_module}"
@@ -98,7 +139,7 @@ def featurize(
     else:
         weights = weights or resolve_weights(spec, config.features.weights, config.features.weights_dir)
         extractor = build_feature_extractor(spec, weights)
-        fingerprint, backbone_id, weights_note = weights.sha256, spec.id, weights.note
+        fingerprint, backbone_id, weights_note = weights.sha256, spec.id, hub_note + weights.note
         weights_desc, weights_source = weights.description, weights.source
         version, alpha = spec.version, spec.alpha
     log(f"backbone {backbone_id} at {spec.resolution}px: {weights_note}")
@@ -135,6 +176,7 @@ def featurize(
             batch_size=config.features.batch_size,
             view=view,
             desc=f"augmented view {view}/{config.features.augment_views}",
+            distortions=config.features.distortions,
         )
         views_x.append(views.features)
         views_y.append(np.array([r.label_index for r in views.records], dtype=np.int64))
@@ -273,6 +315,7 @@ def train(
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     save_run(run_dir, model, run, log, (test_probs, [r.path for r in test_records]), every_image)
+    write_curves(config, run, fit, bottlenecks.extractor, log)
     return TrainResult(
         run_dir,
         dataset.classes,
@@ -282,6 +325,31 @@ def train(
         [(str(p), why) for p, why in dataset.skipped],
         misclassified,
     )
+
+
+def write_curves(config: TrainConfig, run: dict, fit: HeadFit, extractor, log=print) -> None:
+    """The run's training curves (RUN/curves.png; TensorBoard events in `summaries_dir`) and retrain.py's
+    intermediate graphs; none of them is part of the run's model files."""
+    run_dir = Path(config.output_dir)
+    png = plot_curves(run, run_dir / CURVES_PNG)
+    if config.summaries_dir is not None:
+        refit = fit.head.history if fit.refit_steps else None
+        events = write_summaries(config.summaries_dir, run, fit.histories, refit)
+        log(
+            f"training curves: {len(events)} TensorBoard event files in {config.summaries_dir}"
+            + (f", {png}" if png else "")
+        )
+    elif png:
+        log(f"training curves: {png}")
+    if config.intermediate_store_frequency:
+        store_intermediate(
+            fit,
+            lambda head: build_classifier(extractor, head, len(run["classes"])),
+            run,
+            config.intermediate_output_graphs_dir or run_dir / "intermediate",
+            config.intermediate_store_frequency,
+            log,
+        )
 
 
 def save_run(
@@ -296,9 +364,6 @@ def save_run(
     `test_predictions`: (the model's probabilities on the test split, those images' paths), which every
     export check compares with (`edgetl.export.predictions`); `float_predictions`: the same on every image
     (`edgetl.export.fidelity`)."""
-    from edgetl.export import ModelSource, artifact_metadata, export_artifact
-    from edgetl.export.fidelity import FLOAT_PREDICTIONS, save_float_predictions
-    from edgetl.export.predictions import REFERENCE, save_reference
 
     started = time.perf_counter()
     with writing(run_dir, "the run directory"):

@@ -16,6 +16,7 @@ than the early-stopping signal once the step count is known.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import product
 
@@ -68,6 +69,9 @@ class HeadFit:
     selected: Head  # the chosen settings' head trained on the training split (its validation figures hold)
     table: list[dict] = field(default_factory=list)  # one row per candidate
     refit_steps: int | None = None
+    histories: list[list[dict]] = field(default_factory=list)  # each candidate's evaluations, in table order
+    replay: Callable[[int], Head] | None = None  # the deployed head's training, stopped after that many steps
+    trained_steps: int = 0  # how many steps the deployed head's training ran
 
     def summary(self, base: HeadConfig) -> dict:
         """run.json's "tuning"."""
@@ -103,7 +107,7 @@ def choose(table: list[dict], baseline: int = 0) -> int:
 
 def _fit_candidates(candidates: list[HeadConfig], train: tuple, val: tuple, num_classes: int, log) -> list[Head]:
     """One head per candidate, in order. Candidates that differ only in PER_HEAD settings are trained
-    together (`train_heads`: the same heads, 3-4x sooner than one by one)."""
+    together (`train_heads`: the same heads, sooner than one by one)."""
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(candidates):
         groups.setdefault(tuple(getattr(c, f) for f in HEAD_FIELDS if f not in PER_HEAD), []).append(i)
@@ -147,13 +151,18 @@ def fit_head(
             + f" ({r['validation_accuracy']:.1%}, cross-entropy {r['validation_cross_entropy']:.4f}; the given "
             f"settings: {table[0]['validation_accuracy']:.1%}, {table[0]['validation_cross_entropy']:.4f})"
         )
-    fit = HeadFit(selected, chosen, selected, table)
+    fit = HeadFit(selected, chosen, selected, table, histories=[h.history for h in heads])
+    # A head's weights after k steps are those of the same fit stopped at k (the batches and dropout masks
+    # depend on the seed and the step only), which is how retrain's intermediate graphs are made.
+    fit.replay = lambda steps: train_head(train_x, train_y, *val, num_classes, chosen, log=quiet, fixed_steps=steps)
+    fit.trained_steps = selected.history[-1]["step"] if selected.history else 0
     if tune.refit and has_val:
         all_x, all_y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
         # As many epochs as early stopping chose: steps grow with the images.
         fit.refit_steps = max(1, math.ceil(selected.best_step * len(all_y) / len(train_y)))
-        fit.head = train_head(
-            all_x, all_y, val_x[:0], val_y[:0], num_classes, chosen, log=quiet, fixed_steps=fit.refit_steps
+        fit.replay = lambda steps: train_head(
+            all_x, all_y, val_x[:0], val_y[:0], num_classes, chosen, log=quiet, fixed_steps=steps
         )
+        fit.head, fit.trained_steps = fit.replay(fit.refit_steps), fit.refit_steps
         log(f"refit on train + validation ({len(all_y)} images) for {fit.refit_steps} steps")
     return fit
