@@ -47,11 +47,21 @@ def describe_device(name: str | None) -> dict:
         "name": name or platform.node() or "device",
         "machine": platform.machine(),
         "cpu": _cpu_model(),
+        "cpu_int8_dot": _int8_dot(),
         "cores": os.cpu_count(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "runtimes": versions,
     }
+
+
+def _int8_dot() -> str | None:
+    """The CPU's int8 dot-product features (edgetl.runtime.cpu, from the bundle's edgetl/)."""
+    try:
+        from edgetl.runtime.cpu import int8_dot_features
+    except ImportError:  # a bundle made before edgetl recorded them
+        return None
+    return int8_dot_features()
 
 
 def _has_onnxruntime() -> bool:
@@ -60,6 +70,29 @@ def _has_onnxruntime() -> bool:
     except ImportError:
         return False
     return True
+
+
+def self_check_one(path: Path) -> dict:
+    """The artifact's self-check on this device (edgetl.runtime.self_check, edgetl's own pipeline): its answers
+    on the golden images against the host's, which the file carries."""
+    try:
+        from edgetl.runtime import load_model
+        from edgetl.runtime.self_check import self_check
+    except ImportError:  # a bundle made before edgetl embedded golden inputs
+        return {"status": "unavailable"}
+    try:
+        result = self_check(load_model(path))
+    except Exception as e:  # no golden inputs in an older file, or a runtime that cannot load it
+        return {"status": f"not run: {' '.join(str(e).split())[:200]}"}
+    c = result.comparison
+    return {
+        "status": "ok" if result.ok else "diverged",
+        "max_abs_probability_diff": round(c.max_diff, 6),
+        "tolerance": c.tolerance,
+        "top1_agree": c.top1_agree,
+        "num_images": c.num_images,
+        "verdict": result.verdict(),
+    }
 
 
 def measure_one(bundle: Path, entry: dict, threads: int, args) -> dict:
@@ -100,6 +133,7 @@ def measure_one(bundle: Path, entry: dict, threads: int, args) -> dict:
         "first_inference_ms": m["first_inference_ms"],
         "peak_rss_mib": m["peak_rss_mib"],
         "other_cpu_cores": m["other_cpu_cores"],
+        "cpu_int8_dot": m.get("cpu_int8_dot"),
         "num_test_images": int(len(labels)),
     }
 
@@ -137,8 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         if sha256_file(args.bundle / entry["path"]) != entry["sha256"]:
             rows.append({"point": entry["point"], "format": entry["format"], "status": "damaged: SHA-256 differs"})
             continue
+        check = self_check_one(args.bundle / entry["path"])  # first: does this device answer as the host did?
+        if check["status"] == "diverged":
+            print(f"[{i}/{len(manifest['artifacts'])}] {entry['point']} {entry['format']}: {check['verdict']}")
         for t in threads:
-            row = measure_one(args.bundle, entry, t, args)
+            row = {**measure_one(args.bundle, entry, t, args), "self_check": check}
             rows.append(row)
             figure = (
                 f"p50 {row['latency_ms_p50']:.2f} ms, top-1 {row['accuracy']:.1%}"

@@ -391,9 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--front", action="store_true", help="only the artifacts on the Pareto front")
     p.set_defaults(func=cmd_bundle)
 
-    p = sub.add_parser(
-        "label", help="label images with a .tflite or .onnx model (same flags as tools/label_image.py)", add_help=False
-    )
+    about = "label images with a .tflite or .onnx model (same flags as tools/label_image.py)"
+    p = sub.add_parser("label", help=about, add_help=False, prefix_chars="\0")  # no options: all are label_image's
     p.add_argument("label_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_label)
     return parser

@@ -30,6 +30,7 @@ from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifa
 from edgetl.export.bias_correction import correct_biases
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import FORMATS, ExportError
+from edgetl.export.golden import choose_golden, embed_golden
 from edgetl.export.inputs import RunInputs, _keras_predict, load_keras_model
 from edgetl.export.predictions import save_check_predictions
 from edgetl.io.faults import fault_point
@@ -206,6 +207,20 @@ def _fidelity(inputs: RunInputs, config: ExportConfig, log: Log):
     return inputs.fidelity
 
 
+def _golden_step(inputs: RunInputs, fmt: str, out_path: Path) -> dict:
+    """Golden inputs and this artifact's own answers on them, into the file (edgetl.export.golden)."""
+    fault_point(f"golden:{fmt}")
+    if inputs.golden is None:
+        inputs.golden = choose_golden(
+            inputs.test_paths,
+            inputs.test_labels,
+            inputs.keras_probs,
+            inputs.run_dir / "model.tflite",  # the float model of `edgetl train`; absent: hash order only
+            int(inputs.run["backbone"]["resolution"]),
+        )
+    return {"golden": embed_golden(out_path, fmt, inputs.golden, list(inputs.run["classes"]))}
+
+
 def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfig, log: Log) -> dict:
     """Run the artifact on the test split and compare it with the Keras model; per class on more images
     (`edgetl.export.fidelity`) for the formats whose weights change."""
@@ -271,6 +286,7 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
     }
     try:
         made = _convert_step(inputs, fmt, config, out_path, log)
+        made.update(_golden_step(inputs, fmt, out_path))
     except (ExportError, DiskError):
         raise
     except Exception as e:  # a converter crash on one format must not lose the others

@@ -97,20 +97,21 @@ def convert(
     return finish(bytes(data), metadata)
 
 
-def finish(flatbuffer: bytes, metadata: dict) -> bytes:
+def finish(flatbuffer: bytes, metadata: dict, extra_files: list[tuple[str, bytes]] = ()) -> bytes:
     """The converter's flatbuffer as edgetl writes it: standard TFLite Metadata added (MediaPipe Tasks, the
     Task Library and Android Studio read it), then each quantization vector stored once, then the
     associated files (labels.txt, and edgetl.json with the SHA-256 of the flatbuffer before them, which
-    `label_image --verify` checks).
+    `label_image --verify` checks), then `extra_files` (name, bytes) as more associated files (golden inputs).
 
     Sharing comes after the metadata because adding it unpacks the model with the object API, which gives
     every tensor its own copy of the vectors again.
     """
 
-    data = with_standard_metadata(flatbuffer, standard_info(metadata))
+    extra = {"extra_files": list(extra_files)} if extra_files else {}
+    data = with_standard_metadata(flatbuffer, {**standard_info(metadata), **extra})
     model = share_quantization_vectors(data[: appended_zip_start(data)])
     metadata = {**metadata, "model_sha256": hashlib.sha256(model).hexdigest()}
-    return model + associated_files(standard_info(metadata))
+    return model + associated_files({**standard_info(metadata), **extra})
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -55,6 +55,8 @@ description    no         ``ModelMetadata.description`` (before the facts line)
 version        no         ``ModelMetadata.version``
 author         no         ``ModelMetadata.author``
 license        no         ``ModelMetadata.license``
+extra_files    no         [(name, bytes), ...]: more model-level associated files, after ``edgetl.json``
+                          (the golden inputs of `edgetl.export.golden`: ``*.json`` as DESCRIPTIONS)
 =============  =========  =============================================================================
 
 edgetl's own models take raw 0..255 RGB pixels whatever their input type: mean 0, std 1. For a float32
@@ -86,6 +88,10 @@ OUTPUT_NAME = "probability"
 OUTPUT_DESCRIPTION = "Probabilities of the labels respectively."
 LABELS_DESCRIPTION = "Labels for categories that the model can recognize."
 EDGETL_DESCRIPTION = "edgetl's metadata for this artifact (JSON): format, labels, backbone, input."
+GOLDEN_DESCRIPTIONS = {
+    "json": "Golden inputs (JSON): the preprocessing contract and this model's reference answers on the golden images.",
+    "image": "Golden input image (JPEG with EXIF orientation) for the self-check; see golden.json.",
+}
 
 # (label in the description, path in info["edgetl_json"]): the facts written on the description's last line,
 # "edgetl: format=tflite-int8 backbone=v1 alpha=0.25 ...", for those present.
@@ -101,7 +107,7 @@ EDGETL_FACTS = (
 )
 
 REQUIRED_KEYS = ("name", "labels", "mean", "std", "edgetl_json")
-OPTIONAL_KEYS = ("description", "version", "author", "license")
+OPTIONAL_KEYS = ("description", "version", "author", "license", "extra_files")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,6 +245,15 @@ def _metadata_buffer(model, info: dict) -> bytes:
         mi.AssociatedFileMd(
             file_path=EDGETL_FILE, description=EDGETL_DESCRIPTION, file_type=metadata_fb.AssociatedFileType.DESCRIPTIONS
         ).create_metadata()
+    ] + [
+        mi.AssociatedFileMd(
+            file_path=name,
+            description=GOLDEN_DESCRIPTIONS["json" if name.endswith(".json") else "image"],
+            file_type=metadata_fb.AssociatedFileType.DESCRIPTIONS
+            if name.endswith(".json")
+            else metadata_fb.AssociatedFileType.UNKNOWN,
+        ).create_metadata()
+        for name, _ in info.get("extra_files") or ()
     ]
     model_md.minParserVersion = MIN_PARSER_VERSION
     b = flatbuffers.Builder(1024)
@@ -288,7 +303,9 @@ def associated_files(info: dict) -> bytes:
     """The archive appended after the flatbuffer: labels.txt and edgetl.json, as the metadata names them."""
     labels_txt = "\n".join(info["labels"]).encode("utf-8")  # as MediaPipe's writer exports labels
     edgetl_json = json.dumps(info["edgetl_json"], indent=1, sort_keys=False).encode("utf-8")
-    return deterministic_zip([(LABELS_FILE, labels_txt), (EDGETL_FILE, edgetl_json)], compress=False)
+    return deterministic_zip(
+        [(LABELS_FILE, labels_txt), (EDGETL_FILE, edgetl_json), *(info.get("extra_files") or ())], compress=False
+    )
 
 
 def standard_info(metadata: dict) -> dict:

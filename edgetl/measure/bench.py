@@ -16,6 +16,7 @@ from edgetl.measure.results import ArtifactResult
 from edgetl.params import Interval, validate
 from edgetl.runtime import DEFAULT_NUM_THREADS, load_model, read_metadata, verify_model
 from edgetl.runtime.backends import import_runtime
+from edgetl.runtime.cpu import int8_dot_features
 from edgetl.stats import accuracy_interval
 
 # ---------------------------------------------------------------------------------------------------------
@@ -78,6 +79,7 @@ class Measurement:
     load_ms: float | None = None  # load_model: read, verify and allocate (the runtime already imported)
     first_inference_ms: float | None = None  # the first invoke after loading (lazy kernel set-up lands here)
     other_cpu_cores: float | None = None  # mean CPU use of all other processes while latency was timed
+    cpu_int8_dot: str | None = None  # edgetl.runtime.cpu.int8_dot_features of the machine that timed it
 
     def result_fields(self, labels, classes: list[str]) -> dict:
         """The ArtifactResult fields this measurement supplies: size, accuracy figures, latency, memory."""
@@ -98,6 +100,7 @@ class Measurement:
             "load_ms": self.load_ms,
             "first_inference_ms": self.first_inference_ms,
             "other_cpu_cores": self.other_cpu_cores,
+            "cpu_int8_dot": self.cpu_int8_dot,
             "warning": (
                 f"busy machine: other processes used {self.other_cpu_cores:.2f} cores while latency was "
                 "timed; the latency figures are inflated"
@@ -257,6 +260,7 @@ def measure_in_process(
         load_ms=load_ms,
         first_inference_ms=first_inference_ms,
         other_cpu_cores=other_cpu_cores,
+        cpu_int8_dot=int8_dot_features(),
     )
 
 

@@ -54,6 +54,7 @@ class ArtifactResult:
     load_ms: float | None = None  # start-up: load and allocate, then the first inference
     first_inference_ms: float | None = None
     other_cpu_cores: float | None = None  # other processes' CPU use while latency was timed
+    cpu_int8_dot: str | None = None  # int8 dot-product features of the CPU that timed it ("none"; None: unknown)
     warning: str = ""  # e.g. a busy machine during the latency measurement
     predictions: list[int] = field(default_factory=list)  # top-1 class per test image, in test-split order
     labels: list[int] = field(default_factory=list)  # the true class of each of those images

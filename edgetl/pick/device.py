@@ -109,6 +109,7 @@ def _measured_row(host: ArtifactResult, d: dict) -> ArtifactResult:
         peak_rss_mib=d.get("peak_rss_mib", host.peak_rss_mib),
         num_threads=d["num_threads"],
         other_cpu_cores=d.get("other_cpu_cores"),
+        cpu_int8_dot=d.get("cpu_int8_dot"),
         latency_source="device",
         warning="" if (d.get("other_cpu_cores") or 0) <= BUSY_OTHER_CORES else "busy device while timed",
     )
@@ -160,6 +161,26 @@ def device_rows(
     return rows, fits
 
 
+def divergent(results: DeviceResults) -> list[str]:
+    """One line per artifact whose answers on the device differ from the host's: its self-check on the golden
+    images failed there (device_bench.py runs it first), or it could not be run on a file that has them."""
+    lines, seen = [], set()
+    for r in results.rows:
+        check = r.get("self_check") or {}
+        key = (r.get("point"), r.get("format"))
+        if key in seen or check.get("status") != "diverged":
+            continue
+        seen.add(key)
+        agree = r.get("agreement_with_host")
+        lines.append(
+            f"`{key[0]}` {key[1]}: its answers on the golden images differ from the host's by up to "
+            f"{check.get('max_abs_probability_diff', float('nan')):.3f} (> {check.get('tolerance')}; top-1 "
+            f"{check.get('top1_agree')}/{check.get('num_images')})"
+            + (f"; top-1 agreement with the host on the test images {agree:.1%}" if agree is not None else "")
+        )
+    return lines
+
+
 def _side_by_side(host_rows: list[ArtifactResult], rows: list[ArtifactResult], name: str) -> list[str]:
     host = {r.identity: r for r in host_rows}
     lines = [
@@ -208,13 +229,19 @@ def write_device_reports(
             for f in fits
         ]
         estimated = sum(r.latency_source == "estimate" for r in rows)
+        diverged = divergent(results)
         write_report(
             rows,
             chosen,
             budget,
             out / "devices" / results.name,
             title=f"{results.name}: device latencies",
-            notes=[about, f"{len(rows) - estimated} measured, {estimated} estimated", *fit_lines],
+            notes=[
+                about,
+                f"{len(rows) - estimated} measured, {estimated} estimated",
+                *fit_lines,
+                *(f"**Diverges from the host:** {line}" for line in diverged),
+            ],
             sections=_side_by_side(host_rows, rows, results.name),
         )
         if chosen.chosen is None:
@@ -228,4 +255,5 @@ def write_device_reports(
             f"- {about}: {line}; {estimated} of {len(rows)} latencies estimated; "
             f"[report](devices/{results.name}/report.md)"
         )
+        section += [f"  - **Diverges from the host:** {line}" for line in diverged]
     return section + [""]

@@ -120,6 +120,19 @@ def results_table(results: Sequence[ArtifactResult], pick: Pick) -> str:
     return "\n".join(lines)
 
 
+def _int8_without_dot_product(ok: Sequence[ArtifactResult]) -> list[str]:
+    """A note when int8 files were timed on a CPU without int8 dot-product instructions (edgetl.runtime.cpu)."""
+    slow = [r for r in ok if r.format.endswith("int8") and r.cpu_int8_dot == "none"]
+    if not slow:
+        return []
+    return [
+        "",
+        f"**Note:** {len(slow)} int8 artifact(s) were timed on a CPU without int8 dot-product instructions "
+        "(x86: AVX-VNNI, AVX512-VNNI, AMX; Arm: dotprod, i8mm), where int8 kernels can run slower than float32; "
+        "on a CPU with them int8 is usually the faster. Time them on the device itself: `edgetl bundle`.",
+    ]
+
+
 def _measured_on(ok: Sequence[ArtifactResult]) -> list[str]:
     """Which machine (and Ray node) timed the latencies; a warning when they are not all one machine."""
     counts: dict[str, int] = {}
@@ -194,6 +207,7 @@ def write_report(
             "used CPU while they were timed); their latencies are inflated. Re-run on an idle machine.",
         ]
     md += _measured_on(ok)
+    md += _int8_without_dot_product(ok)
     md += [
         "",
         "## Artifacts",

@@ -21,6 +21,9 @@ Differences from TensorFlow's script:
 - images are decoded by ``edgetl.data.dataset.load_image`` (EXIF rotation, alpha on white, bilinear squash), the
   same preprocessing used for training and benchmarks.
 
+``--self_check MODEL`` runs the golden images the model carries through the given preprocessing and compares
+with the model's own answers (``edgetl.runtime.self_check``: exit 0 match, 1 mismatch with a diagnosis).
+
 Exit status: 0 on success, 1 when some image could not be read (the others are still classified),
 2 for a usage, model or label-file error.
 """
@@ -35,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.runtime import DEFAULT_NUM_THREADS, check_num_threads
+from edgetl.runtime.self_check import main as self_check_main
 
 PROG = "label_image"
 
@@ -43,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Classify images with a .tflite or .onnx image classifier (edgetl's device-side label_image).",
-        epilog="edgetl models take raw 0..255 RGB pixels: keep --input_mean/--input_std at their defaults.",
+        epilog="edgetl models take raw 0..255 RGB pixels: keep --input_mean/--input_std at their defaults. "
+        "--self_check MODEL checks a preprocessing against the golden images the model carries "
+        "(--self_check MODEL --help for its flags).",
     )
     p.add_argument("-i", "--image", nargs="+", required=True, help="image(s) to classify")
     p.add_argument(
@@ -145,6 +151,9 @@ def _check_flags_against(model, args) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """The command, in the order of TensorFlow's label_image.py (flags, model, labels, images), so the two
     read side by side; that order, with an exit code for each failure, makes it longer than 60 lines."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--self_check" or a.startswith("--self_check=") for a in argv):
+        return self_check_main(argv)  # its own flags (edgetl.runtime.self_check)
     args = _parser().parse_args(argv)
     try:
         check_num_threads(args.num_threads)

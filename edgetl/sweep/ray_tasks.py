@@ -226,7 +226,7 @@ def _write_tree(root: Path, files: dict[str, bytes]) -> None:
 
 
 # What an export needs of a trained point: the model, and the float model's test predictions it checks against.
-MODEL_FILES = ("run.json", "model.keras", "test_predictions.npy")
+MODEL_FILES = ("run.json", "model.keras", "model.tflite", "test_predictions.npy")  # model.tflite: golden choice
 
 
 def _is_model_file(name: str) -> bool:
