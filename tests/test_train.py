@@ -258,7 +258,9 @@ def test_bad_files_are_skipped_and_named_and_odd_modes_are_used(messy, tmp_path,
         assert f"skipping {path}" in out, path
     for path in messy["odd"].values():
         assert str(path) not in out, f"{path} was reported but should have been used"
-    assert f"bottlenecks: {messy['good']} computed, 0 from cache, 3 failed to decode" in out
+    # The zero-byte file is skipped by the scan (never opened); the other two fail to decode.
+    assert f"bottlenecks: {messy['good']} computed, 0 from cache, 2 failed to decode" in out
+    assert f"skipping {messy['bad']['zero']}: empty file (0 bytes)" in out
     assert "notes_at_root.txt" in out and "sunflowers" in out  # the root file and the empty class are mentioned
     assert "misclassified" not in out  # only with --print_misclassified_test_images
 

@@ -19,6 +19,7 @@ from edgetl.cli.pick import (
     cmd_report,
     pick_from_args,
 )
+from edgetl.io.text import visible
 
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -431,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except _user_errors() as e:
-        print(f"edgetl {args.command}: error: {e}", file=sys.stderr)
+        print(f"edgetl {args.command}: error: {visible(e)}", file=sys.stderr)  # may quote a file's names
         return 2
     except OSError as e:  # a disk fault no stage named (the last line of defence): still a message, not a traceback
         from edgetl.io.files import describe_disk_error, disk_reason

@@ -7,7 +7,9 @@ calibration, benchmarks and on the device, so it must import with only numpy and
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +18,14 @@ from typing import ClassVar
 import numpy as np
 
 from edgetl.io.files import DiskError, sha256_file
+from edgetl.io.text import has_hidden, visible
 from edgetl.params import Interval, validate
 from edgetl.runtime.images import load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 MIN_IMAGES_PER_CLASS = 20
+# Past this many small classes, one note lists them instead of one note each (a folder of thousands).
+MAX_CLASS_NOTES = 10
 SPLITS = ("training", "validation", "testing")
 # retrain.py's constant: percentages are taken modulo this many "buckets".
 MAX_NUM_IMAGES_PER_CLASS = 2**27 - 1
@@ -58,6 +63,14 @@ class Dataset:
             return self
         kept = [r for r in self.records if r.path not in bad]
         return Dataset(self.root, self.classes, kept, list(self.warnings), self.skipped + list(bad.items()))
+
+    def messages(self, limit: int = 20) -> list[str]:
+        """The scan's warnings, then its skipped files (at most `limit`, then how many more), printable."""
+        lines = [f"warning: {visible(note)}" for note in self.warnings]
+        lines += [f"warning: skipping {visible(path)}: {visible(why)}" for path, why in self.skipped[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(f"warning: ... and {len(self.skipped) - limit} more skipped file(s) (run.json lists them)")
+        return lines
 
     def summary(self) -> str:
         counts = {s: len(self.split(s)) for s in SPLITS}
@@ -106,6 +119,108 @@ class SplitConfig:
             )
 
 
+def _kind(entry: Path | os.DirEntry) -> tuple[str | None, int]:
+    """(None for a regular file (following symlinks), else what it is; its size). Never opens the file: a
+    FIFO's open() blocks until someone writes to it."""
+    try:
+        st = entry.stat()
+    except OSError as e:  # a dangling symlink, a symlink loop (ELOOP), no permission
+        return f"cannot be read ({e.strerror or type(e).__name__})", 0
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return None, st.st_size
+    for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what, 0
+    return "a device node" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file", 0
+
+
+def _walk(folder: Path, skipped: list[tuple[Path, str]]) -> list[tuple[tuple[str, ...], os.DirEntry]]:
+    """Every entry under `folder` except the real folders, which are entered (symlinked ones are not: no
+    loops), keyed by its path's parts: the order of sorted(Path.rglob(...)), without the Path objects that make
+    a folder of 100,000 files slow."""
+    out, stack = [], [(str(folder), ())]
+    while stack:
+        path, parts = stack.pop()
+        try:
+            with os.scandir(path) as entries:
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append((e.path, (*parts, e.name)))
+                    else:
+                        out.append(((*parts, e.name), e))
+        except OSError as e:
+            skipped.append((Path(path), f"cannot be read ({e.strerror or type(e).__name__})"))
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def _images_in(class_dir: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
+    """The image files under `class_dir`; everything else is skipped with the reason."""
+    files = []
+    for parts, entry in _walk(class_dir, skipped):
+        name = parts[-1]
+        if name.startswith("."):
+            continue
+        kind, size = _kind(entry)
+        if kind == "a folder":  # a symlink to a folder
+            continue
+        f = Path(entry.path)
+        if kind is not None:
+            skipped.append((f, f"not a regular file: {kind}" if kind.startswith("a ") else kind))
+        elif os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+            skipped.append((f, "not an image file extension"))
+        elif size == 0:
+            skipped.append((f, "empty file (0 bytes)"))
+        else:
+            files.append(f)
+    return files
+
+
+def _class_name(class_dir: Path, notes: list[str]) -> str:
+    """The folder's name, with control characters written as escapes (never carried into labels or files)."""
+    if not has_hidden(class_dir.name):
+        return class_dir.name
+    name = visible(class_dir.name)
+    notes.append(f"class folder '{name}' has control characters in its name: the class is named '{name}'")
+    return name
+
+
+def _class_folders(root: Path, notes: list[str], skipped: list[tuple[Path, str]]):
+    """({class name: image files}, names of folders without images), noting everything left out."""
+    class_files: dict[str, list[Path]] = {}
+    empty_dirs: list[str] = []
+    few: list[str] = []
+    for entry in sorted(root.iterdir()):
+        kind = _kind(entry)[0]
+        if entry.name.startswith("."):
+            continue
+        if kind is None:
+            notes.append(f"ignoring {visible(entry)}: files at the dataset root are not classes")
+            continue
+        if kind != "a folder":
+            notes.append(f"ignoring {visible(entry)}: {kind}, not a class folder")
+            continue
+        files = _images_in(entry, skipped)
+        name = _class_name(entry, notes)
+        if not files:
+            notes.append(f"ignoring class folder {visible(entry)}: no images in it")
+            empty_dirs.append(name)
+            continue
+        if name in class_files:
+            raise DatasetError(f"{visible(root)}: two class folders are both named '{name}' once made printable")
+        if len(files) < MIN_IMAGES_PER_CLASS:
+            few.append(name)
+        class_files[name] = files
+    unreliable = f"(fewer than {MIN_IMAGES_PER_CLASS}); accuracy on it will be unreliable"
+    if len(few) > MAX_CLASS_NOTES:
+        shown = ", ".join(f"'{n}'" for n in few[:MAX_CLASS_NOTES])
+        notes.append(f"{len(few)} classes have few images {unreliable}: {shown}, ...")
+    else:
+        notes += [f"class '{n}' has only {len(class_files[n])} images {unreliable}" for n in few]
+    return class_files, empty_dirs
+
+
 def scan_dataset(image_dir: str | Path, split: SplitConfig = SplitConfig()) -> Dataset:
     """Index a class-folder dataset: one sub-folder per class, images inside (searched recursively).
 
@@ -114,43 +229,19 @@ def scan_dataset(image_dir: str | Path, split: SplitConfig = SplitConfig()) -> D
     """
     root = Path(image_dir).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"image directory not found: {root}")
+        raise DatasetError(f"image directory not found: {visible(root)}")
     validation_percentage, testing_percentage = split.validation_percentage, split.testing_percentage
     notes: list[str] = []
     skipped: list[tuple[Path, str]] = []
-    for entry in sorted(root.iterdir()):
-        if entry.is_file():
-            notes.append(f"ignoring {entry}: files at the dataset root are not classes")
-
-    class_files: dict[str, list[Path]] = {}
-    empty_dirs: list[str] = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = []
-        for f in sorted(class_dir.rglob("*")):
-            if not f.is_file() or f.name.startswith("."):
-                continue
-            if f.suffix.lower() in IMAGE_EXTENSIONS:
-                files.append(f)
-            else:
-                skipped.append((f, "not an image file extension"))
-        if not files:
-            notes.append(f"ignoring class folder {class_dir}: no images in it")
-            empty_dirs.append(class_dir.name)
-            continue
-        if len(files) < MIN_IMAGES_PER_CLASS:
-            notes.append(
-                f"class {class_dir.name!r} has only {len(files)} images "
-                f"(fewer than {MIN_IMAGES_PER_CLASS}); accuracy on it will be unreliable"
-            )
-        class_files[class_dir.name] = files
-
+    class_files, empty_dirs = _class_folders(root, notes, skipped)
     if len(class_files) < 2:
         found = ", ".join(class_files) or "none"
         empty = ""
         if empty_dirs:
             empty = f"; folders with no images ({'/'.join(IMAGE_EXTENSIONS)}): {', '.join(empty_dirs)}"
         raise DatasetError(
-            f"{root} needs at least two class sub-folders with images; found {len(class_files)} ({found}){empty}"
+            f"{visible(root)} needs at least two class sub-folders with images; "
+            f"found {len(class_files)} ({found}){empty}"
         )
     classes = sorted(class_files)
 
@@ -167,6 +258,7 @@ def scan_dataset(image_dir: str | Path, split: SplitConfig = SplitConfig()) -> D
 
     conflicted = {h for h, labels in labels_by_hash.items() if len(labels) > 1}
     first_split_by_hash: dict[str, str] = {}
+    index = {label: i for i, label in enumerate(classes)}
     records = []
     for label in classes:
         for f in class_files[label]:
@@ -179,15 +271,19 @@ def scan_dataset(image_dir: str | Path, split: SplitConfig = SplitConfig()) -> D
                 split = "training"
             # Copies within one class follow the first copy, so a test image is never also trained on.
             split = first_split_by_hash.setdefault(h, split)
-            records.append(ImageRecord(f, label, classes.index(label), h, split))
+            records.append(ImageRecord(f, label, index[label], h, split))
     for h in sorted(conflicted):
-        same = sorted(str(r.path) for r in records if r.content_hash == h)
+        same = sorted(visible(r.path) for r in records if r.content_hash == h)
         notes.append(f"identical files under different labels, kept out of validation/test: {', '.join(same)}")
 
+    untrained = sorted(set(classes) - {r.label for r in records if r.split == "training"})
+    if untrained:
+        shown = ", ".join(f"'{n}'" for n in untrained[:MAX_CLASS_NOTES]) + (", ..." if len(untrained) > 10 else "")
+        notes.append(f"{len(untrained)} classes have no training image, so the model cannot learn them: {shown}")
     dataset = Dataset(root, classes, records, notes, skipped)
     for s in ("training", "testing"):
         if not dataset.split(s):
-            raise DatasetError(f"{root}: the {s} split is empty; add images or change the percentages")
+            raise DatasetError(f"{visible(root)}: the {s} split is empty; add images or change the percentages")
     return dataset
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from edgetl import __version__
 from edgetl.export.formats import FORMATS, ExportError, check_io_type
 from edgetl.io.files import atomic_write_bytes, writing
+from edgetl.io.text import visible
 from edgetl.runtime.images import PREPROCESSING
 
 
@@ -36,7 +37,7 @@ def artifact_metadata(run: dict, fmt: str) -> dict:
     return {
         "edgetl_version": __version__,
         "format": fmt,
-        "labels": list(run["classes"]),
+        "labels": [visible(c) for c in run["classes"]],  # never a control character into a model file
         "backbone": {k: bb[k] for k in ("version", "alpha", "resolution", "weights")},
         "input": {"size": int(bb["resolution"]), "mean": 0.0, "std": 1.0, "preprocessing": PREPROCESSING},
     }

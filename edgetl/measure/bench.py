@@ -12,9 +12,10 @@ import numpy as np
 from edgetl.data.dataset import SplitConfig, decode_images, scan_dataset
 from edgetl.features.backbones import point_id
 from edgetl.io.files import atomic_write_bytes
+from edgetl.io.text import visible
 from edgetl.measure.results import ArtifactResult
 from edgetl.params import Interval, validate
-from edgetl.runtime import DEFAULT_NUM_THREADS, load_model, read_metadata, verify_model
+from edgetl.runtime import DEFAULT_NUM_THREADS, ModelFileError, load_model, read_metadata, verify_model
 from edgetl.runtime.backends import import_runtime
 from edgetl.runtime.cpu import int8_dot_features
 from edgetl.stats import accuracy_interval
@@ -314,6 +315,7 @@ def score(probabilities, labels, classes: list[str]) -> dict:
 
 def _child_main(argv: list[str] | None = None) -> int:
     import argparse
+    import sys
 
     p = argparse.ArgumentParser(prog="python -m edgetl.measure.bench", description="measure one artifact (internal)")
     p.add_argument("model")
@@ -321,7 +323,11 @@ def _child_main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="BenchConfig as JSON")
     p.add_argument("--no_predict", dest="predict", action="store_false", help="time only; no test predictions")
     args = p.parse_args(argv)
-    m = measure_in_process(args.model, args.images, BenchConfig(**json.loads(args.config)), args.predict)
+    try:
+        m = measure_in_process(args.model, args.images, BenchConfig(**json.loads(args.config)), args.predict)
+    except (ModelFileError, RuntimeError) as e:  # a damaged model: one line for the parent, not a traceback
+        print(f"error: {visible(' '.join(str(e).split()) or type(e).__name__)}", file=sys.stderr)
+        return 2
     print(json.dumps(asdict(m)))
     return 0
 
@@ -374,7 +380,10 @@ def bench_model(model_path, image_dir, config: BenchConfig = BenchConfig(), spli
         raise ValueError(f"{image_dir} has classes the model does not know: {', '.join(unknown)}")
     with tempfile.TemporaryDirectory() as tmp:
         images_path, ds_labels = prepare_test_images(dataset, int(size), Path(tmp) / "test.npz")
-        m = measure(model_path, images_path, config)
+        try:
+            m = measure(model_path, images_path, config)
+        except RuntimeError as e:  # the benchmark child's one line: the model loads or runs no further
+            raise ModelFileError(str(e)) from e
     # Dataset class indices -> the model's label order.
     model_labels = np.array([labels.index(dataset.classes[i]) for i in ds_labels])
     bb = meta.get("backbone") or {}

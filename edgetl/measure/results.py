@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.io.files import atomic_write_text
+from edgetl.io.text import visible, visible_lines
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
@@ -131,7 +132,9 @@ def _csv_row(r: ArtifactResult) -> dict[str, Any]:
         row[col] = json.dumps(row[col], sort_keys=False)
     if row["top5_accuracy"] is None:
         row["top5_accuracy"] = ""
-    return row
+    # Statuses quote error messages, paths come from folder names: no control characters into a spreadsheet.
+    # Line breaks stay: the csv module quotes them.
+    return {k: visible_lines(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def write_results(
@@ -173,7 +176,10 @@ def _read_results_json(out_dir: str | os.PathLike) -> tuple[Path, list, list[str
         return path, data, []
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise ValueError(f'{path} must hold {{"results": [...], "notes": [...]}}, got {type(data).__name__}')
-    return path, data["results"], [str(n) for n in data.get("notes") or []]
+    notes = data.get("notes") or []
+    if not isinstance(notes, list):
+        raise ValueError(f"{path}: notes must be a list, got {type(notes).__name__}")
+    return path, data["results"], [str(n) for n in notes]
 
 
 #: Fields renamed since results.json was first written: old name -> new name (older files still read).
@@ -196,11 +202,44 @@ def read_results(out_dir: str | os.PathLike) -> list[ArtifactResult]:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"{path}: entry {i} has unknown fields {unknown} (written by a newer edgetl?)")
+        wrong = _wrong_type(d)
+        if wrong:
+            raise ValueError(f"{path}: entry {i}: {visible(wrong)}")
         try:
             out.append(ArtifactResult(**d))
         except TypeError as e:
             raise ValueError(f"{path}: entry {i} is not a complete result: {e}") from e
     return out
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "dict": (dict,)}
+_TYPES["list"] = (list,)
+
+
+def _is(value, kind: str) -> bool:
+    return not isinstance(value, bool) and isinstance(value, _TYPES[kind])
+
+
+def _wrong_type(d: dict) -> str | None:
+    """What is wrong with the types of a results.json entry (a file anyone can edit), None when nothing:
+    caught here, a wrong type is one message instead of a traceback deep inside the report."""
+    for f in dataclasses.fields(ArtifactResult):
+        if f.name not in d:
+            continue
+        value, options = d[f.name], [t.strip() for t in str(f.type).split("|")]
+        if value is None and "None" in options:
+            continue
+        if not any(_is(value, o.split("[")[0]) for o in options if o != "None"):
+            return f"{f.name} must be {str(f.type)!r}, got {type(value).__name__} {str(value)[:40]!r}"
+    matrix = d.get("confusion_matrix") or []
+    nested = {
+        "per_class_accuracy": all(_is(v, "float") for v in (d.get("per_class_accuracy") or {}).values()),
+        "confusion_matrix": all(_is(row, "list") and all(_is(x, "int") for x in row) for row in matrix),
+        "predictions": all(_is(x, "int") for x in d.get("predictions") or []),
+        "labels": all(_is(x, "int") for x in d.get("labels") or []),
+    }
+    bad = [name for name, ok in nested.items() if not ok]
+    return f"{bad[0]} holds a value of the wrong type" if bad else None
 
 
 def read_notes(out_dir: str | os.PathLike) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.io.files import atomic_write_text
+from edgetl.io.text import visible_lines
 from edgetl.measure.results import ArtifactResult
 from edgetl.pick.fidelity_table import class_fidelity_section
 from edgetl.pick.pareto import BYTES_PER_MB, Budget, Pick, is_ok, paired
@@ -228,7 +229,7 @@ def write_report(
     md += list(sections)
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    return atomic_write_text(out / REPORT_MD, "\n".join(md))
+    return atomic_write_text(out / REPORT_MD, visible_lines("\n".join(md)))  # class and file names are anyone's
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +324,7 @@ def write_model_card(result: ArtifactResult, extra: Mapping[str, Any], path: str
     if notes:
         md += ["", "## Notes", "", str(notes)]
     md.append("")
-    return atomic_write_text(path, "\n".join(md))
+    return atomic_write_text(path, visible_lines("\n".join(md)))
 
 
 __all__ = ["REPORT_MD", "results_table", "write_model_card", "write_report"]

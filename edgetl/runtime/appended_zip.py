@@ -15,6 +15,15 @@ TFLITE_IDENTIFIER = b"TFL3"
 METADATA_FILE = "edgetl.json"
 LABELS_FILE = "labels.txt"
 
+# Limits on what a model file from anyone may make a reader hold (docs/interfaces.md). edgetl's own archives
+# hold two members of a few KB; ImageNet-21k's 21,841 labels are 0.5 MB.
+MAX_MEMBERS = 64
+MAX_MEMBER_BYTES = 4 << 20  # uncompressed, per member
+MAX_ARCHIVE_BYTES = 8 << 20  # uncompressed, all members together
+MAX_LABELS = 100_000
+MAX_LABEL_CHARS = 1_000
+_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what edgetl's writers use, now and before
+
 _EOCD = b"PK\x05\x06"  # ZIP end-of-central-directory signature
 _EOCD_SIZE = 22
 _MAX_ZIP_COMMENT = 0xFFFF
@@ -90,9 +99,97 @@ def read_appended_zip(path: Path) -> dict[str, bytes] | None:
 
 
 def zip_members(blob: bytes, path) -> dict[str, bytes]:
-    """The files of the metadata archive `blob` (cut from the end of the model at `path`), by name."""
+    """The files of the metadata archive `blob` (cut from the end of the model at `path`), by name.
+
+    Bounded: the sizes the headers declare are checked against the limits before anything is decompressed,
+    and each member is read through a stream capped at its limit, so a header that lies gains nothing. Only
+    the methods edgetl writes are accepted: stored (the standard metadata) and deflated (older edgetl files).
+    Every failure is a ModelFileError naming the file, the member and the limit.
+    """
     try:
         with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-            return {name: zf.read(name) for name in zf.namelist()}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ModelFileError(f"{path}: the metadata archive appended to the model is corrupt ({e})") from e
+            infos = zf.infolist()
+            _check_headers(path, infos)
+            members = {}
+            for info in infos:
+                data = _read_capped(zf, info)
+                if len(data) > MAX_MEMBER_BYTES:
+                    raise ModelFileError(
+                        f"{path}: metadata member {info.filename!r} holds more than its header's "
+                        f"{info.file_size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte limit per member"
+                    )
+                members[info.filename] = data
+            return members
+    except ModelFileError:
+        raise
+    except Exception as e:  # zipfile raises BadZipFile, NotImplementedError, zlib.error, EOFError, struct.error...
+        raise ModelFileError(
+            f"{path}: the metadata archive appended to the model is corrupt ({type(e).__name__}: {_one_line(e)})"
+        ) from e
+
+
+def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """The member's bytes, never more than the limit plus one, whatever its header said; in chunks, so that
+    inflating holds about as much as the member really has (zipfile inflates up to the size asked for)."""
+    chunks, total = [], 0
+    with zf.open(info) as stream:
+        while total <= MAX_MEMBER_BYTES and (chunk := stream.read(1 << 16)):
+            chunks.append(chunk)
+            total += len(chunk)
+    return b"".join(chunks)
+
+
+def _check_headers(path, infos: list[zipfile.ZipInfo]) -> None:
+    """The limits, from what the archive's central directory declares (before any member is read)."""
+    if len(infos) > MAX_MEMBERS:
+        raise ModelFileError(
+            f"{path}: the metadata archive has {len(infos):,} members, over the limit of {MAX_MEMBERS}"
+        )
+    total = 0
+    for info in infos:
+        if info.compress_type not in _METHODS:
+            raise ModelFileError(
+                f"{path}: metadata member {info.filename!r} uses ZIP compression method {info.compress_type}; "
+                "edgetl reads stored (0) and deflated (8) members only"
+            )
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise ModelFileError(
+                f"{path}: metadata member {info.filename!r} is {info.file_size:,} bytes uncompressed, over the "
+                f"{MAX_MEMBER_BYTES:,}-byte limit per member"
+            )
+        total += info.file_size
+        if total > MAX_ARCHIVE_BYTES:
+            raise ModelFileError(
+                f"{path}: the metadata archive holds more than {MAX_ARCHIVE_BYTES:,} bytes uncompressed "
+                f"(the limit; reached at member {info.filename!r})"
+            )
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def split_labels(text: str, path, source: str) -> list[str]:
+    """The labels of a labels file's `text` (one per line, whitespace stripped, empty lines skipped), or a
+    ModelFileError naming `path`, `source` and the limit when there are too many or one is too long."""
+    labels = []
+    for line in io.StringIO(text, newline=None):  # lazily: 4 MB of newlines must not become 4 M strings
+        if line.strip():
+            labels.append(line.strip())
+            if len(labels) > MAX_LABELS:
+                raise ModelFileError(f"{path}: {source} has more than {MAX_LABELS:,} labels (the limit)")
+    return check_labels(labels, path, source)
+
+
+def check_labels(labels: list, path, source: str) -> list[str]:
+    """`labels` as strings, within MAX_LABELS and MAX_LABEL_CHARS (ModelFileError naming the limit)."""
+    if len(labels) > MAX_LABELS:
+        raise ModelFileError(f"{path}: {source} has {len(labels):,} labels, over the limit of {MAX_LABELS:,}")
+    out = [label if isinstance(label, str) else str(label) for label in labels]
+    for i, label in enumerate(out):
+        if len(label) > MAX_LABEL_CHARS:
+            raise ModelFileError(
+                f"{path}: {source}: label {i} is {len(label):,} characters long, over the limit of {MAX_LABEL_CHARS}"
+            )
+    return out

@@ -103,6 +103,7 @@ def check_tflite_structure(buf, size: int) -> None:
     subgraphs = fb.tables(model, 2, "SubGraph")
     if not subgraphs:
         raise FlatbufferError("the model has no subgraph")
+    codes = [max(fb.u8(oc[0]) if 0 in oc else 0, fb.u32(oc[3]) if 3 in oc else 0) for oc in opcodes]
     for g, sg in enumerate(subgraphs):
         tensors = fb.tables(sg, 0, "Tensor")
         for t in tensors:
@@ -119,13 +120,15 @@ def check_tflite_structure(buf, size: int) -> None:
             for idx in fb.ints(sg, i, what):
                 if not 0 <= idx < len(tensors):
                     raise FlatbufferError(f"subgraph {g}: {what} refer to tensor {idx} of {len(tensors)}")
-        for op in fb.tables(sg, 3, "Operator"):
+        for k, op in enumerate(fb.tables(sg, 3, "Operator")):
             if (fb.u32(op[0]) if 0 in op else 0) >= len(opcodes):
                 raise FlatbufferError(f"subgraph {g}: an operator refers to an unknown operator code")
             for i in (1, 2, 8):
                 for idx in fb.ints(op, i, "operator tensor list"):
                     if not -1 <= idx < len(tensors):
                         raise FlatbufferError(f"subgraph {g}: an operator refers to tensor {idx} of {len(tensors)}")
+            # After the tensor indices are known to be in range.
+            _check_requantization(fb, tensors, op, codes[fb.u32(op[0]) if 0 in op else 0], f"subgraph {g} op {k}")
             if 4 in op:
                 fb.table(fb.ref(op[4]), "operator options")
             fb.vector(op, 5, 1, "custom options")
@@ -133,3 +136,36 @@ def check_tflite_structure(buf, size: int) -> None:
     for m in fb.tables(model, 6, "Metadata"):
         fb.string(m, 0, "metadata name string")
     fb.ints(model, 5, "metadata buffer list")
+
+
+# Builtin operators whose quantized kernels rescale input x filter into the output: CONV_2D, DEPTHWISE_CONV_2D,
+# FULLY_CONNECTED. XNNPACK refuses a requantization scale (input scale x filter scale / output scale) of 256 or
+# more, and LiteRT 2.x then aborts the process (double free) instead of falling back: checked here.
+_REQUANTIZING = {3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 9: "FULLY_CONNECTED"}
+_INT8_TYPES = (3, 9)  # TensorType UINT8, INT8
+MAX_REQUANTIZATION_SCALE = 256.0
+
+
+def _scales(fb: _Flatbuffer, tensor: dict[int, int]) -> list[float] | None:
+    """The quantization scales of an (u)int8 tensor, None for any other tensor."""
+    if (fb.u8(tensor[1]) if 1 in tensor else 0) not in _INT8_TYPES or 4 not in tensor:
+        return None
+    start, n = fb.vector(fb.table(fb.ref(tensor[4]), "QuantizationParameters"), 2, 4, "quantization scales")
+    return [struct.unpack_from("<f", fb.buf, start + 4 * i)[0] for i in range(n)] or None
+
+
+def _check_requantization(fb: _Flatbuffer, tensors: list, op: dict[int, int], code: int, where: str) -> None:
+    if code not in _REQUANTIZING:
+        return
+    ins, outs = fb.ints(op, 1, "operator inputs"), fb.ints(op, 2, "operator outputs")
+    if len(ins) < 2 or not outs or min(ins[0], ins[1], outs[0]) < 0:
+        return
+    scales = [_scales(fb, tensors[i]) for i in (ins[0], ins[1], outs[0])]
+    if any(s is None for s in scales) or scales[2][0] <= 0:
+        return
+    worst = max(scales[0][0] * f / scales[2][0] for f in scales[1])
+    if not worst < MAX_REQUANTIZATION_SCALE:  # also NaN
+        raise FlatbufferError(
+            f"{where} ({_REQUANTIZING[code]}): requantization scale {worst:.3g} (input x filter / output scale) "
+            f"is not below {MAX_REQUANTIZATION_SCALE:g}; the quantization parameters are damaged"
+        )

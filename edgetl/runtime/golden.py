@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgetl.runtime.appended_zip import read_appended_zip
+from edgetl.runtime.appended_zip import ModelFileError, read_appended_zip
 from edgetl.runtime.images import open_rgb, resized
 from edgetl.runtime.metadata import _onnx_metadata_props, model_kind
 
@@ -166,8 +166,20 @@ def onnx_props(images: list[bytes], record: dict | None) -> list[tuple[str, str]
 
 
 def read_golden(path: str | Path) -> tuple[dict, list[bytes]]:
-    """(record, photos) embedded in a .tflite or .onnx file; GoldenError when it carries none."""
+    """(record, photos) embedded in a .tflite or .onnx file; GoldenError when it carries none, or a one-line
+    GoldenError or ModelFileError for whatever else a file from anyone holds."""
     path = Path(path)
+    try:
+        return _read_golden(path)
+    except (GoldenError, ModelFileError):
+        raise
+    except Exception as e:  # a record of the wrong shape: lists where objects belong, a nesting too deep...
+        raise GoldenError(
+            f"{path}: {RECORD_FILE} cannot be read ({type(e).__name__}: {' '.join(str(e).split())})"
+        ) from e
+
+
+def _read_golden(path: Path) -> tuple[dict, list[bytes]]:
     if model_kind(path) == "tflite":
         members = read_appended_zip(path) or {}
         raw = {k: v for k, v in members.items() if k == RECORD_FILE or k.startswith("golden_")}

@@ -40,6 +40,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 def open_rgb(path: str | Path) -> Image.Image:
     """Decode a photo upright, as RGB (alpha composited on white). Raises OSError/ValueError (from
     Pillow) for files that cannot be decoded."""
+    if isinstance(path, (str, Path)) and Path(path).exists() and not Path(path).is_file():
+        raise ValueError(f"{path}: not a regular file")  # a FIFO would block the decoder until someone writes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's palette/EXIF chatter is not the user's problem
         with Image.open(path) as im:

@@ -14,6 +14,10 @@ Differences from TensorFlow's script:
 - several ``--image`` paths may be given; with more than one, each result block starts with ``image: PATH``.
 - scores are dequantized with the output tensor's scale/zero-point for every model type, and inputs are
   quantized with the input tensor's (TensorFlow's script assumes scale 1/255 for uint8 outputs).
+- a model whose metadata records the SHA-256 of its bytes (every edgetl export) is checked against it before
+  an interpreter sees it: a damaged file can crash the interpreter (``--no_verify`` skips the check,
+  ``--verify`` also refuses a model that records none). Labels and file names are printed with control
+  characters escaped (``\\x1b``): they come from whoever made the file.
 - TensorFlow's ``--graph`` and ``--labels`` are aliases of ``--model_file`` and ``--label_file`` (a ``--graph``
   path that is not .tflite/.onnx runs the .tflite beside it, which ``edgetl retrain`` writes for retrain.py's
   ``.pb``); ``--input_height``/``--input_width`` are checked against the model; ``--input_layer`` and
@@ -37,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.io.text import visible
 from edgetl.runtime import DEFAULT_NUM_THREADS, check_num_threads
 from edgetl.runtime.self_check import main as self_check_main
 
@@ -90,8 +95,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--top_k", type=int, default=5, help="how many top classes to print (default 5)")
     p.add_argument(
         "--verify",
-        action="store_true",
-        help="refuse a damaged model: check its bytes against the SHA-256 recorded in its metadata",
+        dest="verify",
+        action="store_const",
+        const="strict",
+        default="auto",
+        help="refuse a model whose metadata records no SHA-256 of its bytes (by default, a model that records "
+        "one is checked against it: a damaged file can crash the interpreter)",
+    )
+    p.add_argument(
+        "--no_verify", dest="verify", action="store_const", const="off", help="do not check the recorded SHA-256"
     )
     p.add_argument(
         "-v", "--verbose", action="store_true", help="describe the model and the backend running it on stderr"
@@ -100,7 +112,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    # Messages quote file names and model metadata: a hostile one must not drive the terminal.
+    print(f"{PROG}: error: {visible(message)}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(f"{PROG}: note: {visible(message)}", file=sys.stderr)  # a tensor name is the file's to choose
 
 
 def _graph_file(path: str) -> str:
@@ -110,11 +127,7 @@ def _graph_file(path: str) -> str:
         return path
     beside = given.with_suffix(".tflite")
     if beside.is_file():
-        print(
-            f"{PROG}: note: {path} is not a .tflite or .onnx file name; running {beside} beside it "
-            "(what edgetl retrain writes)",
-            file=sys.stderr,
-        )
+        _note(f"{path} is not a .tflite or .onnx file name; running {beside} beside it (what edgetl retrain writes)")
         return str(beside)
     return path
 
@@ -140,11 +153,7 @@ def _check_flags_against(model, args) -> str | None:
         ("input_layer", "output_layer"), (args.input_layer, args.output_layer), names, ("input", "output")
     ):
         if given is not None and given != name and not (name or "").startswith(f"{given}:"):
-            print(
-                f"{PROG}: note: --{flag} {given}: {args.model_file} has no tensor of that name; its one {which} "
-                f"{name!r} is used",
-                file=sys.stderr,
-            )
+            _note(f"--{flag} {given}: {args.model_file} has no tensor of that name; its one {which} '{name}' is used")
     return None
 
 
@@ -168,12 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Imported here so `--help` and usage errors stay instant.
-    from edgetl.runtime import ModelFileError, load_model, read_labels, verify_model
+    from edgetl.runtime import ModelFileError, load_model, read_labels, read_metadata, verify_model
     from edgetl.runtime.images import load_image
 
     args.model_file = _graph_file(args.model_file)
     try:
-        if args.verify:
+        if args.verify == "strict" or (
+            args.verify == "auto" and (read_metadata(args.model_file) or {}).get("model_sha256")
+        ):
             verify_model(args.model_file)
         model = load_model(args.model_file, num_threads=args.num_threads, mean=args.input_mean, std=args.input_std)
     except ModelFileError as e:
@@ -190,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.label_file is not None:
         try:
             labels = read_labels(args.label_file)
-        except (OSError, UnicodeDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: not UTF-8, or over the label limits
             _error(f"cannot read label file {args.label_file}: {e.strerror if isinstance(e, OSError) else e}")
             return 2
         source = args.label_file
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.verbose:
         print(
-            f"{PROG}: {args.model_file}: {model.kind} via {model.backend}, input {model.input_dtype.name} "
+            f"{PROG}: {visible(args.model_file)}: {model.kind} via {model.backend}, input {model.input_dtype.name} "
             f"{model.input_size}x{model.input_size}x3 (mean {model.mean:g}, std {model.std:g}), "
             f"output {model.output_dtype.name} x {model.num_classes}, {model.num_threads} thread(s)",
             file=sys.stderr,
@@ -219,18 +230,22 @@ def main(argv: list[str] | None = None) -> int:
             _error(f"cannot read image {path}: {' '.join(str(e).split()) or type(e).__name__}")
             failed += 1
             continue
-        model.set_input(pixels)
-        start = time.perf_counter()
-        model.invoke()
-        elapsed = time.perf_counter() - start
-        scores = model.output()[0]
+        try:
+            model.set_input(pixels)
+            start = time.perf_counter()
+            model.invoke()
+            elapsed = time.perf_counter() - start
+            scores = model.output()[0]
+        except (RuntimeError, ValueError) as e:  # the interpreter's own complaint about a damaged model
+            _error(f"cannot run {args.model_file}: {' '.join(str(e).split()) or type(e).__name__}")
+            return 2
         if len(scores) != len(labels):
             _error(f"{args.model_file} produced {len(scores)} scores but there are {len(labels)} labels")
             return 2
         if len(args.image) > 1:
-            print(f"image: {path}")
+            print(f"image: {visible(path)}")
         for i in np.argsort(-scores, kind="stable")[: args.top_k]:
-            print(f"{float(scores[i]):08.6f}: {labels[i]}")
+            print(f"{float(scores[i]):08.6f}: {visible(labels[i])}")
         print(f"time: {elapsed * 1000:.3f}ms")
         sys.stdout.flush()
     if failed:

@@ -17,11 +17,16 @@ from pathlib import Path
 
 from edgetl.runtime.appended_zip import (
     LABELS_FILE,
+    MAX_ARCHIVE_BYTES,
+    MAX_MEMBER_BYTES,
+    MAX_MEMBERS,
     METADATA_FILE,
     ModelFileError,
     appended_zip_start,
+    check_labels,
     is_tflite,
     read_appended_zip,
+    split_labels,
 )
 from edgetl.runtime.standard_metadata import read_standard_metadata
 
@@ -98,8 +103,9 @@ def _onnx_fields(f, size: int):
             n = _read_varint(f)
             if n is None or f.tell() + n > size:
                 raise EOFError("truncated field")
-            yield field, f.tell(), n
-            f.seek(n, io.SEEK_CUR)
+            pos = f.tell()
+            yield field, pos, n
+            f.seek(pos + n)  # absolute: the caller may have read elsewhere meanwhile
         else:
             raise ValueError(f"unsupported wire type {wire}")
         if f.tell() > size:
@@ -107,21 +113,41 @@ def _onnx_fields(f, size: int):
 
 
 def _onnx_metadata_props(path: Path) -> dict[str, str]:
-    """ModelProto.metadata_props (field 14) read straight from the protobuf wire format."""
+    """ModelProto.metadata_props (field 14) read straight from the protobuf wire format, within the limits
+    of the TFLite metadata archive (entries, bytes per entry, bytes in all), checked before reading."""
     props: dict[str, str] = {}
+    count = total = 0
     with open(path, "rb") as f:
-        for field, pos, n in list(_onnx_fields(f, path.stat().st_size)):
-            if field == 14:
-                f.seek(pos)
-                key, value = _parse_string_pair(f.read(n))
-                props[key] = value
+        for field, pos, n in _onnx_fields(f, path.stat().st_size):
+            if field != 14:
+                continue
+            count, total = count + 1, total + n
+            if count > MAX_MEMBERS * 16:
+                raise ModelFileError(f"{path}: more than {MAX_MEMBERS * 16} metadata_props entries (the limit)")
+            if n > MAX_MEMBER_BYTES or total > MAX_ARCHIVE_BYTES:
+                raise ModelFileError(
+                    f"{path}: metadata_props entry {count} is {n:,} bytes ({total:,} in all), over the limit of "
+                    f"{MAX_MEMBER_BYTES:,} per entry and {MAX_ARCHIVE_BYTES:,} in all"
+                )
+            f.seek(pos)
+            key, value = _parse_string_pair(f.read(n))
+            props[key] = value
     return props
 
 
 def model_sha256(path: str | Path) -> str:
     """SHA-256 of a model's own bytes, the part its metadata cannot contain: a .tflite's flatbuffer (the file
-    before the appended archive), an .onnx's graph (ModelProto field 7)."""
+    before the appended archive), an .onnx's graph (ModelProto field 7). ModelFileError when it cannot."""
     path = Path(path)
+    try:
+        return _model_sha256(path)
+    except ModelFileError:
+        raise
+    except Exception as e:  # EOFError, ValueError from the protobuf walk; OSError
+        raise ModelFileError(f"{path}: damaged: its model bytes cannot be read ({_one_line(e)})") from e
+
+
+def _model_sha256(path: Path) -> str:
     if model_kind(path) == "tflite":
         data = path.read_bytes()
         return hashlib.sha256(data[: appended_zip_start(data) or len(data)]).hexdigest()
@@ -142,10 +168,7 @@ def verify_model(path: str | Path) -> None:
             f"{path}: no SHA-256 of its model bytes is recorded in its metadata "
             "(exported before edgetl recorded one, or not by edgetl): cannot verify it"
         )
-    try:
-        actual = model_sha256(path)
-    except (ValueError, EOFError) as e:
-        raise ModelFileError(f"{path}: damaged: its model bytes cannot be read ({e})") from e
+    actual = model_sha256(path)
     if actual != recorded:
         raise ModelFileError(
             f"{path}: damaged: its model bytes hash to {actual[:16]}..., its metadata records "
@@ -176,15 +199,62 @@ def check_exists(path: Path) -> None:
 def _parse_json(path: Path, raw: bytes | str, what: str) -> dict:
     try:
         meta = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: the embedded {what} is not valid JSON ({e})") from e
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: [[[[...]]]] nested deep
+        raise ModelFileError(f"{path}: the embedded {what} is not valid JSON ({type(e).__name__}: {e})") from e
     if not isinstance(meta, dict):
         raise ModelFileError(f"{path}: the embedded {what} is not a JSON object")
+    return _check_meta(path, meta, what)
+
+
+# The fields of edgetl.json that the runtime, `edgetl bench` and the device use, with their types: a file
+# from anyone may hold anything, and a wrong type is caught here rather than deep inside a caller.
+_META_TYPES = {"labels": list, "input": dict, "backbone": dict, "format": str, "model_sha256": str}
+_INPUT_TYPES = {"size": int, "mean": (int, float), "std": (int, float)}
+_BACKBONE_TYPES = {"version": str, "alpha": (int, float), "resolution": int, "weights": str}
+
+
+def _check_meta(path: Path, meta: dict, what: str) -> dict:
+    for table, types, where in (
+        (meta, _META_TYPES, ""),
+        (meta.get("input") or {}, _INPUT_TYPES, "input."),
+        (meta.get("backbone") or {}, _BACKBONE_TYPES, "backbone."),
+    ):
+        if not isinstance(table, dict):
+            raise ModelFileError(f"{path}: the embedded {what}'s {where[:-1]} is not an object")
+        for key, kind in types.items():
+            value = table.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+                raise ModelFileError(
+                    f"{path}: the embedded {what}'s {where}{key} has the wrong type ({type(value).__name__})"
+                )
+    size = (meta.get("input") or {}).get("size")
+    if size is not None and not 1 <= size <= 1 << 16:
+        raise ModelFileError(f"{path}: the embedded {what}'s input.size {size} is not in [1, 65536]")
     return meta
 
 
 def read_embedded(path: Path) -> tuple[dict | None, list[str] | None]:
-    """(edgetl.json dict, labels) embedded in a model file; either may be None."""
+    """(edgetl.json dict, labels) embedded in a model file; either may be None.
+
+    Every failure to read or parse the file is a ModelFileError with a one-line message (a file from anyone
+    can break a parser in ways no list of exceptions foresees)."""
+    path = Path(path)
+    try:
+        return _read_embedded(path)
+    except ModelFileError:
+        raise
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from e
+    except Exception as e:
+        raise ModelFileError(f"{path}: its metadata cannot be read ({type(e).__name__}: {_one_line(e)})") from e
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_embedded(path: Path) -> tuple[dict | None, list[str] | None]:
     check_exists(path)
     kind = model_kind(path)
     meta = labels = None
@@ -194,7 +264,7 @@ def read_embedded(path: Path) -> tuple[dict | None, list[str] | None]:
         if METADATA_FILE in members:
             meta = _parse_json(path, members[METADATA_FILE], METADATA_FILE)
         if LABELS_FILE in members:
-            labels = _split_labels(members[LABELS_FILE].decode("utf-8", errors="replace"))
+            labels = split_labels(members[LABELS_FILE].decode("utf-8", errors="replace"), path, LABELS_FILE)
     else:
         try:
             props = _onnx_metadata_props(path)
@@ -202,7 +272,7 @@ def read_embedded(path: Path) -> tuple[dict | None, list[str] | None]:
             raise ModelFileError(f"{path}: not a valid ONNX model ({sniff(path)}protobuf: {e})") from e
         meta, labels = _from_onnx_props(path, props)
     if meta is not None and isinstance(meta.get("labels"), list):
-        labels = [str(label) for label in meta["labels"]]
+        labels = check_labels(meta["labels"], path, "the embedded labels")
     if kind == "tflite":  # the standard TFLite Metadata, where present, is what every client reads: it wins
         meta, labels = _prefer_standard_metadata(path, meta, labels)
     return meta, labels
@@ -233,7 +303,7 @@ def _uniform(path: Path, values: list[float], what: str) -> float:
 
 def _from_onnx_props(path: Path, props: dict[str, str]) -> tuple[dict | None, list[str] | None]:
     meta = _parse_json(path, props[ONNX_METADATA_KEY], "'edgetl' metadata") if ONNX_METADATA_KEY in props else None
-    labels = _split_labels(props[ONNX_LABELS_KEY]) if ONNX_LABELS_KEY in props else None
+    labels = split_labels(props[ONNX_LABELS_KEY], path, "metadata_props labels") if ONNX_LABELS_KEY in props else None
     if ONNX_MEAN_KEY in props and ONNX_STD_KEY in props:  # the documented keys win over edgetl's JSON
         try:
             mean = [float(v) for v in props[ONNX_MEAN_KEY].split(",")]
@@ -254,13 +324,17 @@ def read_metadata(path) -> dict | None:
     return read_embedded(Path(path))[0]
 
 
-def _split_labels(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 def read_labels(path) -> list[str]:
-    """Labels from a labels.txt file: one per line, whitespace stripped, empty lines skipped."""
-    return _split_labels(Path(path).read_text(encoding="utf-8"))
+    """Labels from a labels.txt file: one per line, whitespace stripped, empty lines skipped; within the limits
+    of embedded labels (ModelFileError)."""
+    path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block the read until someone writes to it
+        raise ModelFileError(f"{path}: not a regular file")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_MEMBER_BYTES + 1)
+    if len(raw) > MAX_MEMBER_BYTES:
+        raise ModelFileError(f"{path}: a label file larger than {MAX_MEMBER_BYTES:,} bytes (the limit)")
+    return split_labels(raw.decode("utf-8"), path, "the label file")
 
 
 _SIGNATURES = (

@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 from edgetl.runtime.appended_zip import METADATA_FILE as EDGETL_FILE
-from edgetl.runtime.appended_zip import appended_zip_start, is_tflite, zip_members
+from edgetl.runtime.appended_zip import appended_zip_start, is_tflite, split_labels, zip_members
 
 METADATA_FIELD_NAME = "TFLITE_METADATA"  # the name MetadataPopulator and every reader use
 METADATA_IDENTIFIER = b"M001"
@@ -218,13 +218,13 @@ def read_standard_metadata(path) -> dict | None:
         label_files.sort(key=lambda f: f["locale"] is not None)  # the default (no locale) first
         if label_files and label_files[0]["name"] in packed:
             text = packed[label_files[0]["name"]].decode("utf-8", "replace")
-            labels = [line.strip() for line in text.splitlines() if line.strip()]
+            labels = split_labels(text, what, label_files[0]["name"])
     edgetl = None
     if EDGETL_FILE in packed:
         try:
             edgetl = json.loads(packed[EDGETL_FILE])
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"{what}: {EDGETL_FILE} is not valid JSON ({e})") from e
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deep
+            raise ValueError(f"{what}: {EDGETL_FILE} is not valid JSON ({type(e).__name__}: {e})") from e
     first_in = inputs[0] if inputs else {}
     return {
         "name": fb.string(root, _MM_NAME),

@@ -33,10 +33,8 @@ from edgetl.sweep.state import read_json
 
 def _scan(config: SweepConfig, say) -> Dataset:
     dataset = scan_dataset(config.image_dir, config.split)  # once for the whole sweep; fails fast
-    for note in dataset.warnings:
-        say(f"warning: {note}")
-    for path, why in dataset.skipped:
-        say(f"warning: skipping {path}: {why}")
+    for line in dataset.messages():
+        say(line)
     return dataset
 
 

@@ -215,10 +215,8 @@ def train(
     started = time.time()
     if dataset is None:
         dataset = scan_dataset(config.image_dir, config.split)
-        for note in dataset.warnings:
-            log(f"warning: {note}")
-        for path, why in dataset.skipped:
-            log(f"warning: skipping {path}: {why}")
+        for line in dataset.messages():
+            log(line)
     log(f"dataset: {dataset.summary()}")
 
     timings = {}
