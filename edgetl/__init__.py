@@ -11,7 +11,7 @@ The Python API, the same configs the CLI builds (README, "Python API")::
 
 `sweep`, `train` and `export` are the stage packages `edgetl.sweep`, `edgetl.train` and `edgetl.export`,
 callable as their stage's function (`edgetl.sweep.run.sweep`, `edgetl.train.run.train`,
-`edgetl.export.run.export_run`), so ``from edgetl import sweep`` means the same whatever was imported
+`edgetl.export.pipeline.export_run`), so ``from edgetl import sweep`` means the same whatever was imported
 before. Every name is resolved on first use: ``import edgetl`` stays light and TensorFlow-free, because
 `edgetl.runtime` and `edgetl.runtime.label_image` must run on a device with only numpy, Pillow and a
 TFLite runtime.
@@ -73,7 +73,7 @@ __all__ = ["__version__", *_LAZY]
 _STAGE_FUNCTIONS = {
     "edgetl.sweep": ("edgetl.sweep.run", "sweep"),
     "edgetl.train": ("edgetl.train.run", "train"),
-    "edgetl.export": ("edgetl.export.run", "export_run"),
+    "edgetl.export": ("edgetl.export.pipeline", "export_run"),
 }
 
 

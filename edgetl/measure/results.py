@@ -62,6 +62,9 @@ class ArtifactResult:
     latency_source: str = "host"  # "host" (the sweep's machine), "device" (measured there), "estimate"
     sha256: str = ""  # of the artifact file as measured
     measured_on: str = ""  # the machine that timed it: its hostname (with --ray, also the Ray node id)
+    # The export check's per-class fidelity to the float model (edgetl.export.fidelity.summary; {} for float32
+    # formats and older results): per class the float and artifact accuracy, flips, exact McNemar p, Holm p.
+    class_fidelity: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,7 +123,7 @@ def failed_result(
 
 
 _FIELDS = [f.name for f in dataclasses.fields(ArtifactResult)]
-_JSON_COLUMNS = ("per_class_accuracy", "confusion_matrix", "predictions", "labels")
+_JSON_COLUMNS = ("per_class_accuracy", "confusion_matrix", "predictions", "labels", "class_fidelity")
 
 
 def _csv_row(r: ArtifactResult) -> dict[str, Any]:
