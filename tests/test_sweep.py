@@ -87,6 +87,19 @@ def brute_force_front(rows: list[ArtifactResult]) -> set[tuple[str, str]]:
     return {(r.point, r.format) for r in ok if not dominated(r)}
 
 
+def test_the_sweep_log_has_one_plain_line_per_finished_unit(finished_sweep):
+    """OUT/sweep.log: what the sweep said, with the time; off a terminal it is also the console's log."""
+    lines = (finished_sweep / "sweep.log").read_text(encoding="utf-8").splitlines()
+    assert not [line for line in lines if "\x1b" in line or "\r" in line]
+    points, formats = ("v1-a0.25-r96", "v1-a0.25-r128"), FORMATS.split(",")
+    for point in points:
+        assert sum(f" {point}: trained, test accuracy " in line for line in lines) == 1, point
+        for fmt in formats:
+            assert sum(f" {point} {fmt}: exported, " in line for line in lines) == 1, (point, fmt)
+            assert sum(f" {point} {fmt}: measured, p50 " in line for line in lines) == 1, (point, fmt)
+    assert lines[-1].split(" ", 1)[1].startswith("report: ")
+
+
 def test_every_artifact_is_measured(finished_sweep):
     rows = read_results(finished_sweep)
     assert {(r.point, r.format) for r in rows} == {

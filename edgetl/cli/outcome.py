@@ -79,12 +79,13 @@ def configure_logging(args: argparse.Namespace) -> logging.Logger:
 
 
 def quiet_progress(argv: Sequence[str]) -> None:
-    """--quiet: no progress bars, here and in every process started from here (export workers, Ray).
+    """--quiet, or stderr not a terminal (a file, a pipe, CI): no progress bars, here and in every process
+    started from here (export workers, Ray); a sweep says one line per finished unit instead (`edgetl.io.log`).
 
     tqdm (>= 4.66) takes its defaults from TQDM_* variables when it is imported, and building the parser
     imports it, so this looks at the raw arguments first.
     """
-    if "--quiet" in argv or "-q" in argv:
+    if "--quiet" in argv or "-q" in argv or not sys.stderr.isatty():  # off a terminal: plain lines instead
         os.environ.setdefault("TQDM_DISABLE", "1")
 
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from edgetl.data.dataset import ImageRecord
 from edgetl.io.files import atomic_write_json, writing
+from edgetl.io.quiet import bars_off
 from edgetl.runtime.images import PREPROCESS_VERSION, load_image, open_rgb, resized
 
 PIXELS_DIR = ".pixels"
@@ -140,6 +141,7 @@ def build_store(
                     desc=f"decoding once at {', '.join(map(str, resolutions))} px",
                     unit="img",
                     leave=False,
+                    disable=bars_off(),
                 ) as bar,
             ):
                 for _ in pool.map(decode, range(len(records))):

@@ -30,12 +30,22 @@ from edgetl.data.pixels import LazyPixels
 from edgetl.export import check_predictions
 from edgetl.features.backbones import BackboneSpec
 from edgetl.io.faults import fault_point
+from edgetl.io.log import heartbeat, worker_log
+from edgetl.io.quiet import bars_off
 from edgetl.measure.bench import prepare_test_images
 from edgetl.measure.results import ArtifactResult, write_results
 from edgetl.sweep.config import TEST_IMAGES, SweepConfig, point_dir, point_name
 from edgetl.sweep.plan import PointPlan, SweepStopped, attempt, plan_point
 from edgetl.sweep.state import record_bench
-from edgetl.sweep.units import bench_artifact, export_point, kept_paths, release_models, train_point
+from edgetl.sweep.units import (
+    bench_artifact,
+    export_point,
+    kept_paths,
+    measured_line,
+    release_models,
+    train_point,
+    trained_line,
+)
 
 #: Set in the worker: the sweep's process id, for `edgetl.io.files.checkpoint`'s simulated power cut.
 SWEEP_PID_ENV = "EDGETL_SWEEP_PID"
@@ -106,8 +116,10 @@ class _Grid:
         plan = plan_point(self.config, spec)
         if plan.run is None:
             self.stage.set_description_str(f"{plan.name}: training")
-            plan.run = train_point(train_config, spec, self.dataset, plan.weights, self.say, self.load)
+            with heartbeat(self.say, f"training {plan.name}"):
+                plan.run = train_point(train_config, spec, self.dataset, plan.weights, self.say, self.load)
             plan.trained()
+            self.say(trained_line(plan.name, plan.run))
         return plan
 
     def bench(self, plan: PointPlan) -> list[ArtifactResult]:
@@ -127,6 +139,7 @@ class _Grid:
                     predictions, entry.get("class_fidelity"),
                 )  # fmt: skip
                 record_bench(self.config, plan.spec, fmt, key, row, ran_on, plan.state)
+                self.say(measured_line(row))
             rows.append(row)
         return rows
 
@@ -136,7 +149,11 @@ class _Grid:
         clock, name = time.perf_counter(), point_name(self.config, spec)
 
         def bench():
-            plan.state = exported if isinstance(exported, dict) else worker_result(exported, name)
+            if isinstance(exported, dict):
+                plan.state = exported
+            else:
+                with heartbeat(self.say, f"exporting {name}"):
+                    plan.state = worker_result(exported, name)
             return self.bench(plan)
 
         rows = (self.attempt(f"{name} bench", bench) if exported is not None else None) or []
@@ -168,9 +185,9 @@ def beside_export(config: SweepConfig) -> SweepConfig:
     return replace(config, features=replace(config.features, num_threads=max(1, (os.cpu_count() or 1) - 1)))
 
 
-def _export_in_worker(plan: PointPlan, dataset, load) -> dict:
+def _export_in_worker(plan: PointPlan, dataset, load, log) -> dict:
     try:
-        return export_point(plan, dataset, None, load)
+        return export_point(plan, dataset, log, load)
     finally:
         release_models()  # the worker outlives the point
 
@@ -192,9 +209,13 @@ def run_grid(
     spent on each point (its training, then waiting for its export and benchmarking it)."""
     with (
         tqdm(
-            total=len(config.points), desc="fine-tuning" if config.fine_tune else "grid", unit="point", position=0
+            total=len(config.points),
+            desc="fine-tuning" if config.fine_tune else "grid",
+            unit="point",
+            position=0,
+            disable=bars_off(),
         ) as overall,
-        tqdm(bar_format="{desc}", position=1, leave=False) as stage,
+        tqdm(bar_format="{desc}", position=1, leave=False, disable=bars_off()) as stage,
         ExportWorker() as worker,
     ):
         grid = _Grid(config, dataset, notes, say, load, list(results or []), walls, (overall, stage))
@@ -215,11 +236,12 @@ def run_grid(
             if i + 1 < len(points) and plan.exports():
                 if isinstance(load, LazyPixels):
                     load.build()  # here, once: never in the worker while this process builds it too
-                exporting = (spec, plan, worker.submit(_export_in_worker, plan, dataset, load), spent)
+                exporting = (spec, plan, worker.submit(_export_in_worker, plan, dataset, load, worker_log(say)), spent)
                 continue
             clock = time.perf_counter()
             stage.set_description_str(f"{name}: exporting")
-            exported = grid.attempt(f"{name} export", lambda: export_point(plan, dataset, say, load))
+            with heartbeat(say, f"exporting {name}"):
+                exported = grid.attempt(f"{name} export", lambda: export_point(plan, dataset, say, load))
             grid.settle(spec, plan, exported, spent + time.perf_counter() - clock)
         if exporting is not None:
             grid.settle(*exporting)

@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +35,8 @@ from edgetl import __version__
 from edgetl.export import ARTIFACTS_DIR, merge_export_entry
 from edgetl.features.backbones import BackboneSpec, WeightsNotFoundError
 from edgetl.io.files import atomic_write_bytes, atomic_write_json
+from edgetl.io.log import HEARTBEAT_S, on_terminal
+from edgetl.io.quiet import bars_off
 from edgetl.measure.bench import prepare_test_images
 from edgetl.measure.results import ArtifactResult, write_results
 from edgetl.sweep.config import TEST_IMAGES, SweepConfig, SweepResult, point_dir, point_name
@@ -51,6 +54,7 @@ from edgetl.sweep.ray_tasks import (
 )
 from edgetl.sweep.run import finish_sweep, start_sweep
 from edgetl.sweep.state import read_json, record_bench, record_export
+from edgetl.sweep.units import exported_line, measured_line, trained_line
 
 __all__ = ["ClusterConfig", "ClusterError", "sweep_on_ray"]
 
@@ -231,6 +235,7 @@ class _RaySweep:
         atomic_write_bytes(out / "run.json", files["run.json"], "run.json")  # last: it marks the run complete
         point.plan.trained()
         point.plan.run = read_json(out / "run.json")
+        self.say(trained_line(point.plan.name, point.plan.run))
         self._plan_exports(point)
 
     def _on_export(self, unit: _Unit, report: dict) -> None:
@@ -239,6 +244,8 @@ class _RaySweep:
         for name, data in report["files"].items():
             atomic_write_bytes(out / ARTIFACTS_DIR / name, data, f"the {unit.fmt} artifact")
         merge_export_entry(out, unit.fmt, report["entry"])
+        entry = report["entry"]
+        self.say(exported_line(plan.name, unit.fmt, entry.get("status", "?"), entry.get("size_bytes", 0)))
         record_export(self.config, plan.spec, unit.fmt, unit.key, plan.state)
         self._plan_bench(unit.point, unit.fmt)
 
@@ -247,6 +254,7 @@ class _RaySweep:
         report["row"] = replace(report["row"], class_fidelity=unit.entry.get("class_fidelity") or {})
         record_bench(self.config, plan.spec, unit.fmt, unit.key, report["row"], report["ran_on"], plan.state)
         unit.point.rows[unit.fmt] = report["row"]
+        self.say(measured_line(report["row"]))
 
     def rows(self) -> list[ArtifactResult]:
         return [p.rows[f] for p in self.points for f in self.config.export.formats if f in p.rows]
@@ -275,13 +283,14 @@ class _Progress:
     def __init__(self, sweep: _RaySweep, total: int):
         from tqdm import tqdm
 
-        self.sweep, self.tqdm = sweep, tqdm
-        self.grid = tqdm(total=total, desc="grid", unit="point", position=0)
+        self.sweep, self.tqdm, self.off = sweep, tqdm, bars_off()
+        self.grid = tqdm(total=total, desc="grid", unit="point", position=0, disable=self.off)
         self.lines = {
-            node: tqdm(bar_format="{desc}", position=1 + i, leave=False, desc=f"{label}: idle")
+            node: tqdm(bar_format="{desc}", position=1 + i, leave=False, desc=f"{label}: idle", disable=self.off)
             for i, (node, label) in enumerate(sweep.labels.items())
         }
         self.counted: set[str] = set()
+        self.last_beat = time.monotonic()  # off a terminal: a line of what each node does, every HEARTBEAT_S
 
     def update(self) -> None:
         for point in self.sweep.points:
@@ -297,9 +306,14 @@ class _Progress:
         for node, label, what in doing.values():
             by_node.setdefault(node, []).append(what)
             self.sweep.labels.setdefault(node, label)
+        if not on_terminal() and doing and time.monotonic() - self.last_beat >= HEARTBEAT_S:
+            self.last_beat = time.monotonic()
+            self.sweep.say("still " + "; ".join(f"{self.sweep.labels[n]}: {', '.join(w)}" for n, w in by_node.items()))
         for node, label in self.sweep.labels.items():
             if node not in self.lines:  # a node that joined during the sweep
-                self.lines[node] = self.tqdm(bar_format="{desc}", position=1 + len(self.lines), leave=False)
+                self.lines[node] = self.tqdm(
+                    bar_format="{desc}", position=1 + len(self.lines), leave=False, disable=self.off
+                )
             self.lines[node].set_description_str(f"{label}: {', '.join(sorted(by_node.get(node, []))) or 'idle'}")
 
     def close(self, skipped: int) -> None:

@@ -14,13 +14,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from tqdm import tqdm
-
 from edgetl import __version__
 from edgetl.data.dataset import Dataset, scan_dataset
 from edgetl.data.pixels import PIXELS_DIR, LazyPixels
 from edgetl.io.faults import fault_point
 from edgetl.io.files import atomic_write_json, writing
+from edgetl.io.log import RunLog, print_line
 from edgetl.measure.results import ArtifactResult, write_results
 from edgetl.pick.pareto import pick
 from edgetl.pick.report import write_model_card, write_report
@@ -38,14 +37,19 @@ def _scan(config: SweepConfig, say) -> Dataset:
     return dataset
 
 
+SWEEP_LOG = "sweep.log"  # in the output dir: every line the sweep said, with the time
+
+
 def start_sweep(config: SweepConfig, log=None):
     """What every runner does first: the output directory, sweep.json, the scan (once), the space check.
-    Returns the dataset and the function that prints a message."""
+    Returns the dataset and the function that says a message: printed (`log`, default stdout) and appended to
+    OUT/sweep.log."""
     out = Path(config.output_dir)
     with writing(out, "the sweep's output directory"):
         out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep.json", {"edgetl_version": __version__, "settings": asdict(config)})
-    say = log or (lambda msg: tqdm.write(msg))
+    say = RunLog(out / SWEEP_LOG, log or print_line)
+    RunLog(out / SWEEP_LOG, None)(f"edgetl {__version__} sweep of {config.image_dir} into {out}")
     dataset = _scan(config, say)
     check_space(config, dataset, say)
     return dataset, say
@@ -82,6 +86,8 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
         results = run_grid(fine, dataset, notes, say, results, load=pixels, walls=timings["point_wall_s"])
     finishing = time.perf_counter()
     finished = finish_sweep(config, results, notes)
+    picked = f"{finished.pick.point} {finished.pick.format}" if finished.pick else "none"
+    RunLog(say.path, None)(f"report: {finished.report}; pick: {picked}")
     pixels.remove()  # kept until here, so a killed sweep resumes without decoding again
     atomic_write_json(
         Path(config.output_dir) / "timings.json",

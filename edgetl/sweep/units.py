@@ -123,7 +123,8 @@ def export_point(plan: PointPlan, dataset, log=None, load=None) -> dict:
     if todo:
         inputs = load_run_inputs(point_dir(config, spec), dataset, load)
         for fmt in todo:
-            export_format(inputs, fmt, config.export, log)
+            result = export_format(inputs, fmt, config.export, log)
+            log(exported_line(plan.name, fmt, result.status, result.size_bytes))
             record_export(config, spec, fmt, plan.keys[fmt], plan.state)
         for rung in climb(inputs, config.export, log):  # int8 files that failed: the ladder's artifacts
             record_export(config, spec, rung.format, plan.keys[rung.format], plan.state)
@@ -144,3 +145,23 @@ def release_models() -> None:
     if "keras" in sys.modules:
         sys.modules["keras"].backend.clear_session()
     gc.collect()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the line each finished unit says (both executors): off a terminal, these are the sweep's progress
+
+
+def trained_line(name: str, run: dict) -> str:
+    accuracy, seconds = run.get("metrics", {}).get("test_accuracy", float("nan")), run.get("seconds", 0)
+    return f"{name}: trained, test accuracy {accuracy:.1%} ({seconds:.0f} s)"
+
+
+def exported_line(name: str, fmt: str, status: str, size_bytes: int) -> str:
+    return f"{name} {fmt}: exported, {size_bytes / 1e6:.2f} MB, check {status}"
+
+
+def measured_line(row: ArtifactResult) -> str:
+    if not row.ok:
+        return f"{row.point} {row.format}: {row.status}"
+    interval = f" [{row.accuracy_low:.1%}, {row.accuracy_high:.1%}]" if row.accuracy_low is not None else ""
+    return f"{row.point} {row.format}: measured, p50 {row.latency_ms_p50:.2f} ms, accuracy {row.accuracy:.1%}{interval}"

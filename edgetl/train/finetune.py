@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from edgetl.data.augment import Distortions
 from edgetl.data.dataset import decode_images
+from edgetl.io.quiet import bars_off
 from edgetl.params import Interval, OneOf, validate
 from edgetl.train.head import HeadConfig, class_weights
 
@@ -117,7 +118,7 @@ class _Progress:
 
         class Callback(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
-                self.bar = tqdm(total=total, desc="fine-tuning", unit="step", leave=False)
+                self.bar = tqdm(total=total, desc="fine-tuning", unit="step", leave=False, disable=bars_off())
 
             def on_train_batch_end(self, batch, logs=None):
                 self.bar.update(1)
