@@ -102,6 +102,7 @@ def test_report_gives_each_runtimes_pick(tmp_path):
     assert "- LiteRT/TFLite: **`v1-a1-r224` tflite-int8" in text and "`best/tflite/`" in text
     assert "- onnxruntime: **`v1-a1-r224` onnx-int8" in text and "`best/onnx/`" in text
     assert text.index("**`v1-a1-r224` tflite-int8") < text.index("Per runtime")  # the headline comes first
+    assert "2 on the Pareto front (accuracy ↑, p50 latency ↓, size ↓) of the LiteRT/TFLite artifacts." in text
 
 
 def _fake_sweep_files(out: Path, rows) -> None:

@@ -128,6 +128,7 @@ class Pick:
     closest: list[ArtifactResult] = field(default_factory=list)
     tied: list[ArtifactResult] = field(default_factory=list)  # the set the pick was the cheapest of
     reference: ArtifactResult | None = None  # the most accurate artifact within budget
+    runtime: str = "any"  # whose artifacts were candidates (PickConfig.runtime); `front` is theirs
 
 
 def _best_key(r: ArtifactResult) -> tuple[float, float, float]:
@@ -323,9 +324,11 @@ def pick(results: Sequence[ArtifactResult], budget: Budget | None = None, config
                 None,
                 f"no {RUNTIME_NAMES[config.runtime]} artifact among the {len(rows)} (runtimes here: {have}); "
                 f"export a {config.runtime} format, or pick with --runtime any",
+                runtime=config.runtime,
             )
         chosen = _pick_among(mine, budget, config)
         chosen.reason += f" ({RUNTIME_NAMES[config.runtime]} artifacts only: --runtime {config.runtime})"
+        chosen.runtime = config.runtime
         return chosen
     return _pick_among(rows, budget, config)
 

@@ -198,7 +198,8 @@ def write_report(
     md = [f"# {title}", ""]
     md.append(
         f"{len(rows)} artifacts benchmarked: {len(ok)} ok, {n_failed} failed, "
-        f"{len(pick.front)} on the Pareto front (accuracy ↑, p50 latency ↓, size ↓)."
+        f"{len(pick.front)} on the Pareto front (accuracy ↑, p50 latency ↓, size ↓)"
+        + (f" of the {RUNTIME_NAMES.get(pick.runtime, pick.runtime)} artifacts." if pick.runtime != "any" else ".")
     )
     md += ["", "## Budget", ""]
     if budget.is_set:
