@@ -31,8 +31,13 @@ def test_format_table_is_consistent():
     for name, spec in FORMATS.items():
         assert spec.name == name and name.startswith(spec.runtime + "-")
         assert spec.suffix == (".tflite" if spec.runtime == "tflite" else ".onnx")
-        assert spec.needs_calibration == name.endswith("-int8")
-    assert {n for n, s in FORMATS.items() if s.quantized} == {"tflite-dynamic", "tflite-int8", "onnx-int8"}
+        assert spec.needs_calibration == (name.endswith("-int8") or name.endswith("-int16x8"))
+    assert {n for n, s in FORMATS.items() if s.quantized} == {
+        "tflite-dynamic",
+        "tflite-int8",
+        "tflite-int16x8",
+        "onnx-int8",
+    }
 
 
 def test_formats_from_flags():
@@ -50,7 +55,7 @@ def test_formats_from_flags():
 @pytest.mark.parametrize(
     "fmt,quant,needle",
     [
-        ("tflite", "int9", "unknown --quantize 'int9'; valid: float32, float16, dynamic, int8 or all"),
+        ("tflite", "int9", "unknown --quantize 'int9'; valid: float32, float16, dynamic, int8, int16x8 or all"),
         ("coreml", "int8", "unknown --format 'coreml'; valid: tflite, onnx"),
         ("onnx", "float16", "nothing to export"),
         ("", "int8", "--format is empty"),
@@ -420,7 +425,7 @@ def test_every_tflite_format_has_standard_metadata(exported):
         assert md is not None, f"{r.format}: no standard TFLite Metadata"
         assert md["labels"] == ["daisy", "roses", "tulips"] and md["mean"] == [0.0] * 3 and md["std"] == [1.0] * 3
         assert f"format={r.format}" in md["description"] and md["edgetl"]["format"] == r.format
-        assert ("calibration_manifest_sha256=" in md["description"]) == (r.format == "tflite-int8")
+        assert ("calibration_manifest_sha256=" in md["description"]) == FORMATS[r.format].needs_calibration
 
 
 @pytest.mark.parametrize("client,venv", [("mediapipe", ".venv-mediapipe"), ("task_library", ".venv-task-library")])

@@ -176,3 +176,14 @@ def test_the_device_re_pick_uses_the_runtimes_the_device_ran(tmp_path):
     assert "pick **`v1-a1-r224` tflite-int8**" in section  # onnx cannot run there, even with --runtime any
     report = (tmp_path / "devices" / "phone" / "report.md").read_text()
     assert "- LiteRT/TFLite: **`v1-a1-r224` tflite-int8" in report and "- onnxruntime:" not in report
+
+
+def test_a_front_only_bundle_carries_each_runtimes_front(tmp_path):
+    from edgetl.measure.results import write_results
+    from edgetl.pick.bundle import bundle_rows
+    from edgetl.pick.pareto import pareto_front
+
+    rows = _rows()
+    write_results(rows, tmp_path, [])
+    assert {r.format for r in pareto_front(rows)} == {"onnx-float32", "onnx-int8"}  # they dominate the .tflite files
+    assert {r.format for r in bundle_rows(tmp_path, True)} == {r.format for r in rows}

@@ -234,7 +234,7 @@ def test_cluster_sweep_equals_in_process_and_a_killed_worker_costs_only_its_unit
     # 2. The same command on a local Ray started by the sweep: only the lost units run.
     trace = tmp_path / "trace.txt"
     monkeypatch.setenv("EDGETL_TRACE", str(trace))  # the local Ray's workers inherit it
-    assert main(sweep_args(photos, out, "--ray")) in (0, 1)
+    assert main(sweep_args(photos, out, "--ray")) in (0, 3)  # 3: nothing fits the budget
     done = stages(trace)
     assert done.count("convert:onnx-float32") == 2 and done.count("bench:onnx-float32") == 2
     assert not {"features", "head", "convert:tflite-float32", "bench:tflite-float32"} & set(done), done
@@ -276,5 +276,5 @@ def test_cluster_sweep_equals_in_process_and_a_killed_worker_costs_only_its_unit
 
     # 3. An in-process run of the same command finds everything finished.
     trace.unlink()
-    assert main(sweep_args(photos, out)) in (0, 1)
+    assert main(sweep_args(photos, out)) in (0, 3)  # 3: nothing fits the budget
     assert stages(trace) == ["report"] and results(out) == results(in_process)

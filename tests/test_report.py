@@ -18,6 +18,8 @@ from edgetl.pick.plot import format_colour, plot_pareto
 from edgetl.pick.rebuild import rebuild_report
 from edgetl.pick.report import write_model_card, write_report
 
+REPO = Path(__file__).resolve().parents[1]
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -186,7 +188,7 @@ def test_rebuild_report_from_results_json_alone(tmp_path):
 
 
 def test_plot_many_points_log_axis_and_all_failed(tmp_path):
-    # > 40 artifacts (no labels) spanning > 10x latency (log axis); then a sweep where all failed.
+    # 45 artifacts spanning > 10x latency (log axis); then a sweep where all failed.
     rows = [make_result(0.5 + i * 0.01, 0.5 * 1.1**i, 0.2 + i * 0.1, format=f"fmt{i % 5}") for i in range(45)]
     p = pick(rows)
     assert_png(plot_pareto(rows, p, tmp_path / "many.png"))
@@ -247,3 +249,51 @@ def test_results_json_from_before_notes_still_reads(tmp_path):
     rows = sweep()
     (tmp_path / "results.json").write_text(json.dumps([r.to_dict() for r in rows]))
     assert len(read_results(tmp_path)) == len(rows) and read_notes(tmp_path) == []
+
+
+@pytest.mark.parametrize("grid", ["readme", "full20"])
+def test_plot_numbers_the_front_tied_and_pick_without_overlap(grid):
+    """The README sweep's size (24 artifacts) and the full 20-point grid (80): every artifact of the front,
+    the tied set and the pick numbered beside its marker, no two numbers overlapping, the table naming each."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_pareto", REPO / "tools" / "render_pareto.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    from edgetl.pick.plot import draw_pareto, labelled_rows
+
+    rows = render.constructed_rows(render.GRIDS[grid])
+    budget = Budget(max_latency_ms=15)
+    chosen = pick(rows, budget)
+    fig = draw_pareto(rows, chosen, budget=budget)
+    ax, table = fig.axes[0], fig.axes[1]
+    labels = labelled_rows(rows, chosen)
+    wanted = {r.identity for r in [*chosen.front, *chosen.tied, chosen.chosen]}
+    assert {label.row.identity for label in labels} == wanted and len(wanted) >= 10
+    numbers = [t for t in ax.texts if t.get_text().isdigit()]
+    assert sorted(int(t.get_text()) for t in numbers) == list(range(1, len(labels) + 1))
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in numbers]
+    frame = ax.get_window_extent(renderer)
+    for i, a in enumerate(boxes):
+        assert frame.contains(a.x0, a.y0) and frame.contains(a.x1, a.y1), numbers[i].get_text()
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (numbers[i].get_text(), a, b)
+    lines = [t.get_text() for t in table.texts]
+    pick_line = next(line for line in lines if line.endswith("<- pick"))
+    assert f"{chosen.chosen.point} {chosen.chosen.format}" in pick_line
+    assert len(lines) == len(labels) + 1  # the header and one line per number
+
+
+def test_a_far_latency_budget_is_stated_not_drawn():
+    """A 15 ms budget beside sub-millisecond artifacts: a line there would squash every marker to the left edge."""
+    from edgetl.pick.plot import draw_pareto
+
+    rows = [make_result(0.8 + i * 0.01, latency=0.2 + i * 0.1, point=f"p{i}") for i in range(4)]
+    budget = Budget(max_latency_ms=15)
+    ax = draw_pareto(rows, pick(rows, budget), budget=budget).axes[0]
+    assert ax.get_xlim()[1] < 1.0
+    assert any("latency budget 15 ms" in t.get_text() for t in ax.texts)
+    near = Budget(max_latency_ms=0.5)
+    ax = draw_pareto(rows, pick(rows, near), budget=near).axes[0]
+    assert any(line.get_label() == "latency budget 0.5 ms" for line in ax.get_lines())

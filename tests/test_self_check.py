@@ -258,12 +258,9 @@ def test_mediapipe_as_an_app_passes_and_its_bgr_input_is_caught(golden_artifacts
 
 
 def _device_bench():
-    import importlib.util
+    from edgetl.measure import device_bench  # the device benchmark (tools/device_bench.py is its shim)
 
-    spec = importlib.util.spec_from_file_location("device_bench", REPO / "tools" / "device_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return device_bench
 
 
 @pytest.mark.slow

@@ -66,7 +66,7 @@ def finished_sweep(tiny_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sweep") / "run"
     os.environ["EDGETL_TRACE"] = str(out.parent / "trace.txt")  # the export worker inherits it
     try:
-        assert main(sweep_args(tiny_data, out)) in (0, 1)
+        assert main(sweep_args(tiny_data, out)) in (0, 3)  # 3: nothing fits the budget
     finally:
         del os.environ["EDGETL_TRACE"]
     return out
@@ -221,7 +221,7 @@ def test_killed_sweep_resumes_without_redoing_finished_artifacts(tiny_data, tmp_
     run_json = out / "points" / "v1-a0.25-r96" / "run.json"
     trained_at = run_json.stat().st_mtime_ns
 
-    assert main(sweep_args(tiny_data, out)) in (0, 1)
+    assert main(sweep_args(tiny_data, out)) in (0, 3)  # 3: nothing fits the budget
     after = _bench_mtimes(out)
     assert len(after) == 2 * len(FORMATS.split(","))
     assert {k: after[k] for k in before} == before, "finished artifacts were measured again"
@@ -229,7 +229,7 @@ def test_killed_sweep_resumes_without_redoing_finished_artifacts(tiny_data, tmp_
 
     # A changed measurement setting redoes the measurements only, not training or export.
     exported_at = (out / "points" / "v1-a0.25-r96" / "artifacts" / "export.json").stat().st_mtime_ns
-    assert main(sweep_args(tiny_data, out, "--num_threads", "2")) in (0, 1)
+    assert main(sweep_args(tiny_data, out, "--num_threads", "2")) in (0, 3)  # 3: nothing fits the budget
     assert run_json.stat().st_mtime_ns == trained_at
     assert (out / "points" / "v1-a0.25-r96" / "artifacts" / "export.json").stat().st_mtime_ns == exported_at
     assert all(v != before.get(k) for k, v in _bench_mtimes(out).items())
@@ -391,7 +391,7 @@ def test_fine_tune_front_adds_fine_tuned_rows_for_the_most_accurate_front_point(
         "--fine_tune_epochs",
         "1",
     )
-    assert main(argv) in (0, 1)
+    assert main(argv) in (0, 3)  # 3: nothing fits the budget
     rows = read_results(out)
     head_rows = [r for r in rows if not r.point.endswith("-ft")]
     fine_rows = [r for r in rows if r.point.endswith("-ft")]

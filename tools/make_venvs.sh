@@ -11,8 +11,8 @@
 # They run tools/label_image.py, device_bench.py and tools/client_check.py straight from the checkout
 # (edgetl is not installed into them). Idempotent: an environment that already imports its runtime (and has
 # no TensorFlow) is left alone; a missing or broken one is (re)created. Needs the package index (pip).
-# Python: $PYTHON if set, else python3.11, else python3 (tflite-runtime 2.14 and tflite-support 0.4.4 ship
-# wheels for CPython <= 3.11 only).
+# Python: $DEVICE_PYTHON if set, else python3.11, else python3 (tflite-runtime 2.14 and tflite-support 0.4.4
+# ship wheels for CPython <= 3.11 only; $PYTHON, which picks the main .venv's interpreter, does not apply here).
 #
 # Usage: tools/make_venvs.sh litert tflite-runtime mediapipe task-library   # any of them
 set -euo pipefail
@@ -33,8 +33,8 @@ declare -A PKGS=([litert]='numpy>=1.26 pillow>=10 ai-edge-litert>=2.3,<3'
                  [task-library]='numpy<2 pillow>=10 tflite-support==0.4.4')
 declare -A PINNED=([litert]=- [tflite-runtime]=tflite-runtime==2.14.0 [mediapipe]=- [task-library]=tflite-support==0.4.4)
 
-if [[ -n "${PYTHON:-}" ]]; then
-  PY="$PYTHON"
+if [[ -n "${DEVICE_PYTHON:-}" ]]; then
+  PY="$DEVICE_PYTHON"
 elif command -v python3.11 >/dev/null 2>&1; then
   PY=python3.11
 else
@@ -99,7 +99,7 @@ make_venv() {  # make_venv TARGET
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
   if [[ "${PINNED[$target]}" != - ]] && ! wheel_exists "$venv" "${PINNED[$target]}"; then
     rm -rf "$venv"
-    echo "$name: no ${PINNED[$target]} wheel for Python $PY_VERSION on $(uname -m); use python3.11 (PYTHON=...)" >&2
+    echo "$name: no ${PINNED[$target]} wheel for Python $PY_VERSION on $(uname -m); use python3.11 (DEVICE_PYTHON=...)" >&2
     return 1
   fi
   if [[ "$target" == task-library ]]; then

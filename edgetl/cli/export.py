@@ -8,7 +8,8 @@ from pathlib import Path
 
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import IO_TYPES, QUANTIZATIONS, RUNTIMES, ExportError, formats_from_flags
-from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY, export_run
+from edgetl.export.pipeline import export_run
+from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +54,34 @@ def add_shared_export_arguments(parser: argparse.ArgumentParser) -> None:
         f"model's by more than this many points (default {d.max_accuracy_drop:g})",
     )
     parser.add_argument(
+        "--max_class_drop",
+        "--max-class-drop",
+        dest="max_class_drop",
+        type=float,
+        default=d.max_class_drop,
+        help="a quantized artifact also fails its check when one class is more than this many points below "
+        "the float model, significantly after Holm's correction over classes (default "
+        f"{d.max_class_drop:g})",
+    )
+    parser.add_argument(
+        "--fidelity_images_per_class",
+        "--fidelity-images-per-class",
+        dest="fidelity_images_per_class",
+        type=int,
+        default=d.fidelity_images_per_class,
+        help="images per class (train, validation and test, never calibration images) the per-class "
+        f"check runs on (default {d.fidelity_images_per_class}; 0 turns it off)",
+    )
+    parser.add_argument(
+        "--quantization_ladder",
+        "--quantization-ladder",
+        dest="quantization_ladder",
+        choices=("on", "off"),
+        default="on" if d.quantization_ladder else "off",
+        help="when an int8 file fails its check, also export and check tflite-int16x8, then tflite-float16, "
+        "until one passes (default on)",
+    )
+    parser.add_argument(
         "--io_type",
         "--io-type",
         dest="io_type",
@@ -88,6 +117,9 @@ def export_config_from_args(args: argparse.Namespace, formats) -> ExportConfig:
         bias_correction=args.bias_correction,
         num_threads=args.num_threads,
         max_accuracy_drop=args.max_accuracy_drop,
+        max_class_drop=args.max_class_drop,
+        fidelity_images_per_class=args.fidelity_images_per_class,
+        quantization_ladder=args.quantization_ladder == "on",
     )
 
 
@@ -105,7 +137,6 @@ def _format_row(r) -> str:
 
 def run_export_command(args: argparse.Namespace) -> int:
     """`edgetl export`: 0 when every artifact passed its check, 1 when one failed, 2 on a usage error."""
-
     try:
         formats, notes = formats_from_flags(args.format, args.quantize)
         for note in notes:

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
 from edgetl.cli import retrain as retrain_cli
+from edgetl.cli.outcome import (
+    EXIT_CODES_EPILOG,
+    EXIT_USER_ERROR,
+    LOGGER,
+    add_strict_argument,
+    add_verbosity_arguments,
+    configure_logging,
+    failed_units,
+    pick_exit_code,
+    quiet_progress,
+    user_errors,
+)
 from edgetl.cli.pick import (
     add_bench_arguments,
     add_budget_arguments,
@@ -232,8 +245,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         points, notes = read_grid_file(args.grid)
     else:
         points, notes = grid(args.backbones, args.alphas, args.resolutions)
+    log = logging.getLogger(LOGGER).info
     for note in notes:
-        print(f"note: {note}")
+        log(f"note: {note}")
     config = SweepConfig(
         image_dir=args.image_dir,
         output_dir=args.output_dir,
@@ -254,11 +268,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from edgetl.sweep.ray_driver import ClusterConfig, sweep_on_ray
 
-        result = sweep_on_ray(config, ClusterConfig(args.ray, args.bench_resource), notes)
+        result = sweep_on_ray(config, ClusterConfig(args.ray, args.bench_resource), notes, log=log)
     elif args.bench_resource is not None:
         raise ValueError("--bench_resource names the Ray nodes that measure latency; it needs --ray")
     else:
-        result = sweep(config, notes)
+        result = sweep(config, notes, log=log)
     if args.device_results:
         from edgetl.pick.rebuild import rebuild_report
 
@@ -266,13 +280,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"report: {result.report}")
     if result.pick is None:
         print("no artifact fits the budget; see the report for the closest ones")
-        return 1
-    c = result.pick
-    print(
-        f"pick: {c.point} {c.format}: accuracy {c.accuracy:.1%}, p50 {c.latency_ms_p50:.2f} ms, "
-        f"{c.size_bytes / 1e6:.2f} MB -> {Path(args.output_dir) / 'best'}"
-    )
-    return 0
+    else:
+        c = result.pick
+        print(
+            f"pick: {c.point} {c.format}: accuracy {c.accuracy:.1%}, p50 {c.latency_ms_p50:.2f} ms, "
+            f"{c.size_bytes / 1e6:.2f} MB -> {Path(args.output_dir) / 'best'}"
+        )
+    return pick_exit_code(result.pick is not None, failed_units(result.results, result.notes), args.strict)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -293,7 +307,8 @@ def _add_sweep_parser(sub) -> None:
     from edgetl.cli.export import add_shared_export_arguments
     from edgetl.sweep.config import SWEEP_FORMATS
 
-    p = sub.add_parser("sweep", help="train, export and benchmark a width x resolution grid; pick on the Pareto front")
+    help_text = "train, export and benchmark a width x resolution grid; pick on the Pareto front"
+    p = sub.add_parser("sweep", help=help_text, **EXIT_CODES_EPILOG)
     _add_data_arguments(p)
     p.add_argument("--backbones", type=_csv(str), default=["v1", "v2"])
     p.add_argument("--alphas", type=_csv(float), default=[0.25, 0.5, 0.75, 1.0])
@@ -322,6 +337,7 @@ def _add_sweep_parser(sub) -> None:
     retrain_cli.add_curve_arguments(p)
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--force", action="store_true", help="redo every stage even if finished")
+    add_strict_argument(p)
     add_device_arguments(p)
     p.add_argument(
         "--ray",
@@ -343,7 +359,7 @@ def _add_sweep_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgetl", description=__doc__)
+    parser = argparse.ArgumentParser(prog="edgetl", description=__doc__, **EXIT_CODES_EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one grid point (backbone x alpha x resolution) and export float32 TFLite")
@@ -380,8 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("report", help="rebuild results.csv/json, pareto.png and report.md of a sweep")
+    p = sub.add_parser(
+        "report", help="rebuild results.csv/json, pareto.png and report.md of a sweep", **EXIT_CODES_EPILOG
+    )
     p.add_argument("run_dir", type=Path)
+    add_strict_argument(p)
     add_budget_arguments(p)
     add_device_arguments(p)
     p.set_defaults(func=cmd_report)
@@ -396,51 +415,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label", help=about, add_help=False, prefix_chars="\0")  # no options: all are label_image's
     p.add_argument("label_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_label)
+    for name, command in sub.choices.items():
+        if name != "label":  # label passes every flag on to label_image
+            add_verbosity_arguments(command)
     return parser
 
 
-# Errors a user can fix: printed as one message, never a traceback.
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from edgetl.data.dataset import DatasetError
-    from edgetl.features.backbones import WeightsNotFoundError
-    from edgetl.io.files import DiskError
-    from edgetl.sweep.local import WorkerLost
-    from edgetl.sweep.ray_tasks import ClusterError
-
-    errors: list[type[BaseException]] = [
-        DatasetError,
-        WeightsNotFoundError,
-        FileNotFoundError,
-        ValueError,
-        DiskError,
-        ClusterError,
-        WorkerLost,
-    ]
-    if os.environ.get("EDGETL_DEBUG"):
-        return ()
-    try:
-        from edgetl.export import ExportError
-
-        errors.append(ExportError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_progress(argv)
     args = build_parser().parse_args(argv)
+    configure_logging(args)
     try:
         return int(args.func(args) or 0)
-    except _user_errors() as e:
+    except user_errors() as e:
         print(f"edgetl {args.command}: error: {visible(e)}", file=sys.stderr)  # may quote a file's names
-        return 2
+        return EXIT_USER_ERROR
     except OSError as e:  # a disk fault no stage named (the last line of defence): still a message, not a traceback
         from edgetl.io.files import describe_disk_error, disk_reason
 
         if disk_reason(e) is None or os.environ.get("EDGETL_DEBUG"):
             raise
         print(f"edgetl {args.command}: error: {describe_disk_error(e, e.filename or '.', 'a file')}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"edgetl {args.command}: interrupted; finished work is saved", file=sys.stderr)
         return 130

@@ -7,9 +7,11 @@ import argparse
 import json
 from pathlib import Path
 
+from edgetl.cli.outcome import failed_units, pick_exit_code
 from edgetl.measure.bench import BenchConfig
+from edgetl.measure.results import read_notes, read_results
 from edgetl.pick.bundle import make_bundle
-from edgetl.pick.pareto import PICK_RULES, PICK_RUNTIMES, Budget, PickConfig
+from edgetl.pick.pareto import PICK_RULES, PICK_RUNTIMES, Budget, PickConfig, pick
 from edgetl.pick.rebuild import rebuild_report
 
 
@@ -108,9 +110,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             else {}
         )
         budget = Budget(**saved) if saved else budget
-    report = rebuild_report(args.run_dir, budget, pick_from_args(args), args.device_results, args.device_threads)
+    config = pick_from_args(args)
+    report = rebuild_report(args.run_dir, budget, config, args.device_results, args.device_threads)
     print(f"report: {report}")
-    return 0
+    results = read_results(args.run_dir)
+    chosen = pick(results, budget, config).chosen
+    if chosen is None:
+        print("no artifact fits the budget; see the report for the closest ones")
+    return pick_exit_code(chosen is not None, failed_units(results, read_notes(args.run_dir)), args.strict)
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:

@@ -5,13 +5,17 @@
 - `artifact`: one format converted and written, metadata embedded (`export_artifact`), through the
   converter modules `tflite` and `onnx`, which share one signature; `calibration` and `bias_correction`
   prepare the int8 formats.
-- `inputs`: what every format of a run shares, loaded once (`load_run_inputs`).
-- `run`: a run's formats converted and checked against the float Keras model (`export_run`).
+- `inputs`: what every format of a run shares (`load_run_inputs`); `run`: one format converted and
+  checked against the float Keras model (`export_format`); `fidelity` the per-class part of the check;
+  `ladder` the rungs tried when an int8 file fails; `pipeline` all of a run's formats (`export_run`).
 
 Importing this package stays TensorFlow-free (the CLI, `edgetl.cli.export`, builds its parser from it):
 TensorFlow, tf2onnx and onnxruntime are imported by the converters, on use.
+
+Callable as the stage's function: ``edgetl.export(...)`` is ``edgetl.export.pipeline.export_run(...)``.
 """
 
+from edgetl import callable_stage
 from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import (
@@ -26,6 +30,8 @@ from edgetl.export.formats import (
     formats_from_flags,
 )
 from edgetl.export.inputs import load_run_inputs, read_run
+from edgetl.export.ladder import LADDER, climb
+from edgetl.export.pipeline import export_run
 from edgetl.export.predictions import check_predictions
 from edgetl.export.run import (
     ARTIFACTS_DIR,
@@ -33,7 +39,6 @@ from edgetl.export.run import (
     ExportResult,
     check_status,
     export_format,
-    export_run,
     merge_export_entry,
     read_export_summary,
 )
@@ -43,6 +48,7 @@ __all__ = [
     "EXPORT_SUMMARY",
     "FORMATS",
     "IO_TYPES",
+    "LADDER",
     "ONNX_OPSET",
     "QUANTIZATIONS",
     "RECIPE_VERSION",
@@ -55,6 +61,7 @@ __all__ = [
     "artifact_metadata",
     "check_predictions",
     "check_status",
+    "climb",
     "export_artifact",
     "export_format",
     "export_run",
@@ -64,3 +71,5 @@ __all__ = [
     "read_export_summary",
     "read_run",
 ]
+
+callable_stage(__name__)

@@ -20,7 +20,12 @@ class ExportConfig:
     `bias_correction` converts int8 formats from a copy of the model whose biases compensate the mean
     shift of int8-rounded weights. `num_threads` runs the artifacts during their checks. A check fails
     when an artifact's test accuracy is below the float model's by more than `max_accuracy_drop` points
-    and significantly so (McNemar's exact test, paired on the same test images, alpha 0.05).
+    and significantly so (McNemar's exact test, paired on the same test images, alpha 0.05), or when one
+    class of a non-float32 format is below the float model's by more than `max_class_drop` points and
+    significantly so after Holm's correction over classes, measured on up to `fidelity_images_per_class`
+    images per class that did not calibrate it (`edgetl.export.fidelity`; 0 turns the per-class check off).
+    `quantization_ladder`: an int8 file that fails its check is followed by the ladder's rungs until one
+    passes (`edgetl.export.ladder`).
     """
 
     formats: tuple[str, ...] = tuple(FORMATS)
@@ -30,12 +35,18 @@ class ExportConfig:
     bias_correction: bool = True
     num_threads: int = os.cpu_count() or 1  # a check is not a latency measurement: all cores
     max_accuracy_drop: float = 1.0  # points below the float model, significantly, before a check fails
+    max_class_drop: float = 3.0  # points one class may lose, significantly after Holm, before a check fails
+    fidelity_images_per_class: int = 200  # images per class the per-class check is measured on; 0: off
+    quantization_ladder: bool = True  # an int8 file that fails its check: try tflite-int16x8, then tflite-float16
 
     CONSTRAINTS: ClassVar[dict] = {
         "num_calibration_images": Interval(int, 1),
         "bias_correction": OneOf((True, False)),
         "num_threads": Interval(int, 1),
         "max_accuracy_drop": Interval(float, 0, 100),  # points
+        "max_class_drop": Interval(float, 0, 100),  # points
+        "fidelity_images_per_class": Interval(int, 0),  # 0: no per-class check
+        "quantization_ladder": OneOf((True, False)),
     }
 
     def __post_init__(self) -> None:
@@ -46,5 +57,5 @@ class ExportConfig:
             object.__setattr__(self, "calibration_manifest", Path(self.calibration_manifest))
 
     @property
-    def needs_calibration(self) -> bool:
+    def needs_calibration(self) -> bool:  # (the ladder follows int8 formats only, which need it themselves)
         return any(FORMATS[f].needs_calibration for f in self.formats)

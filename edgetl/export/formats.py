@@ -33,7 +33,7 @@ class FormatSpec:
     @property
     def quantized(self) -> bool:
         """Integer weights: probabilities move by design, so only agreement is checked."""
-        return self.quantization in ("dynamic", "int8")
+        return self.quantization in ("dynamic", "int8", "int16x8")
 
 
 # Checks. Every artifact fails when its test accuracy is significantly below the float model's by more
@@ -86,6 +86,17 @@ FORMATS: dict[str, FormatSpec] = {
             description="full integer (TFLITE_BUILTINS_INT8) from a representative dataset; uint8 input by default",
         ),
         FormatSpec(
+            name="tflite-int16x8",
+            suffix=".tflite",
+            runtime="tflite",
+            quantization="int16x8",
+            needs_calibration=True,
+            max_abs_diff=None,
+            colour="#ff7f0e",
+            description="int16 activations, int8 weights (EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8) "
+            "from a representative dataset; float32 input and output",
+        ),
+        FormatSpec(
             name="onnx-float32",
             suffix=".onnx",
             runtime="onnx",
@@ -109,7 +120,7 @@ FORMATS: dict[str, FormatSpec] = {
     )
 }
 RUNTIMES = ("tflite", "onnx")
-QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("uint8", "int8", "float32")  # input/output type of tflite-int8; the first is the default
 ONNX_OPSET = 17
 # Bump when a converter recipe changes what an artifact contains: the sweep re-exports on a change.

@@ -38,6 +38,7 @@ class RunInputs:
     calibration: object = None  # edgetl.export.calibration.CalibrationSet, drawn on first need
     int8_source: ModelSource | None = None  # bias-corrected copy, built on first need
     load: Callable | None = None  # load_image's signature: where a sweep's pixels come from (decoded once)
+    fidelity: object = None  # edgetl.export.fidelity.FidelitySet, built on first need
     golden: object = None  # edgetl.export.golden.GoldenSet, chosen on first need
 
     @property

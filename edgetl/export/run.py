@@ -8,15 +8,14 @@ head-only run, the head on the backbone's features, which were checked against T
 computed), so they are not computed again; a run without them is predicted by the Keras model.
 The check's own predictions are kept beside the artifact, for the sweep's benchmark of the same bytes.
 
-`edgetl.export.inputs.load_run_inputs` loads what every format of one run shares (the Keras model, the test images, the
-float predictions) once; `export_format` is one unit of work (one format of one run); `export_run` is
-the loop `edgetl export` and the sweep call.
+`edgetl.export.inputs.load_run_inputs` loads what every format of one run shares (the Keras model, the test
+images, the float predictions) once; `export_format` is one unit of work (one format of one run);
+`edgetl.export.pipeline.export_run` is the loop `edgetl export` calls.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,12 +25,13 @@ import numpy as np
 
 from edgetl import __version__
 from edgetl.export import calibration as calib
+from edgetl.export import fidelity
 from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
 from edgetl.export.bias_correction import correct_biases
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import FORMATS, ExportError
 from edgetl.export.golden import choose_golden, embed_golden
-from edgetl.export.inputs import RunInputs, load_keras_model, load_run_inputs, read_run
+from edgetl.export.inputs import RunInputs, _keras_predict, load_keras_model
 from edgetl.export.predictions import save_check_predictions
 from edgetl.io.faults import fault_point
 from edgetl.io.files import DiskError, atomic_write_bytes, atomic_write_json, one_line, sha256_file
@@ -127,10 +127,13 @@ def check_status(
     max_abs_diff: float | None,
     max_accuracy_drop: float,
     alpha: float = 0.05,
+    class_fidelity: dict | None = None,
 ) -> str:
     """ "ok", or why the artifact is off from the float model (see the format table's comment).
 
-    `artifact_correct` and `keras_correct` are per-image correctness on the same test images.
+    `artifact_correct` and `keras_correct` are per-image correctness on the same test images;
+    `class_fidelity` is the artifact's per-class measurement (`edgetl.export.fidelity.summary`), whose
+    failed classes fail the check too.
     """
 
     spec = FORMATS[fmt]
@@ -144,6 +147,7 @@ def check_status(
         )
     if spec.max_abs_diff is not None and max_abs_diff is not None and not max_abs_diff <= spec.max_abs_diff:
         problems.append(f"max |probability diff| {max_abs_diff:.2g} > {spec.max_abs_diff:g}")
+    problems += fidelity.gate_problems(class_fidelity or {})
     return "ok" if not problems else "check failed: " + "; ".join(problems)
 
 
@@ -193,6 +197,16 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
     }
 
 
+def _fidelity(inputs: RunInputs, config: ExportConfig, log: Log):
+    """The run's per-class fidelity set, built once: calibration images (when this export draws any) left out."""
+    if inputs.fidelity is None:
+        exclude = set()
+        if config.needs_calibration:
+            exclude = {entry["sha256"] for entry in _calibration(inputs, config, log).manifest["images"]}
+        inputs.fidelity = fidelity.build(inputs, config.fidelity_images_per_class, exclude, _keras_predict)
+    return inputs.fidelity
+
+
 def _golden_step(inputs: RunInputs, fmt: str, out_path: Path) -> dict:
     """Golden inputs and this artifact's own answers on them, into the file (edgetl.export.golden)."""
     fault_point(f"golden:{fmt}")
@@ -207,16 +221,29 @@ def _golden_step(inputs: RunInputs, fmt: str, out_path: Path) -> dict:
     return {"golden": embed_golden(out_path, fmt, inputs.golden, list(inputs.run["classes"]))}
 
 
-def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfig) -> dict:
-    """Run the artifact on the test split and compare it with the Keras model."""
-
+def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfig, log: Log) -> dict:
+    """Run the artifact on the test split and compare it with the Keras model; per class on more images
+    (`edgetl.export.fidelity`) for the formats whose weights change."""
     fault_point(f"check:{fmt}")
+    per_class = None
     try:
-        probs = np.asarray(
-            load_model(out_path, config.num_threads).predict(inputs.test_images, batch_size=PREDICT_BATCH), np.float32
-        )
+        model = load_model(out_path, config.num_threads)
+        probs = np.asarray(model.predict(inputs.test_images, batch_size=PREDICT_BATCH), np.float32)
         if probs.shape != inputs.keras_probs.shape:
             raise ValueError(f"output shape {probs.shape}, expected {inputs.keras_probs.shape}")
+        if fidelity.measured(fmt) and config.fidelity_images_per_class:
+            clock = time.perf_counter()
+            fset = _fidelity(inputs, config, log)
+            per_class = fidelity.summary(
+                fset,
+                fidelity.artifact_probabilities(fset, model, probs, PREDICT_BATCH),
+                inputs.run["classes"],
+                config.fidelity_images_per_class,
+                config.max_class_drop,
+            )
+            per_class["seconds"] = round(time.perf_counter() - clock, 2)  # what the per-class check added
+    except (ExportError, DiskError):
+        raise
     except Exception as e:
         return {"status": f"load failed: {type(e).__name__}: {one_line(e)}"}
     predictions = save_check_predictions(out_path, fmt, probs, inputs.test_paths)
@@ -224,7 +251,12 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
     max_diff = None if FORMATS[fmt].quantized else float(np.abs(probs - inputs.keras_probs).max())
     correct = probs.argmax(1) == inputs.test_labels
     status = check_status(
-        fmt, correct, inputs.keras_probs.argmax(1) == inputs.test_labels, max_diff, config.max_accuracy_drop
+        fmt,
+        correct,
+        inputs.keras_probs.argmax(1) == inputs.test_labels,
+        max_diff,
+        config.max_accuracy_drop,
+        class_fidelity=per_class,
     )
     return {
         "test_accuracy": float(correct.mean()),
@@ -232,6 +264,7 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
         "max_abs_diff": max_diff,
         "status": status,
         "test_predictions": predictions,
+        "class_fidelity": per_class,
     }
 
 
@@ -274,9 +307,10 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
         "test_accuracy": None,
         "agreement": None,
         "max_abs_diff": None,
-        **_check_step(inputs, fmt, out_path, config),
+        **_check_step(inputs, fmt, out_path, config, log),
     }
     predictions = checked.pop("test_predictions", None)
+    class_fidelity = checked.pop("class_fidelity", None)
     result = ExportResult(
         **common,
         **checked,
@@ -294,6 +328,7 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
             "sha256": sha256_file(out_path),
             **made,
             **({"test_predictions": predictions} if predictions else {}),
+            **({"class_fidelity": class_fidelity} if class_fidelity else {}),
         },
     )
     if not result.ok:
@@ -327,42 +362,3 @@ def read_export_summary(run_dir: Path) -> dict:
     except (OSError, ValueError, AttributeError):
         return {}
     return formats if isinstance(formats, dict) else {}
-
-
-def export_run(
-    run_dir: str | Path,
-    config: ExportConfig = ExportConfig(),
-    log: Log | None = None,
-    progress: bool = True,
-    dataset=None,
-) -> list[ExportResult]:
-    """Export and check each format of `config` for one run; the loop `edgetl export` and the sweep share.
-
-    Artifacts land in RUN/artifacts/<format><suffix>; int8 ones get <format>.calibration.json beside
-    them; RUN/artifacts/export.json gets one entry per format, merged with earlier exports. Checks
-    always compare with the run's own model, also for int8 formats converted from the bias-corrected
-    copy. Problems with the inputs (run dir, manifest) raise ExportError before anything is written.
-    """
-    from tqdm import tqdm
-
-    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    run_dir = Path(run_dir)
-    run = read_run(run_dir)  # fail fast, before TensorFlow loads, on a wrong --run or a stale manifest
-    from_manifest = None
-    if config.needs_calibration and config.calibration_manifest is not None:
-        from_manifest = calib.calibration_set_from_manifest(
-            calib.load_manifest(config.calibration_manifest),
-            int(run["backbone"]["resolution"]),
-            fallback_root=run["image_dir"],
-        )
-    inputs = load_run_inputs(run_dir, dataset)
-    inputs.calibration = from_manifest
-    for note in inputs.notes + (from_manifest.notes if from_manifest else []):
-        log(f"note: {note}")
-    (run_dir / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
-    results = []
-    with tqdm(config.formats, desc="export", unit="format", disable=not progress, file=sys.stderr) as bar:
-        for fmt in bar:
-            bar.set_description(fmt)
-            results.append(export_format(inputs, fmt, config, log))
-    return results

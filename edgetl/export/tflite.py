@@ -70,6 +70,16 @@ def convert(
             converter.inference_output_type = dtype
         elif io_type != "float32":
             raise ValueError(f"unknown io_type {io_type!r}")
+    elif fmt == "tflite-int16x8":
+        if calibration_images is None or len(calibration_images) == 0:
+            raise ValueError("tflite-int16x8 needs calibration images")
+        # int16 activations keep 256x finer steps than int8 where ranges are wide; weights stay int8. The
+        # input and output stay float32 (the converter's default), so a caller feeds raw pixels as to float32.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(np.asarray(calibration_images, np.float32))
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
     else:
         raise ValueError(f"not a TFLite format: {fmt!r}")
     error: Exception | None = None

@@ -23,6 +23,7 @@ from edgetl.data.dataset import ImageRecord
 from edgetl.features.engine import ENGINES
 from edgetl.io.faults import fault_point
 from edgetl.io.files import DiskError, atomic_write_bytes, disk_reason
+from edgetl.io.quiet import bars_off
 from edgetl.params import Interval, OneOf, validate
 from edgetl.runtime.images import PREPROCESS_VERSION, load_image
 
@@ -180,7 +181,7 @@ def compute_features(
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     with (
         ThreadPoolExecutor(decode_workers) as pool,
-        tqdm(total=len(todo), desc=desc, unit="img", disable=not todo, leave=False) as bar,
+        tqdm(total=len(todo), desc=desc, unit="img", disable=not todo or bars_off(), leave=False) as bar,
     ):
         submit = lambda batch: [pool.submit(_decode, records[i], resolution, view, load, distortions) for i in batch]  # noqa: E731
         pending = submit(batches[0]) if batches else []

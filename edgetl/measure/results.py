@@ -62,6 +62,9 @@ class ArtifactResult:
     latency_source: str = "host"  # "host" (the sweep's machine), "device" (measured there), "estimate"
     sha256: str = ""  # of the artifact file as measured
     measured_on: str = ""  # the machine that timed it: its hostname (with --ray, also the Ray node id)
+    # The export check's per-class fidelity to the float model (edgetl.export.fidelity.summary; {} for float32
+    # formats and older results): per class the float and artifact accuracy, flips, exact McNemar p, Holm p.
+    class_fidelity: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,7 +123,7 @@ def failed_result(
 
 
 _FIELDS = [f.name for f in dataclasses.fields(ArtifactResult)]
-_JSON_COLUMNS = ("per_class_accuracy", "confusion_matrix", "predictions", "labels")
+_JSON_COLUMNS = ("per_class_accuracy", "confusion_matrix", "predictions", "labels", "class_fidelity")
 
 
 def _csv_row(r: ArtifactResult) -> dict[str, Any]:
@@ -242,3 +245,20 @@ def _wrong_type(d: dict) -> str | None:
 def read_notes(out_dir: str | os.PathLike) -> list[str]:
     """The sweep's notes kept in ``out_dir/results.json`` (skipped and failed grid points)."""
     return _read_results_json(out_dir)[2]
+
+
+#: Per-image and per-class lists, left out of the frame: one row per artifact reads better without them.
+_FRAME_OMITS = ("predictions", "labels", "confusion_matrix", "per_class_accuracy")
+
+
+def results_frame(results: Sequence[ArtifactResult]):
+    """The rows as a pandas DataFrame, one per artifact (without the per-image lists; `init_ms` added).
+
+    pandas is not a dependency of edgetl: this needs it installed (``pip install pandas``).
+    """
+    try:
+        import pandas as pd
+    except ImportError as e:
+        raise ImportError("results_frame() and SweepResult.to_pandas() need pandas: pip install pandas") from e
+    rows = [{k: v for k, v in r.to_dict().items() if k not in _FRAME_OMITS} | {"init_ms": r.init_ms} for r in results]
+    return pd.DataFrame(rows)

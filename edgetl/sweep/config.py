@@ -14,11 +14,11 @@ from typing import ClassVar
 
 from edgetl import __version__
 from edgetl.data.dataset import SplitConfig
-from edgetl.export import FORMATS, RECIPE_VERSION, ExportConfig
+from edgetl.export import FORMATS, LADDER, RECIPE_VERSION, ExportConfig
 from edgetl.features.backbones import BackboneSpec, ResolvedWeights
 from edgetl.features.bottlenecks import FeatureConfig
 from edgetl.measure.bench import BenchConfig
-from edgetl.measure.results import ArtifactResult
+from edgetl.measure.results import ArtifactResult, results_frame
 from edgetl.params import Interval, OneOf, validate
 from edgetl.pick.pareto import Budget, PickConfig
 from edgetl.train.finetune import FineTuneConfig
@@ -71,10 +71,17 @@ class SweepConfig:
 
 @dataclass
 class SweepResult:
+    """What a sweep returns: every artifact's row, the pick (None when nothing fits the budget), report.md
+    and the notes (skipped or failed grid points)."""
+
     results: list[ArtifactResult]
     pick: ArtifactResult | None
     report: Path
     notes: list[str]
+
+    def to_pandas(self):
+        """The results as a pandas DataFrame, one row per artifact (needs pandas, not an edgetl dependency)."""
+        return results_frame(self.results)
 
 
 def settings_key(*parts) -> str:
@@ -104,13 +111,24 @@ def train_key(config: SweepConfig, spec: BackboneSpec, weights: ResolvedWeights)
 def export_key(config: SweepConfig, train_key: str, fmt: str) -> str:
     e = config.export
     return settings_key(
-        train_key, fmt, e.io_type, e.num_calibration_images, RECIPE_VERSION, e.bias_correction, e.max_accuracy_drop
+        train_key,
+        fmt,
+        e.io_type,
+        e.num_calibration_images,
+        RECIPE_VERSION,
+        e.bias_correction,
+        e.max_accuracy_drop,
+        e.max_class_drop,
+        e.fidelity_images_per_class,
+        e.quantization_ladder,
     )
 
 
 def export_keys(config: SweepConfig, trained: str) -> dict[str, str]:
-    """Each format's export key for the point whose train key is `trained`."""
-    return {f: export_key(config, trained, f) for f in config.export.formats}
+    """Each format's export key for the point whose train key is `trained`; the quantization ladder's rungs that
+    were not requested get a key folding in every requested format's (the export that may convert them)."""
+    keys = {f: export_key(config, trained, f) for f in config.export.formats}
+    return {**{f: settings_key(f, sorted(keys.items())) for f in LADDER if f not in keys}, **keys}
 
 
 # Bump when a benchmark row gains figures: 2 added per-image predictions, start-up cost and busy warnings;

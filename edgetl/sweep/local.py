@@ -113,7 +113,7 @@ class _Grid:
     def bench(self, plan: PointPlan) -> list[ArtifactResult]:
         """Unit 3 for each format whose bench unit must run; every format's row."""
         out, rows, test_set = point_dir(self.config, plan.spec), [], None
-        for fmt in self.config.export.formats:
+        for fmt in plan.bench_formats():
             row, entry, key = plan.bench(fmt)
             if row is None:
                 self.stage.set_description_str(f"{plan.name}: benchmarking {fmt}")
@@ -124,7 +124,7 @@ class _Grid:
                 predictions = check_predictions(out, entry, kept_paths(test_set))
                 row, ran_on = bench_artifact(
                     self.config, plan.spec, fmt, out / entry["path"], test_set, plan.run, entry.get("status", "ok"),
-                    predictions,
+                    predictions, entry.get("class_fidelity"),
                 )  # fmt: skip
                 record_bench(self.config, plan.spec, fmt, key, row, ran_on, plan.state)
             rows.append(row)

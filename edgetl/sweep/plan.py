@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from edgetl.export import read_export_summary
+from edgetl.export import ladder, read_export_summary
 from edgetl.features.backbones import BackboneSpec, ResolvedWeights, WeightsNotFoundError, resolve_weights
 from edgetl.io.files import DiskError, one_line
 from edgetl.measure.results import ArtifactResult
@@ -51,6 +51,14 @@ class PointPlan:
     def exports(self) -> list[str]:
         """The formats whose export unit must run (every format after a new training)."""
         return export_todo(self.config, self.spec, self.keys, self.state)
+
+    def bench_formats(self) -> list[str]:
+        """The formats to benchmark: those asked for, then the quantization ladder's rungs this point's export
+        converted (recorded with their current key; `edgetl.export.ladder`)."""
+        asked = list(self.config.export.formats)
+        summary = read_export_summary(point_dir(self.config, self.spec))
+        climbed = [f for f in ladder.rungs(summary) if f not in asked and self.state["export"].get(f) == self.keys[f]]
+        return asked + climbed
 
     def bench(self, fmt: str) -> tuple[ArtifactResult | None, dict, str]:
         """(the format's settled row or None when its bench unit must run, its export.json entry, its bench key)."""

@@ -244,6 +244,7 @@ class _RaySweep:
 
     def _on_bench(self, unit: _Unit, report: dict) -> None:
         plan = unit.point.plan
+        report["row"] = replace(report["row"], class_fidelity=unit.entry.get("class_fidelity") or {})
         record_bench(self.config, plan.spec, unit.fmt, unit.key, report["row"], report["ran_on"], plan.state)
         unit.point.rows[unit.fmt] = report["row"]
 

@@ -10,7 +10,7 @@ from edgetl.io.files import free_bytes
 
 #: Rough no-top parameter counts at alpha 1 (they scale with alpha squared): what the space check assumes.
 _PARAMS_AT_ALPHA_1 = {"v1": 3.2e6, "v2": 2.3e6}
-_BYTES_PER_WEIGHT = {"float32": 4.0, "float16": 2.0, "dynamic": 1.1, "int8": 1.1}
+_BYTES_PER_WEIGHT = {"float32": 4.0, "float16": 2.0, "dynamic": 1.1, "int8": 1.1, "int16x8": 1.2}
 _MIN_FILE_BYTES = 4096  # a cache entry is a small file: one file-system block at least
 SPACE_MARGIN = 1.5
 

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgetl.data.dataset import Dataset
-from edgetl.export import export_format, load_run_inputs
+from edgetl.export import climb, export_format, load_run_inputs
 from edgetl.features.backbones import BackboneSpec, ResolvedWeights
 from edgetl.io.files import one_line, sha256_file
 from edgetl.measure.bench import measure
@@ -63,13 +63,15 @@ def bench_artifact(
     run: dict,
     status: str,
     predictions=None,
+    class_fidelity: dict | None = None,
 ) -> tuple[ArtifactResult, dict]:
     """Unit 3: one artifact measured on the test split. Returns its row and what the benchmark ran on.
 
     `test_set` is (the .npz of decoded test images, their labels); `status` is the export check's verdict,
     carried into the row. `predictions`: this artifact's probabilities on those images from its export
     check (`edgetl.export.check_predictions`), which the same runtime would only compute again; without
-    them the benchmark predicts. A benchmark that fails is a failed row, not an exception.
+    them the benchmark predicts. `class_fidelity`: the export check's per-class measurement, carried into the
+    row. A benchmark that fails is a failed row, not an exception.
     """
     images_path, labels = test_set
     started = time.perf_counter()
@@ -99,6 +101,7 @@ def bench_artifact(
         params=run["backbone"]["params"] + run["head"]["params"],
         num_threads=config.bench.num_threads,
         status=status,
+        class_fidelity=class_fidelity or {},
         sha256=sha256_file(artifact),
         measured_on=socket.gethostname(),
         **m.result_fields(labels, run["classes"]),
@@ -114,7 +117,6 @@ def bench_artifact(
 def export_point(plan: PointPlan, dataset, log=None, load=None) -> dict:
     """Unit 2 for each format the plan still exports; returns the point's state. Picklable arguments only:
     the in-process executor runs it in its export worker (`edgetl.sweep.local`)."""
-
     log = log or (lambda msg: tqdm.write(msg))
     config, spec = plan.config, plan.spec
     todo = plan.exports()
@@ -123,6 +125,8 @@ def export_point(plan: PointPlan, dataset, log=None, load=None) -> dict:
         for fmt in todo:
             export_format(inputs, fmt, config.export, log)
             record_export(config, spec, fmt, plan.keys[fmt], plan.state)
+        for rung in climb(inputs, config.export, log):  # int8 files that failed: the ladder's artifacts
+            record_export(config, spec, rung.format, plan.keys[rung.format], plan.state)
     return plan.state
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from edgetl import __version__
 from edgetl.data.dataset import Dataset, SplitConfig, scan_dataset
 from edgetl.export import ModelSource, artifact_metadata, export_artifact
+from edgetl.export.fidelity import FLOAT_PREDICTIONS, save_float_predictions
 from edgetl.export.predictions import REFERENCE, save_reference
 from edgetl.features.backbones import (
     BackboneSpec,
@@ -254,10 +255,16 @@ def train(
         "num_validation": len(val_y),
         "num_test": len(test_y),
     }
-    fine_tuned = None
+    fine_tuned, every_image = None, None
     if config.fine_tune is None:
         model = build_classifier(bottlenecks.extractor, head, len(dataset.classes))
         test_probs = head.predict_proba(test_x)
+        # The float model on every image, for the export's per-class fidelity check: free here (the features
+        # are in memory), a forward pass per image there.
+        every_image = (
+            np.concatenate([head.predict_proba(x) for x, _, _ in splits.values()]),
+            [r.path for _, _, records in splits.values() for r in records],
+        )
     else:
         # From the head that never saw validation images, so early stopping on them stays honest.
         fine_tuned = fine_tune(
@@ -305,7 +312,7 @@ def train(
         "seconds": round(time.time() - started, 1),  # without save_run's own, which "timings" has
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
-    save_run(run_dir, model, run, log, (test_probs, [r.path for r in test_records]))
+    save_run(run_dir, model, run, log, (test_probs, [r.path for r in test_records]), every_image)
     write_curves(config, run, fit, bottlenecks.extractor, log)
     return TrainResult(
         run_dir,
@@ -343,10 +350,18 @@ def write_curves(config: TrainConfig, run: dict, fit: HeadFit, extractor, log=pr
         )
 
 
-def save_run(run_dir: Path, model, run: dict, log=print, test_predictions: tuple | None = None) -> None:
+def save_run(
+    run_dir: Path,
+    model,
+    run: dict,
+    log=print,
+    test_predictions: tuple | None = None,
+    float_predictions: tuple | None = None,
+) -> None:
     """Write the run directory; each piece lands atomically and run.json last (it marks the run complete).
     `test_predictions`: (the model's probabilities on the test split, those images' paths), which every
-    export check compares with (`edgetl.export.predictions`)."""
+    export check compares with (`edgetl.export.predictions`); `float_predictions`: the same on every image
+    (`edgetl.export.fidelity`)."""
 
     started = time.perf_counter()
     with writing(run_dir, "the run directory"):
@@ -368,6 +383,11 @@ def save_run(run_dir: Path, model, run: dict, log=print, test_predictions: tuple
     if test_predictions is not None:
         run = {**run, "reference": save_reference(run_dir, *test_predictions)}
         names += (REFERENCE,)
+    if float_predictions is not None:
+        save_float_predictions(run_dir, *float_predictions)
+        names += (FLOAT_PREDICTIONS,)
+    else:
+        (run_dir / FLOAT_PREDICTIONS).unlink(missing_ok=True)  # an older run's, not this model's
     # What the model files hash to, so a resumed sweep notices one a power cut truncated.
     run = {
         **run,

@@ -23,6 +23,7 @@ from itertools import product
 import numpy as np
 from tqdm import tqdm
 
+from edgetl.io.quiet import bars_off
 from edgetl.train.head import HEAD_FIELDS, PER_HEAD, Head, HeadConfig, accuracy, cross_entropy, train_head, train_heads
 
 #: The searched HeadConfig fields, in table order.
@@ -112,7 +113,9 @@ def _fit_candidates(candidates: list[HeadConfig], train: tuple, val: tuple, num_
     for i, c in enumerate(candidates):
         groups.setdefault(tuple(getattr(c, f) for f in HEAD_FIELDS if f not in PER_HEAD), []).append(i)
     heads: list[Head | None] = [None] * len(candidates)
-    with tqdm(total=len(candidates), desc="head settings", unit="fit", leave=False, disable=len(candidates) < 2) as bar:
+    with tqdm(
+        total=len(candidates), desc="head settings", unit="fit", leave=False, disable=len(candidates) < 2 or bars_off()
+    ) as bar:
         for members in groups.values():
             fitted = train_heads(*train, *val, num_classes, [candidates[i] for i in members], log=log)
             for i, head in zip(members, fitted):
