@@ -117,18 +117,19 @@ def test_every_artifact_is_measured(finished_sweep):
 
 
 def test_front_and_pick_against_brute_force(finished_sweep):
-    from edgetl.pick.pareto import pareto_front, pick
+    from edgetl.pick.pareto import PickConfig, pareto_front, pick
 
     rows = read_results(finished_sweep)
     assert {(r.point, r.format) for r in pareto_front(rows)} == brute_force_front(rows)
     ok = [r for r in rows if r.status == "ok"]
     median_latency = sorted(r.latency_ms_p50 for r in ok)[len(ok) // 2]
     budget = Budget(max_latency_ms=median_latency)
-    chosen = pick(rows, budget).chosen
+    anything = PickConfig(runtime="any")
+    chosen = pick(rows, budget, anything).chosen
     fitting = [r for r in ok if r.latency_ms_p50 <= median_latency]
     assert chosen is not None and chosen.latency_ms_p50 <= median_latency
     assert chosen.accuracy == max(r.accuracy for r in fitting)
-    assert pick(rows, Budget(max_size_mb=1e-6)).chosen is None
+    assert pick(rows, Budget(max_size_mb=1e-6), anything).chosen is None
 
 
 def test_best_dir_and_report(finished_sweep):
@@ -142,6 +143,10 @@ def test_best_dir_and_report(finished_sweep):
     assert {"labels.txt", "model_card.md"} <= names and any(n.endswith((".tflite", ".onnx")) for n in names)
     card = (best / "model_card.md").read_text()
     assert card.count("daisy, roses, tulips") == 1, "the card lists the classes once"
+    # The default --runtime tflite: the headline pick is a .tflite; best/<runtime>/ holds each runtime's pick.
+    assert any(n.endswith(".tflite") for n in names) and {"tflite", "onnx"} <= names
+    assert any(p.suffix == ".onnx" for p in (best / "onnx").iterdir())
+    assert "- LiteRT/TFLite: **" in report and "- onnxruntime: **" in report
 
 
 def test_the_test_split_is_predicted_once_per_artifact_against_the_float_models_own_predictions(

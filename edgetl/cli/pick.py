@@ -11,7 +11,7 @@ from edgetl.cli.outcome import failed_units, pick_exit_code
 from edgetl.measure.bench import BenchConfig
 from edgetl.measure.results import read_notes, read_results
 from edgetl.pick.bundle import make_bundle
-from edgetl.pick.pareto import PICK_RULES, Budget, PickConfig, pick
+from edgetl.pick.pareto import PICK_RULES, PICK_RUNTIMES, Budget, PickConfig, pick
 from edgetl.pick.rebuild import rebuild_report
 
 
@@ -25,7 +25,7 @@ def budget_from_args(args: argparse.Namespace):
 
 def pick_from_args(args: argparse.Namespace):
 
-    return PickConfig(rule=args.pick, accuracy_tolerance=args.accuracy_tolerance)
+    return PickConfig(rule=args.pick, accuracy_tolerance=args.accuracy_tolerance, runtime=args.runtime)
 
 
 def add_budget_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,6 +51,14 @@ def add_budget_arguments(p: argparse.ArgumentParser) -> None:
         help=f"points of accuracy a tied artifact may give up (default {d.accuracy_tolerance:g})",
     )
     p.add_argument("--min_accuracy", type=float, default=None, help="minimum test top-1 (0..1 or percent)")
+    p.add_argument(
+        "--runtime",
+        choices=PICK_RUNTIMES,
+        default=d.runtime,
+        help=f"the runtime the app embeds: the headline pick (and best/) is among its artifacts only (default "
+        f"{d.runtime}: LiteRT/tflite-runtime; onnx: onnxruntime; any: every artifact); report.md and best/<runtime>/ "
+        "give each runtime's pick as well",
+    )
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:

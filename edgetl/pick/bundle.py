@@ -27,7 +27,7 @@ from edgetl import __version__
 from edgetl.io.archive import deterministic_zip
 from edgetl.io.files import atomic_write_bytes, sha256_file
 from edgetl.measure.results import ArtifactResult, read_results
-from edgetl.pick.pareto import Budget, PickConfig, pick
+from edgetl.pick.pareto import pick_all
 
 BUNDLE_JSON = "bundle.json"
 DEVICE_BENCH = "device_bench.py"
@@ -50,11 +50,15 @@ if __name__ == "__main__":
 
 
 def bundle_rows(sweep_dir: Path, front_only: bool) -> list[ArtifactResult]:
-    """The sweep's successful rows, or only those on the Pareto front."""
+    """The sweep's successful rows, or only those on the Pareto front of their runtime (the device re-picks
+    for each runtime it runs, so each runtime's front travels)."""
     rows = [r for r in read_results(sweep_dir) if r.ok]
     if not rows:
         raise ValueError(f"{sweep_dir}/results.json has no successful artifact to bundle")
-    return pick(rows, Budget(), PickConfig()).front if front_only else rows
+    if not front_only:
+        return rows
+    fronts = {r.identity for p in pick_all(rows)[1].values() for r in p.front}
+    return [r for r in rows if r.identity in fronts]
 
 
 def _test_sets(sweep_dir: Path, rows: list[ArtifactResult]) -> dict[int, bytes]:

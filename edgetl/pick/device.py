@@ -20,7 +20,7 @@ import numpy as np
 
 from edgetl.measure.bench import BUSY_OTHER_CORES
 from edgetl.measure.results import ArtifactResult
-from edgetl.pick.pareto import pick
+from edgetl.pick.pareto import RUNTIME_NAMES, pick_all
 from edgetl.pick.report import write_report
 
 DEVICE_KIND = "edgetl-device-results"
@@ -213,7 +213,7 @@ def write_device_reports(
     for path in device_files:
         results = read_device_results(path)
         rows, fits = device_rows(host_rows, results, num_threads)
-        chosen = pick(rows, budget, config)
+        chosen, by_runtime = pick_all(rows, budget, config)  # the runtimes of the artifacts the device ran
         d = results.device
         about = (
             f"{results.name}: {d.get('machine', '?')}, {d.get('cpu', '?')}, {d.get('cores', '?')} cores, "
@@ -243,6 +243,7 @@ def write_device_reports(
                 *(f"**Diverges from the host:** {line}" for line in diverged),
             ],
             sections=_side_by_side(host_rows, rows, results.name),
+            by_runtime=by_runtime,
         )
         if chosen.chosen is None:
             line = f"nothing picked ({chosen.reason})"
@@ -255,5 +256,11 @@ def write_device_reports(
             f"- {about}: {line}; {estimated} of {len(rows)} latencies estimated; "
             f"[report](devices/{results.name}/report.md)"
         )
+        section += [
+            f"  - {RUNTIME_NAMES.get(rt, rt)}: `{p.chosen.point}` {p.chosen.format}, "
+            f"p50 {p.chosen.latency_ms_p50:.2f} ms"
+            for rt, p in by_runtime.items()
+            if p.chosen is not None and len(by_runtime) > 1
+        ]
         section += [f"  - **Diverges from the host:** {line}" for line in diverged]
     return section + [""]

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+from edgetl.export.formats import FORMATS, RUNTIMES
 from edgetl.measure.results import ArtifactResult
 from edgetl.params import Interval, OneOf, validate
 from edgetl.pick.budget import BYTES_PER_MB, Budget
@@ -127,6 +128,7 @@ class Pick:
     closest: list[ArtifactResult] = field(default_factory=list)
     tied: list[ArtifactResult] = field(default_factory=list)  # the set the pick was the cheapest of
     reference: ArtifactResult | None = None  # the most accurate artifact within budget
+    runtime: str = "any"  # whose artifacts were candidates (PickConfig.runtime); `front` is theirs
 
 
 def _best_key(r: ArtifactResult) -> tuple[float, float, float]:
@@ -215,6 +217,9 @@ def closest_misses(results: Sequence[ArtifactResult], budget: Budget, n: int = N
 
 
 PICK_RULES = ("cheapest_tied", "most_accurate")
+#: Which artifacts the headline pick considers: one runtime's (the one the app embeds) or every runtime's.
+PICK_RUNTIMES = (*RUNTIMES, "any")
+RUNTIME_NAMES = {"tflite": "LiteRT/TFLite", "onnx": "onnxruntime"}
 ACCURACY_TOLERANCE = 1.0  # points: a smaller loss than this is a tie when it is not significant either
 ALPHA = 0.05  # significance level of the paired tests
 
@@ -228,14 +233,18 @@ class PickConfig:
     is tied with it; the pick is the cheapest of the tied set (lowest p50 latency, then size). Accuracy
     on a few hundred images is a measurement, so a difference of a few images decides nothing.
     ``most_accurate``: the most accurate artifact within budget (the knee of the front with no budget).
+    ``runtime``: only that runtime's artifacts are candidates (``tflite``, the default: LiteRT and
+    tflite-runtime, what the device side of edgetl is built around; ``onnx``: onnxruntime); ``any``: all.
     """
 
     rule: str = PICK_RULES[0]
     accuracy_tolerance: float = ACCURACY_TOLERANCE
     alpha: float = ALPHA
+    runtime: str = PICK_RUNTIMES[0]
 
     CONSTRAINTS: ClassVar[dict] = {
         "rule": OneOf(PICK_RULES),
+        "runtime": OneOf(PICK_RUNTIMES),
         "accuracy_tolerance": Interval(float, 0, 100),  # points
         "alpha": Interval(float, 0, 1, "neither"),
     }
@@ -307,6 +316,24 @@ def pick(results: Sequence[ArtifactResult], budget: Budget | None = None, config
     budget = budget if budget is not None else Budget()
     if not isinstance(budget, Budget):
         raise ValueError(f"budget must be a Budget or None, got {type(budget).__name__}")
+    if config.runtime != "any":
+        mine = of_runtime(rows, config.runtime)
+        if not mine:
+            have = ", ".join(sorted({runtime_of(r) for r in rows}))
+            return Pick(
+                None,
+                f"no {RUNTIME_NAMES[config.runtime]} artifact among the {len(rows)} (runtimes here: {have}); "
+                f"export a {config.runtime} format, or pick with --runtime any",
+                runtime=config.runtime,
+            )
+        chosen = _pick_among(mine, budget, config)
+        chosen.reason += f" ({RUNTIME_NAMES[config.runtime]} artifacts only: --runtime {config.runtime})"
+        chosen.runtime = config.runtime
+        return chosen
+    return _pick_among(rows, budget, config)
+
+
+def _pick_among(rows: list[ArtifactResult], budget: Budget, config: PickConfig) -> Pick:
     front = pareto_front(rows)
     ok = [r for r in rows if is_ok(r)]
     n_failed = len(rows) - len(ok)
@@ -350,11 +377,41 @@ def pick(results: Sequence[ArtifactResult], budget: Budget | None = None, config
     return Pick(chosen, reason, front, [], tied, most_accurate(fitting))
 
 
+def runtime_of(r: ArtifactResult) -> str:
+    """The runtime that loads `r`'s file ("tflite" | "onnx"), from the format table (a format name
+    this edgetl does not know, from an old or newer results.json: its first word)."""
+    spec = FORMATS.get(r.format)
+    return spec.runtime if spec is not None else r.format.split("-")[0]
+
+
+def of_runtime(rows: Sequence[ArtifactResult], runtime: str) -> list[ArtifactResult]:
+    """The rows whose artifact `runtime` loads ("any": all of them)."""
+    return list(rows) if runtime == "any" else [r for r in rows if runtime_of(r) == runtime]
+
+
+def pick_all(
+    results: Sequence[ArtifactResult], budget: Budget | None = None, config: PickConfig = PickConfig()
+) -> tuple[Pick, dict[str, Pick]]:
+    """The headline pick (among `config.runtime`'s artifacts) and the pick of each runtime that has artifacts
+    (in RUNTIMES order): the file to ship depends on the runtime the app embeds."""
+    by_runtime = {
+        rt: pick(results, budget, replace(config, runtime=rt))
+        for rt in RUNTIMES
+        if of_runtime(_validate_results(results), rt)
+    }
+    return by_runtime.get(config.runtime) or pick(results, budget, config), by_runtime
+
+
 __all__ = [
     "BYTES_PER_MB",
     "Budget",
     "Pick",
     "PickConfig",
+    "PICK_RUNTIMES",
+    "RUNTIME_NAMES",
+    "of_runtime",
+    "pick_all",
+    "runtime_of",
     "closest_misses",
     "paired",
     "tied_set",

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from edgetl.measure.results import read_notes, read_results, write_results
 from edgetl.pick.device import write_device_reports
-from edgetl.pick.pareto import Budget, PickConfig
-from edgetl.pick.pareto import pick as pick_artifact
+from edgetl.pick.pareto import Budget, PickConfig, pick_all
 from edgetl.pick.report import write_report
 
 
@@ -29,9 +28,9 @@ def rebuild_report(
     if not results:
         raise ValueError(f"{Path(out_dir) / 'results.json'} holds no results")
     notes = read_notes(out_dir)
-    chosen = pick_artifact(results, budget, config)
+    chosen, by_runtime = pick_all(results, budget, config)
     write_results(results, out_dir, notes)
     sections = []
     if device_files:
         sections = write_device_reports(out_dir, results, device_files, budget, config, device_threads)
-    return write_report(results, chosen, budget, out_dir, notes=notes, sections=sections)
+    return write_report(results, chosen, budget, out_dir, notes=notes, sections=sections, by_runtime=by_runtime)

@@ -17,7 +17,7 @@ from edgetl.io.files import atomic_write_text
 from edgetl.io.text import visible_lines
 from edgetl.measure.results import ArtifactResult
 from edgetl.pick.fidelity_table import class_fidelity_section
-from edgetl.pick.pareto import BYTES_PER_MB, Budget, Pick, is_ok, paired
+from edgetl.pick.pareto import BYTES_PER_MB, RUNTIME_NAMES, Budget, Pick, is_ok, paired
 from edgetl.pick.plot import PARETO_PNG, plot_pareto
 
 REPORT_MD = "report.md"
@@ -152,6 +152,25 @@ def _measured_on(ok: Sequence[ArtifactResult]) -> list[str]:
     return lines
 
 
+def by_runtime_lines(by_runtime: Mapping[str, Pick], best_dir: str | None = None) -> list[str]:
+    """One line per runtime that has artifacts: its pick (and where best/ keeps it), or why there is none."""
+    if not by_runtime:
+        return []
+    lines = [
+        "",
+        "Per runtime (the file to ship depends on the runtime the app embeds; `--runtime` picks the headline):",
+        "",
+    ]
+    for rt, p in by_runtime.items():
+        name = RUNTIME_NAMES.get(rt, rt)
+        if p.chosen is None:
+            lines.append(f"- {name}: nothing picked ({p.reason.split(';')[0]})")
+            continue
+        where = f" -> `{best_dir}/{rt}/`" if best_dir else ""
+        lines.append(f"- {name}: **{_describe(p.chosen)}**{where}")
+    return lines
+
+
 def write_report(
     results: Sequence[ArtifactResult],
     pick: Pick,
@@ -160,11 +179,14 @@ def write_report(
     title: str = "edgetl sweep",
     notes: Sequence[str] = (),
     sections: Sequence[str] = (),
+    by_runtime: Mapping[str, Pick] | None = None,
+    best_dir: str | None = None,
 ) -> Path:
     """Write ``out_dir/report.md`` (and ``out_dir/pareto.png`` via :func:`plot_pareto`).
 
     Sections: the budget, the pick and why (or why nothing fits, with the closest artifacts and
-    what each one violates), the table of all artifacts, then the plot.
+    what each one violates) and each runtime's pick (`by_runtime`, from `edgetl.pick.pareto.pick_all`;
+    `best_dir`: where they were copied, if anywhere), the table of all artifacts, then the plot.
     """
     out = Path(out_dir)
     rows = list(results)
@@ -177,7 +199,8 @@ def write_report(
     md = [f"# {title}", ""]
     md.append(
         f"{len(rows)} artifacts benchmarked: {len(ok)} ok, {n_failed} failed, "
-        f"{len(pick.front)} on the Pareto front (accuracy ↑, p50 latency ↓, size ↓)."
+        f"{len(pick.front)} on the Pareto front (accuracy ↑, p50 latency ↓, size ↓)"
+        + (f" of the {RUNTIME_NAMES.get(pick.runtime, pick.runtime)} artifacts." if pick.runtime != "any" else ".")
     )
     md += ["", "## Budget", ""]
     if budget.is_set:
@@ -200,6 +223,7 @@ def write_report(
             md += ["", "Closest artifacts (smallest total relative budget violation):", ""]
             for r in pick.closest:
                 md.append(f"- {_describe(r)}: {budget.describe_violation(r) or 'fits'}")
+    md += by_runtime_lines(by_runtime or {}, best_dir)
     busy = [r for r in ok if r.warning]
     if busy:
         md += [

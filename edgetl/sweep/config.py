@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from edgetl import __version__
 from edgetl.data.dataset import SplitConfig
-from edgetl.export import LADDER, RECIPE_VERSION, ExportConfig
+from edgetl.export import FORMATS, LADDER, RECIPE_VERSION, ExportConfig
 from edgetl.features.backbones import BackboneSpec, ResolvedWeights
 from edgetl.features.bottlenecks import FeatureConfig
 from edgetl.measure.bench import BenchConfig
@@ -57,6 +57,12 @@ class SweepConfig:
         if not self.points:
             raise ValueError("the grid has no points; give --backbones, --alphas and --resolutions (or --grid)")
         validate(self)
+        runtimes = {FORMATS[f].runtime for f in self.export.formats}
+        if self.pick.runtime != "any" and self.pick.runtime not in runtimes:
+            raise ValueError(
+                f"--runtime {self.pick.runtime}: the sweep exports no {self.pick.runtime} format "
+                f"({', '.join(self.export.formats)}); add one to --formats, or pass --runtime any"
+            )
         if self.export.calibration_manifest is not None:
             raise ValueError(
                 "a sweep draws calibration images per point; a calibration manifest is for `edgetl export`"

@@ -21,7 +21,7 @@ from edgetl.io.faults import fault_point
 from edgetl.io.files import atomic_write_json, writing
 from edgetl.io.log import RunLog, print_line
 from edgetl.measure.results import ArtifactResult, write_results
-from edgetl.pick.pareto import pick
+from edgetl.pick.pareto import RUNTIME_NAMES, pick_all, runtime_of
 from edgetl.pick.report import write_model_card, write_report
 from edgetl.sweep.config import SweepConfig, SweepResult
 from edgetl.sweep.local import run_grid
@@ -62,10 +62,19 @@ def finish_sweep(config: SweepConfig, results: list[ArtifactResult], notes: list
         raise ValueError("no grid point produced an artifact:\n  " + "\n  ".join(notes))
     write_results(results, out, notes)
     fault_point("report")
-    chosen = pick(results, config.budget, config.pick)
-    report = write_report(results, chosen, config.budget, out, notes=notes)
-    if chosen.chosen is not None:
-        copy_best(chosen.chosen, config, out)
+    chosen, by_runtime = pick_all(results, config.budget, config.pick)
+    runtime_picks = {rt: p.chosen for rt, p in by_runtime.items() if p.chosen is not None}
+    report = write_report(
+        results,
+        chosen,
+        config.budget,
+        out,
+        notes=notes,
+        by_runtime=by_runtime,
+        best_dir="best" if runtime_picks else None,
+    )
+    if chosen.chosen is not None or runtime_picks:
+        copy_best(chosen.chosen, config, out, runtime_picks)
     return SweepResult(results, chosen.chosen, report, notes)
 
 
@@ -102,12 +111,26 @@ def sweep(config: SweepConfig, notes: list[str] | None = None, log=None) -> Swee
     return finished
 
 
-def copy_best(best: ArtifactResult, config: SweepConfig, out: Path) -> Path:
-    """OUTPUT_DIR/best/: the chosen artifact, its labels and a model card."""
+def copy_best(
+    best: ArtifactResult | None, config: SweepConfig, out: Path, by_runtime: dict[str, ArtifactResult] | None = None
+) -> Path:
+    """OUTPUT_DIR/best/: the chosen artifact, its labels and a model card; best/<runtime>/ the same for each
+    runtime's pick in `by_runtime` (edgetl.pick.pareto.pick_all). Built aside and swapped in whole."""
     best_dir = out / "best"
     tmp = out / ".best.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    if best is not None:
+        _copy_pick(best, config, out, tmp)
+    for runtime, chosen in (by_runtime or {}).items():
+        (tmp / runtime).mkdir()
+        _copy_pick(chosen, config, out, tmp / runtime)
+    shutil.rmtree(best_dir, ignore_errors=True)
+    tmp.rename(best_dir)
+    return best_dir
+
+
+def _copy_pick(best: ArtifactResult, config: SweepConfig, out: Path, tmp: Path) -> None:
     artifact = out / best.path
     shutil.copy2(artifact, tmp / artifact.name)
     point = out / "points" / best.point
@@ -137,9 +160,7 @@ def copy_best(best: ArtifactResult, config: SweepConfig, out: Path) -> Path:
             ),
             "measured with": f"{config.bench.num_threads} thread(s), batch 1, on the test split",
             "budget": config.budget.describe() if config.budget.is_set else "none (knee of the Pareto front)",
+            "runtime": RUNTIME_NAMES.get(runtime_of(best), runtime_of(best)),
         },
         tmp / "model_card.md",
     )
-    shutil.rmtree(best_dir, ignore_errors=True)
-    tmp.rename(best_dir)
-    return best_dir
