@@ -225,7 +225,7 @@ def run_grid(
             clock, name = time.perf_counter(), point_name(config, spec)
             overall.set_postfix_str(name)
             train_config = beside_export(config) if exporting is not None else config
-            plan = grid.attempt(f"{name} train", lambda: grid.train(spec, train_config))
+            plan = grid.attempt(name, lambda: grid.train(spec, train_config))
             spent = time.perf_counter() - clock
             if exporting is not None:
                 grid.settle(*exporting)
