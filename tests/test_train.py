@@ -315,18 +315,22 @@ def test_missing_image_dir_exits_2(tmp_path, capsys):
 
 
 def test_export_reuses_the_runs_tflite_as_the_float32_artifact(trained, tmp_path):
-    """One conversion, not two: tflite-float32 is model.tflite's flatbuffer (and still checked; its archive also
-    carries the golden inputs); a changed model.tflite that run.json does not vouch for is converted again."""
+    """One conversion, not two: tflite-float32 is model.tflite's conversion (and still checked; its metadata now
+    also names the golden inputs, so the bytes differ, the answers do not); a changed model.tflite that run.json
+    does not vouch for is converted again."""
     import shutil
 
     from edgetl.export import ExportConfig, export_run
-    from edgetl.runtime.metadata import model_sha256
+    from edgetl.runtime import load_model
 
     run_dir = shutil.copytree(trained.run_dir, tmp_path / "run")
     (result,) = export_run(run_dir, ExportConfig(formats=("tflite-float32",)), progress=False)
     entry = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]["tflite-float32"]
     assert result.ok and entry["converted_by"].startswith("edgetl train")
-    assert model_sha256(result.path) == model_sha256(run_dir / "model.tflite")
+    exported, trained_model = load_model(result.path), load_model(run_dir / "model.tflite")
+    size = exported.input_size
+    pixels = np.random.default_rng(0).integers(0, 256, (3, size, size, 3)).astype(np.uint8)
+    assert np.array_equal(exported.predict(pixels), trained_model.predict(pixels))
     (run_dir / "model.tflite").write_bytes((run_dir / "model.tflite").read_bytes() + b"\0")  # not what run.json says
     (result,) = export_run(run_dir, ExportConfig(formats=("tflite-float32",)), progress=False)
     entry = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]["tflite-float32"]
