@@ -192,9 +192,6 @@ def _export_in_worker(plan: PointPlan, dataset, load, log) -> dict:
         release_models()  # the worker outlives the point
 
 
-_BAR = {"head": "grid", "fine-tune": "fine-tuning"}  # the progress bar of each pass
-
-
 def run_grid(
     config: SweepConfig,
     dataset: Dataset,

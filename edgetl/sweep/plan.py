@@ -21,8 +21,6 @@ from edgetl.pick.pareto import pareto_front
 from edgetl.sweep.config import SweepConfig, bench_key, export_keys, point_dir, point_name, train_key
 from edgetl.sweep.state import export_todo, finished_train, read_state, record_train, settled_row
 
-UNIT_KINDS = ("train", "export", "bench")
-
 
 class SweepStopped(RuntimeError):
     """An error that ends the whole sweep rather than one point (finished units stay on disk)."""
