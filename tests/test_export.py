@@ -207,10 +207,14 @@ def test_every_format_exports_loads_and_passes_its_check(exported, export_run_di
         assert meta["labels"] == export_run_dir.classes
         assert meta["backbone"] == {"version": "v1", "alpha": 0.25, "resolution": 96, "weights": "none (random)"}
         assert meta["input"]["size"] == 96 and (meta["input"]["mean"], meta["input"]["std"]) == (0.0, 1.0)
+        assert meta["input"]["batch"] == 1
         assert meta["input"]["preprocessing"]["pixel_range"] == "0..255"
         assert meta["edgetl_version"]
         model = load_model(r.path)
         assert model.labels == export_run_dir.classes
+        assert model.input_batch == 1  # fixed batch 1 by default (NNAPI / Core ML need it)
+        many = model.predict(np.zeros((3, 96, 96, 3), model.input_dtype))  # many images still run
+        assert many.shape == (3, len(export_run_dir.classes))
         if r.format == "tflite-int8":
             assert model.input_dtype == np.uint8 and meta["input"]["dtype"] == "uint8"
         else:
@@ -477,3 +481,40 @@ def test_stock_clients_classify_with_every_tflite_format_by_label_name(
         assert set(theirs) <= {"daisy", "roses", "tulips"} and all(theirs), f"{client} {r.format}: {theirs}"
         agree = np.mean([model.labels[i] == t for i, t in zip(ours, theirs)])
         assert agree >= 0.75, f"{client} {r.format}: top-1 agrees with edgetl on {agree:.0%}"
+
+
+def test_every_artifact_records_its_accelerator_coverage(exported):
+    """The runtimes' own static checks, recorded per artifact: a batch-1 MobileNet is one NNAPI partition."""
+    from edgetl.export.accelerators import summary
+
+    run_dir, results = exported
+    entries = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]
+    for r in results:
+        acc = entries[r.format]["accelerators"]
+        assert "error" not in acc, (r.format, acc)
+        if FORMATS[r.format].runtime == "tflite":
+            assert acc["gpu"]["ops"] > 20 and acc["gpu"]["supported"] <= acc["gpu"]["ops"]
+            assert summary(acc).startswith("GPU ")
+        else:
+            nnapi = acc["nnapi"]
+            assert nnapi["blocked_by_dynamic_shape"] == 0
+            assert nnapi["supported"] == nnapi["nodes"] > 20 and nnapi["verdict"] == "YES", nnapi
+            assert acc["coreml"]["nodes"] == nnapi["nodes"]
+            assert summary(acc).startswith("NNAPI ")
+
+
+def test_dynamic_batch_on_request_costs_the_onnx_file_its_nnapi_partition(export_run_dir, tmp_path):
+    """--dynamic_batch: the batch stays open (several images per call) and the checker sees what it blocks."""
+    from edgetl.runtime import load_model, read_metadata
+
+    run_dir = copy_run(export_run_dir, tmp_path / "run")
+    formats = ["tflite-float32", "onnx-float32"]
+    results = export_run(run_dir, ExportConfig(formats=formats, dynamic_batch=True), progress=False)
+    assert [r.status for r in results] == ["ok", "ok"]
+    entries = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]
+    for r in results:
+        assert read_metadata(r.path)["input"]["batch"] is None
+    assert [load_model(r.path).input_batch for r in results] == [None, None]
+    nnapi = entries["onnx-float32"]["accelerators"]["nnapi"]
+    assert nnapi["blocked_by_dynamic_shape"] > 0 and nnapi["supported"] < nnapi["nodes"]
+    assert nnapi["verdict"] != "YES"

@@ -99,6 +99,14 @@ def add_shared_export_arguments(parser: argparse.ArgumentParser) -> None:
         f"classes (default {d.num_calibration_images})",
     )
     parser.add_argument(
+        "--dynamic_batch",
+        "--dynamic-batch",
+        dest="dynamic_batch",
+        action="store_true",
+        help="leave the artifacts' input batch dimension open (several images per call); by default it is "
+        "fixed at 1, which NNAPI and Core ML need to run the whole model",
+    )
+    parser.add_argument(
         "--no_bias_correction",
         "--no-bias-correction",
         dest="bias_correction",
@@ -120,6 +128,7 @@ def export_config_from_args(args: argparse.Namespace, formats) -> ExportConfig:
         max_class_drop=args.max_class_drop,
         fidelity_images_per_class=args.fidelity_images_per_class,
         quantization_ladder=args.quantization_ladder == "on",
+        dynamic_batch=args.dynamic_batch,
     )
 
 

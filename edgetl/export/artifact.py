@@ -24,14 +24,20 @@ from edgetl.runtime.images import PREPROCESSING
 @dataclass(frozen=True)
 class ModelSource:
     """A trained model as the converters read it: the Keras model (tf2onnx, and TFLite from its frozen forward
-    function), or for TFLite a SavedModel when `saved_model_dir` names one."""
+    function), or for TFLite a SavedModel when `saved_model_dir` names one (its signature's batch).
+
+    `batch_size` fixes the input's batch dimension (None: dynamic). Batch 1 by default: NNAPI and Core ML
+    partition only fixed shapes, and a device classifies one frame at a time; the host still runs a fixed
+    file on many images (`edgetl.runtime.backends`)."""
 
     keras_model: object
     saved_model_dir: Path | None
+    batch_size: int | None = 1
 
 
-def artifact_metadata(run: dict, fmt: str) -> dict:
-    """edgetl.json for an artifact of this run (docs/interfaces.md), built from run.json."""
+def artifact_metadata(run: dict, fmt: str, batch_size: int | None = 1) -> dict:
+    """edgetl.json for an artifact of this run (docs/interfaces.md), built from run.json; `batch_size` is the
+    input's fixed batch (None: dynamic)."""
 
     bb = run["backbone"]
     return {
@@ -39,7 +45,13 @@ def artifact_metadata(run: dict, fmt: str) -> dict:
         "format": fmt,
         "labels": [visible(c) for c in run["classes"]],  # never a control character into a model file
         "backbone": {k: bb[k] for k in ("version", "alpha", "resolution", "weights")},
-        "input": {"size": int(bb["resolution"]), "mean": 0.0, "std": 1.0, "preprocessing": PREPROCESSING},
+        "input": {
+            "size": int(bb["resolution"]),
+            "batch": batch_size,
+            "mean": 0.0,
+            "std": 1.0,
+            "preprocessing": PREPROCESSING,
+        },
     }
 
 

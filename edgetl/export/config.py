@@ -25,7 +25,8 @@ class ExportConfig:
     significantly so after Holm's correction over classes, measured on up to `fidelity_images_per_class`
     images per class that did not calibrate it (`edgetl.export.fidelity`; 0 turns the per-class check off).
     `quantization_ladder`: an int8 file that fails its check is followed by the ladder's rungs until one
-    passes (`edgetl.export.ladder`).
+    passes (`edgetl.export.ladder`). `dynamic_batch` leaves the input's batch dimension open; by default it is
+    fixed at 1, which NNAPI and Core ML need to take the whole graph (`edgetl.export.accelerators`).
     """
 
     formats: tuple[str, ...] = tuple(FORMATS)
@@ -38,6 +39,7 @@ class ExportConfig:
     max_class_drop: float = 3.0  # points one class may lose, significantly after Holm, before a check fails
     fidelity_images_per_class: int = 200  # images per class the per-class check is measured on; 0: off
     quantization_ladder: bool = True  # an int8 file that fails its check: try tflite-int16x8, then tflite-float16
+    dynamic_batch: bool = False  # input batch dimension open (several images per call) instead of fixed at 1
 
     CONSTRAINTS: ClassVar[dict] = {
         "num_calibration_images": Interval(int, 1),
@@ -47,6 +49,7 @@ class ExportConfig:
         "max_class_drop": Interval(float, 0, 100),  # points
         "fidelity_images_per_class": Interval(int, 0),  # 0: no per-class check
         "quantization_ladder": OneOf((True, False)),
+        "dynamic_batch": OneOf((True, False)),
     }
 
     def __post_init__(self) -> None:
@@ -55,6 +58,11 @@ class ExportConfig:
         validate(self, ExportError)
         if self.calibration_manifest is not None:
             object.__setattr__(self, "calibration_manifest", Path(self.calibration_manifest))
+
+    @property
+    def batch_size(self) -> int | None:
+        """The artifacts' input batch: 1, or None (dynamic)."""
+        return None if self.dynamic_batch else 1
 
     @property
     def needs_calibration(self) -> bool:  # (the ladder follows int8 formats only, which need it themselves)

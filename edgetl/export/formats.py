@@ -104,7 +104,7 @@ FORMATS: dict[str, FormatSpec] = {
             needs_calibration=False,
             max_abs_diff=1e-3,
             colour="#2ca02c",
-            description="tf2onnx from the Keras model, dynamic batch, float32",
+            description="tf2onnx from the Keras model, float32",
         ),
         FormatSpec(
             name="onnx-int8",
@@ -126,7 +126,8 @@ ONNX_OPSET = 17
 # Bump when a converter recipe changes what an artifact contains: the sweep re-exports on a change.
 # 2: int8 formats are converted from the bias-corrected model (edgetl.export.bias_correction), and
 #    TFLite files store each distinct quantization vector once (tflite.share_quantization_vectors).
-RECIPE_VERSION = 2
+# 3: the input's batch is fixed at 1 unless ExportConfig.dynamic_batch (NNAPI / Core ML need fixed shapes).
+RECIPE_VERSION = 3
 
 
 def check_formats(names) -> tuple[str, ...]:

@@ -27,17 +27,16 @@ from edgetl.runtime.metadata import (
 INPUT_NAME = "image"
 
 
-def to_onnx_float(model, opset: int | None = None):
-    """Keras model -> float32 ModelProto with a dynamic batch dimension.
+def to_onnx_float(model, batch_size: int | None, opset: int | None = None):
+    """Keras model -> float32 ModelProto, its input's batch fixed at `batch_size` (None: dynamic).
 
-    tf2onnx cannot infer an input signature from a Keras 3 model, so it is given one explicitly
-    (batch None, so a device can run several images per call).
+    tf2onnx cannot infer an input signature from a Keras 3 model, so it is given one explicitly.
     """
     import tensorflow as tf
     import tf2onnx
 
     shape = tuple(model.inputs[0].shape)  # (None, R, R, 3)
-    spec = (tf.TensorSpec((None, *shape[1:]), tf.float32, name=INPUT_NAME),)
+    spec = (tf.TensorSpec((batch_size, *shape[1:]), tf.float32, name=INPUT_NAME),)
     # tf2onnx's duplicate-merging pass keeps an arbitrary one of equal constants (the ReLU6 bounds),
     # so its output names change from one conversion to the next; the duplicates are a few scalars.
     from tf2onnx.optimizer import _optimizers
@@ -137,7 +136,7 @@ def quantize_int8(float_proto, calibration_images: np.ndarray):
         onnx.save(float_proto, str(src))
         model_in = src
         # Symbolic shape inference needs sympy, which onnxruntime does not require; these models have
-        # static shapes but the batch, so ONNX's own shape inference is enough without it.
+        # static shapes (but the batch, on request), so ONNX's own shape inference is enough without it.
         for skip_symbolic in (False, True):
             try:
                 quant_pre_process(str(src), str(pre), skip_symbolic_shape=skip_symbolic)
@@ -197,7 +196,7 @@ def convert(
     """
     if fmt not in ("onnx-float32", "onnx-int8"):
         raise ValueError(f"not an ONNX format: {fmt!r}")
-    proto = to_onnx_float(source.keras_model)
+    proto = to_onnx_float(source.keras_model, source.batch_size)
     if fmt == "onnx-int8":
         if calibration_images is None or len(calibration_images) == 0:
             raise ValueError("onnx-int8 needs calibration images")

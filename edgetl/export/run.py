@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgetl import __version__
+from edgetl.export import accelerators, fidelity
 from edgetl.export import calibration as calib
-from edgetl.export import fidelity
 from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
 from edgetl.export.bias_correction import correct_biases
 from edgetl.export.config import ExportConfig
@@ -169,18 +169,20 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
 
     spec = FORMATS[fmt]
     fault_point(f"convert:{fmt}")
-    metadata = artifact_metadata(inputs.run, fmt)
+    metadata = artifact_metadata(inputs.run, fmt, config.batch_size)
     if fmt == "tflite-float32" and _run_tflite_is(inputs, metadata):  # one conversion, not two (and checked below)
         atomic_write_bytes(out_path, (inputs.run_dir / "model.tflite").read_bytes(), "the tflite-float32 artifact")
         return {"converted_by": "edgetl train (the run's model.tflite)"}
     if not spec.needs_calibration:
-        export_artifact(inputs.source, fmt, out_path, metadata, io_type=config.io_type)
+        export_artifact(
+            replace(inputs.source, batch_size=config.batch_size), fmt, out_path, metadata, io_type=config.io_type
+        )
         return {}
     calibration = _calibration(inputs, config, log)
     metadata["bias_correction"] = config.bias_correction
     metadata["calibration_manifest_sha256"] = calib.manifest_sha256(calibration.manifest)
     export_artifact(
-        _int8_source(inputs, config, log),
+        replace(_int8_source(inputs, config, log), batch_size=config.batch_size),
         fmt,
         out_path,
         metadata,
@@ -287,6 +289,7 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
     try:
         made = _convert_step(inputs, fmt, config, out_path, log)
         made.update(_golden_step(inputs, fmt, out_path))
+        made["accelerators"] = accelerators.coverage(out_path, spec.runtime)
     except (ExportError, DiskError):
         raise
     except Exception as e:  # a converter crash on one format must not lose the others

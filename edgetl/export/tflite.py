@@ -26,7 +26,7 @@ def converter_for(source):
 
     if source.saved_model_dir is not None:
         return tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
-    return tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(source.keras_model)])
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(source.keras_model, source.batch_size)])
 
 
 def _representative(images: np.ndarray):

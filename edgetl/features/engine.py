@@ -35,7 +35,7 @@ def convert_backbone(extractor) -> bytes:
     import tensorflow as tf
 
     with captured_native_stderr():
-        return tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(extractor)]).convert()
+        return tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(extractor, None)]).convert()
 
 
 @dataclass

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def frozen_function(keras_model):
-    """The model's inference function, batch dimension open as in a SavedModel signature, weights as constants."""
+def frozen_function(keras_model, batch_size: int | None):
+    """The model's inference function with weights as constants; its input's batch dimension fixed at
+    `batch_size`, or open (None) as in a SavedModel signature."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    spec = tf.TensorSpec((None, *tuple(keras_model.inputs[0].shape)[1:]), tf.float32)
+    spec = tf.TensorSpec((batch_size, *tuple(keras_model.inputs[0].shape)[1:]), tf.float32)
     function = tf.function(lambda x: keras_model(x, training=False)).get_concrete_function(spec)
     return convert_variables_to_constants_v2(function)
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgetl.export import accelerators
 from edgetl.io.files import atomic_write_text
 from edgetl.io.text import visible_lines
 from edgetl.measure.results import ArtifactResult
@@ -90,10 +91,11 @@ def results_table(results: Sequence[ArtifactResult], pick: Pick) -> str:
         "size MB",
         "peak RSS MiB",
         "MMACs",
+        "accelerators",
         "status",
         "front / tied / pick",
     ]
-    align = ["---", "---"] + ["--:"] * 11 + ["---", ":-:"]
+    align = ["---", "---"] + ["--:"] * 11 + ["---", "---", ":-:"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     for r in sorted(results, key=lambda r: (r.point, r.format)):
         marks = [m for m, keys in (("◆", front_keys), ("=", tied_keys)) if r.identity in keys]
@@ -114,11 +116,24 @@ def results_table(results: Sequence[ArtifactResult], pick: Pick) -> str:
             _num(r.size_bytes, 1 / BYTES_PER_MB, 2),
             _num(r.peak_rss_mib),
             _num(r.macs, 1e-6),
+            _cell(accelerators.summary(r.accelerators)) or "–",
             _cell(status),
             " ".join(marks),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _accelerator_lines(r: ArtifactResult) -> list[str]:
+    """What the runtime's own static check says about the pick's accelerators (edgetl.export.accelerators)."""
+    cell = accelerators.summary(r.accelerators)
+    if not cell:
+        return []
+    return [
+        "",
+        f"Accelerators (ops or nodes the delegate could take, by the runtime's static check): {cell}. "
+        "A partial or NO verdict means the rest runs on the CPU; check on the device with `edgetl bundle`.",
+    ]
 
 
 def _int8_without_dot_product(ok: Sequence[ArtifactResult]) -> list[str]:
@@ -211,6 +226,7 @@ def write_report(
     if pick.chosen is not None:
         md.append(f"**{_describe(pick.chosen)}**")
         md += ["", f"Artifact: `{pick.chosen.path}`", "", f"Why: {pick.reason}"]
+        md += _accelerator_lines(pick.chosen)
         if pick.tied:
             md += [
                 "",
@@ -261,8 +277,8 @@ def write_report(
 # --------------------------------------------------------------------------------------------
 
 _DEFAULT_INPUT = (
-    "raw RGB pixels 0..255, shape [N, {r}, {r}, 3]: float32, or uint8/int8 for "
-    "full-integer models; the [-1, 1] scaling is inside the model"
+    "raw RGB pixels 0..255, shape [1, {r}, {r}, 3] (any batch for files exported with --dynamic_batch): "
+    "float32, or uint8/int8 for full-integer models; the [-1, 1] scaling is inside the model"
 )
 
 
@@ -340,6 +356,8 @@ def write_model_card(result: ArtifactResult, extra: Mapping[str, Any], path: str
         f"| peak RSS | {_num(r.peak_rss_mib)} MiB |",
         f"| size | {_num(r.size_bytes, 1 / BYTES_PER_MB, 2)} MB |",
     ]
+    if accelerators.summary(r.accelerators):
+        md.append(f"| accelerators (static check) | {_cell(accelerators.summary(r.accelerators))} |")
     if r.per_class_accuracy:
         md += ["", "Per-class accuracy:", "", "| class | accuracy |", "| --- | --: |"]
         md += [f"| {_cell(k)} | {_num(v, 100)}% |" for k, v in r.per_class_accuracy.items()]

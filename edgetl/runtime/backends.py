@@ -112,6 +112,9 @@ class TFLiteBackend:
         self.output_dtype = np.dtype(self._out["dtype"])
         self.input_shape = [int(d) for d in self._in["shape"]]
         self.output_shape = [int(d) for d in self._out["shape"]]
+        signature = self._in.get("shape_signature")
+        first = int(signature[0]) if signature is not None and len(signature) else self.input_shape[0]
+        self.input_batch = first if first > 0 else None  # the file's fixed batch; None: dynamic
         self._batch = self.input_shape[0]
         self._resizable = True
 
@@ -158,7 +161,7 @@ class TFLiteBackend:
 
 
 class OnnxBackend:
-    """An onnxruntime CPU session; any batch in one call."""
+    """An onnxruntime CPU session: a whole batch in one call, or image by image for a fixed batch-1 input."""
 
     kind = "onnx"
     name = "onnxruntime"
@@ -189,11 +192,20 @@ class OnnxBackend:
         self.output_dtype = np.dtype(_ONNX_TYPES.get(outputs[0].type, np.float32))
         self.input_quant = self.output_quant = (0.0, 0)  # QDQ models quantize inside the graph
         self.input_shape = list(inputs[0].shape)  # symbolic dims are strings
+        first = self.input_shape[0] if self.input_shape else None
+        self.input_batch = first if isinstance(first, int) and first > 0 else None  # None: dynamic
         self.output_shape = list(outputs[0].shape)
         self._prepared: np.ndarray | None = None
         self._last: np.ndarray | None = None
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        fixed = self.input_batch
+        if fixed is not None and len(x) != fixed:
+            parts = [
+                self._session.run([self._out_name], {self._in_name: x[i : i + fixed]})[0]
+                for i in range(0, len(x), fixed)
+            ]
+            return np.concatenate(parts)
         return self._session.run([self._out_name], {self._in_name: x})[0]
 
     def set_input(self, x: np.ndarray) -> None:

@@ -58,6 +58,7 @@ class LoadedModel:
         self.input_dtype: np.dtype = self._backend.input_dtype
         self.output_dtype: np.dtype = self._backend.output_dtype
         self.input_size = _input_size(path, self._backend.input_shape, self.metadata)
+        self.input_batch: int | None = self._backend.input_batch  # the file's fixed batch (1); None: dynamic
         last = self._backend.output_shape[-1] if self._backend.output_shape else None
         self.num_classes = int(last) if isinstance(last, (int, np.integer)) and last > 0 else None
         inp = (self.metadata or {}).get("input") or {}

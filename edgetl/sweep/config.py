@@ -121,6 +121,7 @@ def export_key(config: SweepConfig, train_key: str, fmt: str) -> str:
         e.max_class_drop,
         e.fidelity_images_per_class,
         e.quantization_ladder,
+        e.dynamic_batch,
     )
 
 

@@ -136,7 +136,7 @@ class _Grid:
                 predictions = check_predictions(out, entry, kept_paths(test_set))
                 row, ran_on = bench_artifact(
                     self.config, plan.spec, fmt, out / entry["path"], test_set, plan.run, entry.get("status", "ok"),
-                    predictions, entry.get("class_fidelity"),
+                    predictions, entry,
                 )  # fmt: skip
                 record_bench(self.config, plan.spec, fmt, key, row, ran_on, plan.state)
                 self.say(measured_line(row))

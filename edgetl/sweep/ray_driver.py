@@ -54,7 +54,7 @@ from edgetl.sweep.ray_tasks import (
 )
 from edgetl.sweep.run import finish_sweep, start_sweep
 from edgetl.sweep.state import read_json, record_bench, record_export
-from edgetl.sweep.units import exported_line, measured_line, trained_line
+from edgetl.sweep.units import exported_line, from_check, measured_line, trained_line
 
 __all__ = ["ClusterConfig", "ClusterError", "sweep_on_ray"]
 
@@ -251,7 +251,7 @@ class _RaySweep:
 
     def _on_bench(self, unit: _Unit, report: dict) -> None:
         plan = unit.point.plan
-        report["row"] = replace(report["row"], class_fidelity=unit.entry.get("class_fidelity") or {})
+        report["row"] = replace(report["row"], **from_check(unit.entry))
         record_bench(self.config, plan.spec, unit.fmt, unit.key, report["row"], report["ran_on"], plan.state)
         unit.point.rows[unit.fmt] = report["row"]
         self.say(measured_line(report["row"]))

@@ -54,6 +54,12 @@ def train_point(
     return json.loads((out / "run.json").read_text())
 
 
+def from_check(entry: dict | None) -> dict:
+    """What a results row carries over from the artifact's export.json entry (the export check's findings)."""
+    entry = entry or {}
+    return {key: entry.get(key) or {} for key in ("class_fidelity", "accelerators")}
+
+
 def bench_artifact(
     config: SweepConfig,
     spec: BackboneSpec,
@@ -63,15 +69,16 @@ def bench_artifact(
     run: dict,
     status: str,
     predictions=None,
-    class_fidelity: dict | None = None,
+    check: dict | None = None,
 ) -> tuple[ArtifactResult, dict]:
     """Unit 3: one artifact measured on the test split. Returns its row and what the benchmark ran on.
 
     `test_set` is (the .npz of decoded test images, their labels); `status` is the export check's verdict,
     carried into the row. `predictions`: this artifact's probabilities on those images from its export
     check (`edgetl.export.check_predictions`), which the same runtime would only compute again; without
-    them the benchmark predicts. `class_fidelity`: the export check's per-class measurement, carried into the
-    row. A benchmark that fails is a failed row, not an exception.
+    them the benchmark predicts. `check`: the artifact's export.json entry, whose per-class fidelity and
+    accelerator coverage are carried into the row (`from_check`). A benchmark that fails is a failed row, not an
+    exception.
     """
     images_path, labels = test_set
     started = time.perf_counter()
@@ -101,7 +108,7 @@ def bench_artifact(
         params=run["backbone"]["params"] + run["head"]["params"],
         num_threads=config.bench.num_threads,
         status=status,
-        class_fidelity=class_fidelity or {},
+        **from_check(check),
         sha256=sha256_file(artifact),
         measured_on=socket.gethostname(),
         **m.result_fields(labels, run["classes"]),
