@@ -130,7 +130,7 @@ def _format_row(r) -> str:
     diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}"
     size = f"{r.size_bytes / 1e6:.2f} MB" if r.size_bytes else "-"
     return (
-        f"{r.format:<15} {size:>10} {pct(r.test_accuracy):>8} {pct(r.agreement):>9} {diff:>9} "
+        f"{r.format:<17} {size:>10} {pct(r.test_accuracy):>8} {pct(r.agreement):>9} {diff:>9} "
         f"{r.seconds:>6.1f}s  {r.status}"
     )
 
@@ -145,7 +145,7 @@ def run_export_command(args: argparse.Namespace) -> int:
     except ExportError as e:
         print(f"edgetl export: error: {e}", file=sys.stderr)
         return 2
-    print(f"{'format':<15} {'size':>10} {'accuracy':>8} {'agreement':>9} {'max diff':>9} {'time':>7}  status")
+    print(f"{'format':<17} {'size':>10} {'accuracy':>8} {'agreement':>9} {'max diff':>9} {'time':>7}  status")
     for r in results:
         print(_format_row(r))
     if results:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from edgetl.export.formats import FORMATS, IO_TYPES, ExportError, check_formats, check_io_type
+from edgetl.export.formats import FORMATS, IO_TYPES, ON_REQUEST, ExportError, check_formats, check_io_type
 from edgetl.params import Interval, OneOf, validate
 
 
@@ -28,7 +28,7 @@ class ExportConfig:
     passes (`edgetl.export.ladder`).
     """
 
-    formats: tuple[str, ...] = tuple(FORMATS)
+    formats: tuple[str, ...] = tuple(f for f in FORMATS if f not in ON_REQUEST)
     io_type: str = IO_TYPES[0]
     num_calibration_images: int = 200
     calibration_manifest: Path | None = None
@@ -37,7 +37,7 @@ class ExportConfig:
     max_accuracy_drop: float = 1.0  # points below the float model, significantly, before a check fails
     max_class_drop: float = 3.0  # points one class may lose, significantly after Holm, before a check fails
     fidelity_images_per_class: int = 200  # images per class the per-class check is measured on; 0: off
-    quantization_ladder: bool = True  # an int8 file that fails its check: try tflite-int16x8, then tflite-float16
+    quantization_ladder: bool = True  # an int8 file that fails its check: tflite-int8-mixed, int16x8, float16
 
     CONSTRAINTS: ClassVar[dict] = {
         "num_calibration_images": Interval(int, 1),

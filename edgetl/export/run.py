@@ -25,11 +25,11 @@ import numpy as np
 
 from edgetl import __version__
 from edgetl.export import calibration as calib
-from edgetl.export import fidelity
+from edgetl.export import fidelity, tflite_mixed
 from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
 from edgetl.export.bias_correction import correct_biases
 from edgetl.export.config import ExportConfig
-from edgetl.export.formats import FORMATS, ExportError
+from edgetl.export.formats import FORMATS, IO_TYPE_FORMATS, ExportError
 from edgetl.export.golden import choose_golden, embed_golden
 from edgetl.export.inputs import RunInputs, _keras_predict, load_keras_model
 from edgetl.export.predictions import save_check_predictions
@@ -60,7 +60,7 @@ class ExportResult:
     seconds: float
     calibration_manifest: Path | None = None
     num_test_images: int = 0
-    io_type: str | None = None  # input/output type of tflite-int8; None elsewhere
+    io_type: str | None = None  # input/output type of tflite-int8 (and -mixed); None elsewhere
 
     @property
     def ok(self) -> bool:
@@ -179,14 +179,20 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
     calibration = _calibration(inputs, config, log)
     metadata["bias_correction"] = config.bias_correction
     metadata["calibration_manifest_sha256"] = calib.manifest_sha256(calibration.manifest)
-    export_artifact(
-        _int8_source(inputs, config, log),
-        fmt,
-        out_path,
-        metadata,
-        calibration_images=calibration.images,
-        io_type=config.io_type,
-    )
+    source, made = _int8_source(inputs, config, log), {}
+    if fmt == tflite_mixed.FORMAT:  # a search: converted and checked with more layers in float until it passes
+        metadata["input"]["dtype"] = config.io_type
+        made = tflite_mixed.convert_mixed(
+            source,
+            calibration.images,
+            metadata,
+            out_path,
+            config.io_type,
+            accept=lambda path: _check_step(inputs, fmt, path, config, log)["status"],
+            log=log,
+        )
+    else:
+        export_artifact(source, fmt, out_path, metadata, calibration_images=calibration.images, io_type=config.io_type)
     manifest_path = out_path.parent / f"{fmt}.calibration.json"
     calib.write_manifest(manifest_path, calibration.manifest)
     fault_point(f"manifest:{fmt}")
@@ -194,6 +200,7 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
         "calibration_manifest": manifest_path,
         "num_calibration_images": len(calibration.images),
         "bias_correction": config.bias_correction,
+        **made,
     }
 
 
@@ -282,7 +289,7 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
         "format": fmt,
         "keras_test_accuracy": inputs.keras_accuracy,
         "num_test_images": len(inputs.test_labels),
-        "io_type": config.io_type if fmt == "tflite-int8" else None,
+        "io_type": config.io_type if fmt in IO_TYPE_FORMATS else None,
     }
     try:
         made = _convert_step(inputs, fmt, config, out_path, log)
