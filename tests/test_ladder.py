@@ -4,14 +4,21 @@ largest quantization error kept in float, searched until the export check passes
 On the constructed model of tests/test_fidelity.py whose int8 file loses class "blue" in its *weights* (64 small
 weights rounded to 0), plain int8 fails, 16x8 would too (its weights are int8), and the mixed file passes with
 the two layers the debugger ranks worst kept in float. Real TensorFlow, its QuantizationDebugger and LiteRT.
+And a sweep on Ray (started locally by the sweep) whose dynamic-range file fails the per-class gate: the rungs
+are exported and benchmarked as Ray units, with the rows of the in-process sweep.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FLOWERS, REPO_ROOT, WEIGHTS_DIR
 from test_fidelity import CLASSES, RGB, _constructed_run
 
 from edgetl.export import ExportConfig, export_run
@@ -98,3 +105,75 @@ def test_mixed_file_keeps_the_io_type_asked_for(tmp_path, io_type, dtype):
     (result,) = export_run(run_dir, config, progress=False)  # asked for by name: the search runs on its own
     assert result.ok and result.io_type == io_type
     assert load_model(result.path, 1).input_dtype == dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# the ladder in a sweep on Ray: the same plan (edgetl.sweep.plan.PointPlan.next_rung) as in-process
+
+
+def _fine_distinction_photos(root: Path, pairs: int = 30, delta: int = 4) -> Path:
+    """Two classes that differ by a brightness step of `delta` (the same daisy photos, 96 px): the float head
+    learns the difference on the images it was fitted to, dynamic-range weights lose it for one class."""
+    from PIL import Image
+
+    photos = sorted((FLOWERS / "daisy").iterdir())[:pairs]
+    for name in ("brighter", "plain"):
+        (root / name).mkdir(parents=True)
+    for i, path in enumerate(photos):
+        pixels = np.asarray(Image.open(path).convert("RGB").resize((96, 96), Image.BILINEAR), np.int16)
+        Image.fromarray(pixels.astype(np.uint8)).save(root / "plain" / f"{i:03d}.png")
+        Image.fromarray(np.clip(pixels + delta, 0, 255).astype(np.uint8)).save(root / "brighter" / f"{i:03d}.png")
+    return root
+
+
+def _ladder_sweep_args(photos: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "sweep", "--image_dir", str(photos), "--weights_dir", str(WEIGHTS_DIR), "--backbones", "v1",
+        "--alphas", "0.25", "--resolutions", "96", "--formats", "tflite-dynamic", "--how_many_training_steps",
+        "300", "--calibration_images", "4", "--min_timed_runs", "5", "--min_timed_seconds", "0",
+        "--bottleneck_dir", str(out.parent / "bottlenecks"), "--output_dir", str(out), *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_ladder_climbs_on_ray_its_rungs_benchmarked_as_in_process(tmp_path, monkeypatch):
+    from test_faults import results, stages
+
+    from edgetl.cli.main import main
+    from edgetl.measure.results import read_results
+
+    photos = _fine_distinction_photos(tmp_path / "photos")
+    out, in_process = tmp_path / "ray" / "run", tmp_path / "in_process" / "run"
+    reference = subprocess.Popen(  # the same sweep in-process, in a fresh process, beside the Ray one
+        [sys.executable, "-m", "edgetl.cli.main", *_ladder_sweep_args(photos, in_process)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert main(_ladder_sweep_args(photos, out, "--ray")) in (0, 1)
+    _, stderr = reference.communicate(timeout=900)
+    assert reference.returncode in (0, 1), stderr[-3000:]
+
+    point = out / "points" / "v1-a0.25-r96"
+    summary = json.loads((point / "artifacts" / "export.json").read_text())["formats"]
+    assert "class 'brighter'" in summary["tflite-dynamic"]["status"]  # the per-class gate fired
+    ladder = summary["tflite-dynamic"]["ladder"]
+    assert ladder["tried"] and ladder["recovered_by"] == ladder["tried"][-1]
+    for rung in ladder["tried"]:  # each rung an export unit on Ray, then a benchmark
+        assert summary[rung]["rung_for"] == ["tflite-dynamic"] and (point / summary[rung]["path"]).is_file()
+    rows = read_results(out)
+    assert [r.format for r in rows] == ["tflite-dynamic", *ladder["tried"]]
+    assert all(r.latency_ms_p50 > 0 and r.status == summary[r.format]["status"] for r in rows)
+    assert rows[-1].ok and rows[-1].class_fidelity["failed"] == []
+    units = json.loads((out / "ray_units.json").read_text())["units"]
+    for rung in ladder["tried"]:
+        assert [u["unit"] for u in units if u["format"] == rung] == ["export", "bench"]
+    # Ray's and the in-process executor's rows are the same (latency and memory aside), rungs included.
+    assert results(out) == results(in_process)
+
+    # In-process, the same command finds the ladder finished: nothing converted or measured again.
+    trace = tmp_path / "trace.txt"
+    monkeypatch.setenv("EDGETL_TRACE", str(trace))
+    assert main(_ladder_sweep_args(photos, out)) in (0, 1)
+    assert stages(trace) == ["report"]

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from edgetl.export.formats import FORMATS, IO_TYPES, ON_REQUEST, ExportError, check_formats, check_io_type
+from edgetl.export.formats import (
+    FORMATS,
+    IO_TYPES,
+    LADDER_TRIGGERS,
+    ON_REQUEST,
+    ExportError,
+    check_formats,
+    check_io_type,
+)
 from edgetl.params import Interval, OneOf, validate
 
 
@@ -57,5 +65,8 @@ class ExportConfig:
             object.__setattr__(self, "calibration_manifest", Path(self.calibration_manifest))
 
     @property
-    def needs_calibration(self) -> bool:  # (the ladder follows int8 formats only, which need it themselves)
-        return any(FORMATS[f].needs_calibration for f in self.formats)
+    def needs_calibration(self) -> bool:
+        """Whether this export may calibrate a file: a requested format, or a ladder rung (its first two are
+        calibrated) after a dynamic-range file. The per-class check then leaves the calibration images out."""
+        ladder = self.quantization_ladder and any(FORMATS[f].quantization in LADDER_TRIGGERS for f in self.formats)
+        return ladder or any(FORMATS[f].needs_calibration for f in self.formats)

@@ -138,6 +138,7 @@ IO_TYPE_FORMATS = ("tflite-int8", "tflite-int8-mixed")  # the formats whose inpu
 # ExportConfig's default leave it out (a search for the layers to keep in float is a recovery, not a format to
 # make for every run).
 ON_REQUEST = ("tflite-int8-mixed",)
+LADDER_TRIGGERS = ("int8", "dynamic")  # the quantizations whose failed check starts the ladder (int8 weights)
 ONNX_OPSET = 17
 # Bump when a converter recipe changes what an artifact contains: the sweep re-exports on a change.
 # 2: int8 formats are converted from the bias-corrected model (edgetl.export.bias_correction), and

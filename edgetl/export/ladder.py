@@ -19,12 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgetl.export.config import ExportConfig
-from edgetl.export.formats import FORMATS
+from edgetl.export.formats import FORMATS, LADDER_TRIGGERS
 from edgetl.export.inputs import RunInputs
 from edgetl.export.run import ExportResult, Log, export_format, merge_export_entry, read_export_summary
 
 LADDER = ("tflite-int8-mixed", "tflite-int16x8", "tflite-float16")
-TRIGGERS = ("int8", "dynamic")  # the quantizations whose failed check starts the ladder (int8 weights)
+TRIGGERS = LADDER_TRIGGERS
 
 
 def failed_int8(summary: dict, formats) -> list[str]:
@@ -66,16 +66,20 @@ def mark_rung(run_dir: Path, rung: str, formats) -> None:
 
 
 def record_outcome(run_dir: Path, formats, converted, log: Log) -> None:
-    """Once `walk` has no next rung: record on each failed entry what the ladder tried and which rung recovered."""
+    """Once `walk` has no next rung: record on each failed entry what the ladder tried and which rung recovered
+    (nothing written or said when that is already recorded)."""
     summary = read_export_summary(run_dir)
     tried, recovered, _ = walk(summary, formats, converted)
     failed = failed_int8(summary, formats)
     if not failed:
         return
+    record = {"tried": tried, "recovered_by": recovered}
+    if all(summary[f].get("ladder") == record for f in failed):
+        return  # recorded by an earlier call (a resumed sweep)
     outcome = f"recovered by {recovered}" if recovered else "no rung passed"
     log(f"quantization ladder: {outcome} (tried {', '.join(tried)})")
     for f in failed:
-        merge_export_entry(run_dir, f, {**summary[f], "ladder": {"tried": tried, "recovered_by": recovered}})
+        merge_export_entry(run_dir, f, {**summary[f], "ladder": record})
 
 
 def climb(inputs: RunInputs, config: ExportConfig, log: Log) -> list[ExportResult]:
