@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgetl.export import repeats
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import IO_TYPES, QUANTIZATIONS, RUNTIMES, ExportError, formats_from_flags
 from edgetl.export.pipeline import export_run
-from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY
+from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY, read_export_summary
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +79,19 @@ def add_shared_export_arguments(parser: argparse.ArgumentParser) -> None:
         dest="quantization_ladder",
         choices=("on", "off"),
         default="on" if d.quantization_ladder else "off",
-        help="when an int8 file fails its check, also export and check tflite-int16x8, then tflite-float16, "
-        "until one passes (default on)",
+        help="when an int8 or dynamic-range file fails its check, also export and check tflite-int8-mixed (the "
+        "layers with the largest int8 error kept in float), then tflite-int16x8, then tflite-float16, until one "
+        "passes (default on)",
+    )
+    parser.add_argument(
+        "--calibration_repeats",
+        "--calibration-repeats",
+        dest="calibration_repeats",
+        type=int,
+        default=d.calibration_repeats,
+        help="convert and check each calibrated format on this many disjoint sets of calibration images and "
+        "report the spread of its overall and per-class accuracy; the artifact kept is the first set's "
+        f"(default {d.calibration_repeats}: off)",
     )
     parser.add_argument(
         "--io_type",
@@ -120,6 +132,7 @@ def export_config_from_args(args: argparse.Namespace, formats) -> ExportConfig:
         max_class_drop=args.max_class_drop,
         fidelity_images_per_class=args.fidelity_images_per_class,
         quantization_ladder=args.quantization_ladder == "on",
+        calibration_repeats=args.calibration_repeats,
     )
 
 
@@ -153,6 +166,9 @@ def run_export_command(args: argparse.Namespace) -> int:
             f"(Keras float model test accuracy {results[0].keras_test_accuracy:.1%} on "
             f"{results[0].num_test_images} images; summary in {Path(args.run) / ARTIFACTS_DIR / EXPORT_SUMMARY})"
         )
+    for fmt, entry in read_export_summary(args.run).items():
+        if entry.get("calibration_repeats") and fmt in {r.format for r in results}:
+            print(repeats.line(fmt, entry["calibration_repeats"]))
     failed = [r for r in results if not r.ok]
     if failed:
         print(

@@ -33,7 +33,9 @@ class ExportConfig:
     significantly so after Holm's correction over classes, measured on up to `fidelity_images_per_class`
     images per class that did not calibrate it (`edgetl.export.fidelity`; 0 turns the per-class check off).
     `quantization_ladder`: an int8 file that fails its check is followed by the ladder's rungs until one
-    passes (`edgetl.export.ladder`).
+    passes (`edgetl.export.ladder`). `calibration_repeats` K > 1 converts and checks each calibrated format
+    again on K - 1 further calibration sets, disjoint from the first, and records the spread of its overall and
+    per-class accuracy (`edgetl.export.repeats`); the artifact kept is the first set's.
     """
 
     formats: tuple[str, ...] = tuple(f for f in FORMATS if f not in ON_REQUEST)
@@ -46,6 +48,7 @@ class ExportConfig:
     max_class_drop: float = 3.0  # points one class may lose, significantly after Holm, before a check fails
     fidelity_images_per_class: int = 200  # images per class the per-class check is measured on; 0: off
     quantization_ladder: bool = True  # an int8 file that fails its check: tflite-int8-mixed, int16x8, float16
+    calibration_repeats: int = 1  # calibrated formats converted and checked on this many disjoint sets; 1: off
 
     CONSTRAINTS: ClassVar[dict] = {
         "num_calibration_images": Interval(int, 1),
@@ -55,6 +58,7 @@ class ExportConfig:
         "max_class_drop": Interval(float, 0, 100),  # points
         "fidelity_images_per_class": Interval(int, 0),  # 0: no per-class check
         "quantization_ladder": OneOf((True, False)),
+        "calibration_repeats": Interval(int, 1, 20),
     }
 
     def __post_init__(self) -> None:

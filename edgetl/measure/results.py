@@ -65,6 +65,9 @@ class ArtifactResult:
     # The export check's per-class fidelity to the float model (edgetl.export.fidelity.summary; {} for float32
     # formats and older results): per class the float and artifact accuracy, flips, exact McNemar p, Holm p.
     class_fidelity: dict = field(default_factory=dict)
+    # The spread over --calibration_repeats disjoint calibration sets (edgetl.export.repeats.summary; {} when
+    # not repeated and in older results).
+    calibration_repeats: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,7 +126,14 @@ def failed_result(
 
 
 _FIELDS = [f.name for f in dataclasses.fields(ArtifactResult)]
-_JSON_COLUMNS = ("per_class_accuracy", "confusion_matrix", "predictions", "labels", "class_fidelity")
+_JSON_COLUMNS = (
+    "per_class_accuracy",
+    "confusion_matrix",
+    "predictions",
+    "labels",
+    "class_fidelity",
+    "calibration_repeats",
+)
 
 
 def _csv_row(r: ArtifactResult) -> dict[str, Any]:

@@ -121,6 +121,8 @@ def export_key(config: SweepConfig, train_key: str, fmt: str) -> str:
         e.max_class_drop,
         e.fidelity_images_per_class,
         e.quantization_ladder,
+        # Only when set, so the keys of every earlier sweep stay what they were.
+        *([e.calibration_repeats] if e.calibration_repeats != 1 else []),
     )
 
 

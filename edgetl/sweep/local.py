@@ -138,6 +138,7 @@ class _Grid:
                     self.config, plan.spec, fmt, out / entry["path"], test_set, plan.run, entry.get("status", "ok"),
                     predictions, entry.get("class_fidelity"),
                 )  # fmt: skip
+                row = replace(row, calibration_repeats=entry.get("calibration_repeats") or {})
                 record_bench(self.config, plan.spec, fmt, key, row, ran_on, plan.state)
                 self.say(measured_line(row))
             rows.append(row)

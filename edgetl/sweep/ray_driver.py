@@ -287,7 +287,8 @@ class _RaySweep:
 
     def _on_bench(self, unit: _Unit, report: dict) -> None:
         plan = unit.point.plan
-        report["row"] = replace(report["row"], class_fidelity=unit.entry.get("class_fidelity") or {})
+        export = {k: unit.entry.get(k) or {} for k in ("class_fidelity", "calibration_repeats")}
+        report["row"] = replace(report["row"], **export)
         record_bench(self.config, plan.spec, unit.fmt, unit.key, report["row"], report["ran_on"], plan.state)
         unit.point.rows[unit.fmt] = report["row"]
         self.say(measured_line(report["row"]))
