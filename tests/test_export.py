@@ -15,6 +15,7 @@ import pytest
 from export_fixtures import ExportRun, build_export_run, copy_run
 
 from edgetl.export import FORMATS, ExportConfig, ExportError, ExportResult, check_status, export_run, formats_from_flags
+from edgetl.export.formats import IO_TYPE_FORMATS, ON_REQUEST
 from edgetl.io.files import sha256_file
 
 pytestmark = pytest.mark.slow  # real training, conversion or sweeps: minutes
@@ -31,19 +32,23 @@ def test_format_table_is_consistent():
     for name, spec in FORMATS.items():
         assert spec.name == name and name.startswith(spec.runtime + "-")
         assert spec.suffix == (".tflite" if spec.runtime == "tflite" else ".onnx")
-        assert spec.needs_calibration == (name.endswith("-int8") or name.endswith("-int16x8"))
+        assert spec.needs_calibration == (spec.quantization in ("int8", "int16x8"))
     assert {n for n, s in FORMATS.items() if s.quantized} == {
         "tflite-dynamic",
         "tflite-int8",
+        "tflite-int8-mixed",
         "tflite-int16x8",
         "onnx-int8",
     }
+    assert set(ON_REQUEST) <= set(FORMATS) and set(IO_TYPE_FORMATS) <= set(FORMATS)
+    assert ExportConfig().formats == tuple(f for f in FORMATS if f not in ON_REQUEST)
 
 
 def test_formats_from_flags():
     assert formats_from_flags("tflite", "int8") == (["tflite-int8"], [])
     names, notes = formats_from_flags("tflite,onnx", "all")
-    assert names == ALL and notes == []
+    assert names == [f for f in ALL if f not in ON_REQUEST] and notes == []  # tflite-int8-mixed: by name only
+    assert formats_from_flags("tflite-int8-mixed", "all")[0] == ["tflite-int8-mixed"]
     names, notes = formats_from_flags("onnx, tflite", "float16,int8")
     assert names == ["onnx-int8", "tflite-float16", "tflite-int8"]
     assert len(notes) == 1 and "onnx + float16" in notes[0]
@@ -215,7 +220,7 @@ def test_every_format_exports_loads_and_passes_its_check(exported, export_run_di
         assert model.input_batch == 1  # fixed batch 1 by default (NNAPI / Core ML need it)
         many = model.predict(np.zeros((3, 96, 96, 3), model.input_dtype))  # many images still run
         assert many.shape == (3, len(export_run_dir.classes))
-        if r.format == "tflite-int8":
+        if r.format in IO_TYPE_FORMATS:
             assert model.input_dtype == np.uint8 and meta["input"]["dtype"] == "uint8"
         else:
             assert model.input_dtype == np.float32

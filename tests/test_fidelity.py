@@ -146,7 +146,15 @@ RGB = {"red": (200, 50, 20), "green": (50, 200, 20), "blue": (128, 128, 200)}
 SIZE = 8
 
 
-def _constructed_run(root: Path) -> Path:
+def _constructed_run(root: Path, kind: str = "activations") -> Path:
+    """A run directory of a constructed model whose int8 file loses class "blue".
+
+    "activations" (the module's docstring): the blue feature is lost to the int8 *activation* step of the
+    Dense layer's output, so keeping layers in float (the ladder's first rung) cannot save it and int16
+    activations do. "weights": the blue evidence is 64 weights of 0.0035 (one per blue pixel) in a kernel
+    column whose largest weight, 1.0 on a pixel that is 255 in every image, sets its int8 step to 1/127:
+    every 0.0035 rounds to 0, so int8 loses it in the *weights*, and that layer kept in float keeps it.
+    """
     import keras
     from PIL import Image
 
@@ -158,16 +166,33 @@ def _constructed_run(root: Path) -> Path:
         (image_dir / name).mkdir(parents=True)
         for i in range(40):
             pixels = np.clip(np.array(rgb) + rng.integers(-15, 16, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+            if kind == "weights":
+                pixels[0, 0, 0] = 255  # the constant pixel that carries the large weight
             Image.fromarray(pixels).save(image_dir / name / f"{name}{i:02d}.png")
     image = keras.Input((SIZE, SIZE, 3), name="image")
-    means = keras.layers.GlobalAveragePooling2D(name="pool")(image)
-    features = keras.layers.Dense(3, name="features")(means)
-    logits = keras.layers.Dense(3, name="head")(features)
-    model = keras.Model(image, keras.layers.Softmax(name="probabilities")(logits), name="edgetl_classifier")
-    model.get_layer("features").set_weights([np.diag([40.0, 40.0, 0.01]).astype(np.float32), np.zeros(3, np.float32)])
-    # logits (blue, green, red): blue = 10 * (blue feature - 1); green and red = +-(g - r) / 4000
-    head = np.array([[0, -1 / 4000, 1 / 4000], [0, 1 / 4000, -1 / 4000], [10, 0, 0]], np.float32)
-    model.get_layer("head").set_weights([head, np.array([-10, 0, 0], np.float32)])
+    if kind == "weights":
+        flat = keras.layers.Flatten(name="flatten")(image)
+        features = keras.layers.Dense(2, name="features")(flat)
+        kernel = np.zeros((SIZE, SIZE, 3, 2), np.float32)
+        kernel[:, :, 2, 0] = 0.0035  # blue evidence: 0.0035 * sum(blue) = 45 on blue images, 4.5 on the others
+        kernel[0, 0, 0, 0] = 1.0  # 255 on every image, taken back by the bias
+        kernel[:, :, 0, 1], kernel[:, :, 1, 1] = 0.01, -0.01  # red minus green: about +-96 on red and green
+        kernel[0, 0, 0, 1] = 0.0
+        model_head = np.array([[1, 0, 0], [0, -1 / 20, 1 / 20]], np.float32)  # blue = f0 - 25; green, red = -+f1/20
+        logits = keras.layers.Dense(3, name="head")(features)
+        model = keras.Model(image, keras.layers.Softmax(name="probabilities")(logits), name="edgetl_classifier")
+        model.get_layer("features").set_weights([kernel.reshape(-1, 2), np.array([-255, 0], np.float32)])
+        model.get_layer("head").set_weights([model_head, np.array([-25, 0, 0], np.float32)])
+    else:
+        means = keras.layers.GlobalAveragePooling2D(name="pool")(image)
+        features = keras.layers.Dense(3, name="features")(means)
+        logits = keras.layers.Dense(3, name="head")(features)
+        model = keras.Model(image, keras.layers.Softmax(name="probabilities")(logits), name="edgetl_classifier")
+        diagonal = np.diag([40.0, 40.0, 0.01]).astype(np.float32)
+        model.get_layer("features").set_weights([diagonal, np.zeros(3, np.float32)])
+        # logits (blue, green, red): blue = 10 * (blue feature - 1); green and red = +-(g - r) / 4000
+        head = np.array([[0, -1 / 4000, 1 / 4000], [0, 1 / 4000, -1 / 4000], [10, 0, 0]], np.float32)
+        model.get_layer("head").set_weights([head, np.array([-10, 0, 0], np.float32)])
     run_dir = root / "run"
     run_dir.mkdir()
     model.save(run_dir / "model.keras")
@@ -194,7 +219,8 @@ def test_int8_that_breaks_one_class_fails_the_gate_and_the_ladder_recovers_with_
         fidelity_images_per_class=30,
     )
     results = {r.format: r for r in export_run(run_dir, config, progress=False)}
-    assert list(results) == ["tflite-int8", "tflite-float32", "tflite-int16x8"]  # the ladder's rung last
+    # the ladder's rungs last: int8 with layers kept in float cannot save an activation step (below), 16x8 does
+    assert list(results) == ["tflite-int8", "tflite-float32", "tflite-int8-mixed", "tflite-int16x8"]
     summary = json.loads((run_dir / "artifacts" / "export.json").read_text())["formats"]
     assert results["tflite-float32"].ok and "class_fidelity" not in summary["tflite-float32"]
     assert summary["tflite-float32"]["max_abs_diff"] < 1e-3  # the float model classifies every image right
@@ -210,11 +236,17 @@ def test_int8_that_breaks_one_class_fails_the_gate_and_the_ladder_recovers_with_
     assert fidelity["failed"] == ["blue"] and fidelity["worst"] == {"class": "blue", "drop_points": 100.0}
     assert "class 'blue' 100.0 points lower than the float model" in results["tflite-int8"].status
 
-    # The ladder's first rung, a real artifact with its own check, recovers the class.
+    # The first rung keeps the layers the debugger ranks worst in float (2 of 4: the cap): the blue feature is
+    # still rounded away by the activation step between them, so it fails, a real artifact with its own check.
+    mixed = summary["tflite-int8-mixed"]
+    assert not results["tflite-int8-mixed"].ok and "class 'blue' 100.0 points lower" in mixed["status"]
+    assert [s["float_layers"] for s in mixed["float_layer_steps"]] == [1, 2] and len(mixed["float_layers"]) == 2
+    # The next rung, int16 activations, recovers the class.
     assert results["tflite-int16x8"].ok, results["tflite-int16x8"].status
     assert summary["tflite-int16x8"]["class_fidelity"]["failed"] == []
     assert summary["tflite-int16x8"]["rung_for"] == ["tflite-int8"]
-    assert summary["tflite-int8"]["ladder"] == {"tried": ["tflite-int16x8"], "recovered_by": "tflite-int16x8"}
+    tried = ["tflite-int8-mixed", "tflite-int16x8"]
+    assert summary["tflite-int8"]["ladder"] == {"tried": tried, "recovered_by": "tflite-int16x8"}
     assert (run_dir / "artifacts" / "tflite-int16x8.tflite").is_file()
 
 
@@ -295,7 +327,7 @@ def test_a_sweep_benchmarks_the_ladders_rungs_recorded_with_their_key(tmp_path):
     spec = BackboneSpec("v1", 0.25, 128)
     config = SweepConfig(image_dir=tmp_path, output_dir=tmp_path / "out", points=(spec,))
     keys = export_keys(config, "trained")
-    assert set(keys) == set(config.export.formats) | {"tflite-int16x8", "tflite-float16"}
+    assert set(keys) == set(config.export.formats) | {"tflite-int8-mixed", "tflite-int16x8", "tflite-float16"}
     artifacts = tmp_path / "out" / "points" / spec.id / "artifacts"
     artifacts.mkdir(parents=True)
     formats = {f: {"status": "ok"} for f in config.export.formats}

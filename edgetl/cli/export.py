@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgetl.export import repeats
 from edgetl.export.config import ExportConfig
 from edgetl.export.formats import IO_TYPES, QUANTIZATIONS, RUNTIMES, ExportError, formats_from_flags
 from edgetl.export.pipeline import export_run
-from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY
+from edgetl.export.run import ARTIFACTS_DIR, EXPORT_SUMMARY, read_export_summary
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,8 +79,19 @@ def add_shared_export_arguments(parser: argparse.ArgumentParser) -> None:
         dest="quantization_ladder",
         choices=("on", "off"),
         default="on" if d.quantization_ladder else "off",
-        help="when an int8 file fails its check, also export and check tflite-int16x8, then tflite-float16, "
-        "until one passes (default on)",
+        help="when an int8 or dynamic-range file fails its check, also export and check tflite-int8-mixed (the "
+        "layers with the largest int8 error kept in float), then tflite-int16x8, then tflite-float16, until one "
+        "passes (default on)",
+    )
+    parser.add_argument(
+        "--calibration_repeats",
+        "--calibration-repeats",
+        dest="calibration_repeats",
+        type=int,
+        default=d.calibration_repeats,
+        help="convert and check each calibrated format on this many disjoint sets of calibration images and "
+        "report the spread of its overall and per-class accuracy; the artifact kept is the first set's "
+        f"(default {d.calibration_repeats}: off)",
     )
     parser.add_argument(
         "--io_type",
@@ -129,6 +141,7 @@ def export_config_from_args(args: argparse.Namespace, formats) -> ExportConfig:
         fidelity_images_per_class=args.fidelity_images_per_class,
         quantization_ladder=args.quantization_ladder == "on",
         dynamic_batch=args.dynamic_batch,
+        calibration_repeats=args.calibration_repeats,
     )
 
 
@@ -139,7 +152,7 @@ def _format_row(r) -> str:
     diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}"
     size = f"{r.size_bytes / 1e6:.2f} MB" if r.size_bytes else "-"
     return (
-        f"{r.format:<15} {size:>10} {pct(r.test_accuracy):>8} {pct(r.agreement):>9} {diff:>9} "
+        f"{r.format:<17} {size:>10} {pct(r.test_accuracy):>8} {pct(r.agreement):>9} {diff:>9} "
         f"{r.seconds:>6.1f}s  {r.status}"
     )
 
@@ -154,7 +167,7 @@ def run_export_command(args: argparse.Namespace) -> int:
     except ExportError as e:
         print(f"edgetl export: error: {e}", file=sys.stderr)
         return 2
-    print(f"{'format':<15} {'size':>10} {'accuracy':>8} {'agreement':>9} {'max diff':>9} {'time':>7}  status")
+    print(f"{'format':<17} {'size':>10} {'accuracy':>8} {'agreement':>9} {'max diff':>9} {'time':>7}  status")
     for r in results:
         print(_format_row(r))
     if results:
@@ -162,6 +175,9 @@ def run_export_command(args: argparse.Namespace) -> int:
             f"(Keras float model test accuracy {results[0].keras_test_accuracy:.1%} on "
             f"{results[0].num_test_images} images; summary in {Path(args.run) / ARTIFACTS_DIR / EXPORT_SUMMARY})"
         )
+    for fmt, entry in read_export_summary(args.run).items():
+        if entry.get("calibration_repeats") and fmt in {r.format for r in results}:
+            print(repeats.line(fmt, entry["calibration_repeats"]))
     failed = [r for r in results if not r.ok]
     if failed:
         print(

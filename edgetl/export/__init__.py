@@ -4,10 +4,12 @@
 - `config`: `ExportConfig`, every setting with its default and its check.
 - `artifact`: one format converted and written, metadata embedded (`export_artifact`), through the
   converter modules `tflite` and `onnx`, which share one signature; `calibration` and `bias_correction`
-  prepare the int8 formats.
+  prepare the int8 formats, `sources` holds what a run's calibrated formats are converted from.
 - `inputs`: what every format of a run shares (`load_run_inputs`); `run`: one format converted and
   checked against the float Keras model (`export_format`); `fidelity` the per-class part of the check;
-  `ladder` the rungs tried when an int8 file fails; `pipeline` all of a run's formats (`export_run`).
+  `ladder` the rungs tried when an int8 file fails, `tflite_mixed` its first rung (int8 with the worst layers in
+  float); `repeats` the spread over `--calibration_repeats` calibration sets; `pipeline` all of a run's formats
+  (`export_run`).
 
 Importing this package stays TensorFlow-free (the CLI, `edgetl.cli.export`, builds its parser from it):
 TensorFlow, tf2onnx and onnxruntime are imported by the converters, on use.

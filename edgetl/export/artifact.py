@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl import __version__
-from edgetl.export.formats import FORMATS, ExportError, check_io_type
+from edgetl.export.formats import FORMATS, IO_TYPE_FORMATS, ExportError, check_io_type
 from edgetl.io.files import atomic_write_bytes, writing
 from edgetl.io.text import visible
 from edgetl.runtime.images import PREPROCESSING
@@ -79,7 +79,7 @@ def export_artifact(
         calibration_images = np.asarray(calibration_images, dtype=np.float32)
     metadata = json.loads(json.dumps(metadata, default=str))  # deep copy, JSON-clean
     metadata["format"] = fmt
-    if fmt == "tflite-int8":
+    if fmt in IO_TYPE_FORMATS:
         metadata.setdefault("input", {})["dtype"] = io_type
     converter = importlib.import_module(f"edgetl.export.{spec.runtime}")
     with writing(out_path, f"the {fmt} conversion's temporary files"):

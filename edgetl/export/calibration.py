@@ -68,9 +68,12 @@ def candidate_order(dataset: Dataset) -> dict[str, list[ImageRecord]]:
     return by_class
 
 
-def build_calibration_set(dataset: Dataset, resolution: int, num_images: int, load=None) -> CalibrationSet:
+def build_calibration_set(
+    dataset: Dataset, resolution: int, num_images: int, load=None, exclude_hashes=frozenset()
+) -> CalibrationSet:
     """Draw `num_images` training images, balanced across classes, and decode them as at inference
-    (with `load`, `load_image`'s signature: a sweep's images decoded once).
+    (with `load`, `load_image`'s signature: a sweep's images decoded once), none whose content is in
+    `exclude_hashes` (the earlier sets of `--calibration_repeats`: disjoint sets, drawn in the same order).
 
     Round robin over classes: counts differ by at most one unless a class runs out, in which case
     the others fill the remaining slots. Undecodable files are skipped (and noted).
@@ -78,7 +81,9 @@ def build_calibration_set(dataset: Dataset, resolution: int, num_images: int, lo
     if num_images < 1:
         raise ExportError(f"the number of calibration images must be at least 1, got {num_images}")
     load = load or load_image
-    queues = {c: deque(rs) for c, rs in candidate_order(dataset).items()}
+    queues = {
+        c: deque(r for r in rs if r.content_hash not in exclude_hashes) for c, rs in candidate_order(dataset).items()
+    }
     chosen: list[tuple[ImageRecord, np.ndarray]] = []
     notes: list[str] = []
     while len(chosen) < num_images and any(queues.values()):

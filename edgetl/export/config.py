@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from edgetl.export.formats import FORMATS, IO_TYPES, ExportError, check_formats, check_io_type
+from edgetl.export.formats import (
+    FORMATS,
+    IO_TYPES,
+    LADDER_TRIGGERS,
+    ON_REQUEST,
+    ExportError,
+    check_formats,
+    check_io_type,
+)
 from edgetl.params import Interval, OneOf, validate
 
 
@@ -27,9 +35,12 @@ class ExportConfig:
     `quantization_ladder`: an int8 file that fails its check is followed by the ladder's rungs until one
     passes (`edgetl.export.ladder`). `dynamic_batch` leaves the input's batch dimension open; by default it is
     fixed at 1, which NNAPI and Core ML need to take the whole graph (`edgetl.export.accelerators`).
+    `calibration_repeats` K > 1 converts and checks each calibrated format again on K - 1 further calibration
+    sets, disjoint from the first, and records the spread of its overall and per-class accuracy
+    (`edgetl.export.repeats`); the artifact kept is the first set's.
     """
 
-    formats: tuple[str, ...] = tuple(FORMATS)
+    formats: tuple[str, ...] = tuple(f for f in FORMATS if f not in ON_REQUEST)
     io_type: str = IO_TYPES[0]
     num_calibration_images: int = 200
     calibration_manifest: Path | None = None
@@ -38,8 +49,9 @@ class ExportConfig:
     max_accuracy_drop: float = 1.0  # points below the float model, significantly, before a check fails
     max_class_drop: float = 3.0  # points one class may lose, significantly after Holm, before a check fails
     fidelity_images_per_class: int = 200  # images per class the per-class check is measured on; 0: off
-    quantization_ladder: bool = True  # an int8 file that fails its check: try tflite-int16x8, then tflite-float16
+    quantization_ladder: bool = True  # an int8 file that fails its check: tflite-int8-mixed, int16x8, float16
     dynamic_batch: bool = False  # input batch dimension open (several images per call) instead of fixed at 1
+    calibration_repeats: int = 1  # calibrated formats converted and checked on this many disjoint sets; 1: off
 
     CONSTRAINTS: ClassVar[dict] = {
         "num_calibration_images": Interval(int, 1),
@@ -50,6 +62,7 @@ class ExportConfig:
         "fidelity_images_per_class": Interval(int, 0),  # 0: no per-class check
         "quantization_ladder": OneOf((True, False)),
         "dynamic_batch": OneOf((True, False)),
+        "calibration_repeats": Interval(int, 1, 20),
     }
 
     def __post_init__(self) -> None:
@@ -65,5 +78,8 @@ class ExportConfig:
         return None if self.dynamic_batch else 1
 
     @property
-    def needs_calibration(self) -> bool:  # (the ladder follows int8 formats only, which need it themselves)
-        return any(FORMATS[f].needs_calibration for f in self.formats)
+    def needs_calibration(self) -> bool:
+        """Whether this export may calibrate a file: a requested format, or a ladder rung (its first two are
+        calibrated) after a dynamic-range file. The per-class check then leaves the calibration images out."""
+        ladder = self.quantization_ladder and any(FORMATS[f].quantization in LADDER_TRIGGERS for f in self.formats)
+        return ladder or any(FORMATS[f].needs_calibration for f in self.formats)

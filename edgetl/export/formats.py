@@ -86,6 +86,17 @@ FORMATS: dict[str, FormatSpec] = {
             description="full integer (TFLITE_BUILTINS_INT8) from a representative dataset; uint8 input by default",
         ),
         FormatSpec(
+            name="tflite-int8-mixed",
+            suffix=".tflite",
+            runtime="tflite",
+            quantization="int8",
+            needs_calibration=True,
+            max_abs_diff=None,
+            colour="#8c564b",
+            description="full integer like tflite-int8, the layers with the largest quantization error kept in "
+            "float (TFLite QuantizationDebugger) until the check passes; the quantization ladder's first rung",
+        ),
+        FormatSpec(
             name="tflite-int16x8",
             suffix=".tflite",
             runtime="tflite",
@@ -122,6 +133,12 @@ FORMATS: dict[str, FormatSpec] = {
 RUNTIMES = ("tflite", "onnx")
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("uint8", "int8", "float32")  # input/output type of tflite-int8; the first is the default
+IO_TYPE_FORMATS = ("tflite-int8", "tflite-int8-mixed")  # the formats whose input/output type io_type sets
+# Made only when named (`--format tflite-int8-mixed`) or by the quantization ladder: `--quantize all` and
+# ExportConfig's default leave it out (a search for the layers to keep in float is a recovery, not a format to
+# make for every run).
+ON_REQUEST = ("tflite-int8-mixed",)
+LADDER_TRIGGERS = ("int8", "dynamic")  # the quantizations whose failed check starts the ladder (int8 weights)
 ONNX_OPSET = 17
 # Bump when a converter recipe changes what an artifact contains: the sweep re-exports on a change.
 # 2: int8 formats are converted from the bias-corrected model (edgetl.export.bias_correction), and
@@ -182,7 +199,7 @@ def formats_from_flags(format: str, quantize: str) -> tuple[list[str], list[str]
         if runtime in FORMATS:
             candidates = [runtime]
         else:
-            candidates = [f"{runtime}-{q}" for q in wanted if f"{runtime}-{q}" in FORMATS]
+            candidates = [f"{runtime}-{q}" for q in wanted if f"{runtime}-{q}" in FORMATS]  # never ON_REQUEST
             if explicit:
                 have = ", ".join(n for n in FORMATS if n.startswith(runtime + "-"))
                 notes += [

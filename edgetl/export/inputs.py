@@ -36,6 +36,7 @@ class RunInputs:
     notes: list[str]
     test_paths: tuple[str, ...] = ()  # the test images, in order (what a benchmark's predictions must match)
     calibration: object = None  # edgetl.export.calibration.CalibrationSet, drawn on first need
+    calibration_sets: list | None = None  # it and the disjoint sets of --calibration_repeats, on first need
     int8_source: ModelSource | None = None  # bias-corrected copy, built on first need
     load: Callable | None = None  # load_image's signature: where a sweep's pixels come from (decoded once)
     fidelity: object = None  # edgetl.export.fidelity.FidelitySet, built on first need

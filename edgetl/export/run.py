@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from edgetl import __version__
-from edgetl.export import accelerators, fidelity
+from edgetl.export import accelerators, fidelity, repeats, sources, tflite_mixed
 from edgetl.export import calibration as calib
 from edgetl.export.artifact import ModelSource, artifact_metadata, export_artifact
 from edgetl.export.bias_correction import correct_biases
 from edgetl.export.config import ExportConfig
-from edgetl.export.formats import FORMATS, ExportError
+from edgetl.export.formats import FORMATS, IO_TYPE_FORMATS, ExportError
 from edgetl.export.golden import choose_golden, embed_golden
 from edgetl.export.inputs import RunInputs, _keras_predict, load_keras_model
 from edgetl.export.predictions import save_check_predictions
@@ -60,7 +60,7 @@ class ExportResult:
     seconds: float
     calibration_manifest: Path | None = None
     num_test_images: int = 0
-    io_type: str | None = None  # input/output type of tflite-int8; None elsewhere
+    io_type: str | None = None  # input/output type of tflite-int8 (and -mixed); None elsewhere
 
     @property
     def ok(self) -> bool:
@@ -84,40 +84,25 @@ def _relative(path: Path, base: Path | None) -> str:
         return str(path)
 
 
-def _calibration(inputs: RunInputs, config: ExportConfig, log: Log):
-    """The calibration set of this run: from the manifest when one is given, else drawn from the training split."""
+def _repeat_step(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log, checked: dict, out_path: Path) -> dict:
+    """`fmt` converted and checked again on each further calibration set (`edgetl.export.repeats`)."""
+    metadata = artifact_metadata(inputs.run, fmt, config.batch_size)
 
-    if inputs.calibration is None:
-        fault_point("calibration")
-        resolution = int(inputs.run["backbone"]["resolution"])
-        if config.calibration_manifest is not None:
-            inputs.calibration = calib.calibration_set_from_manifest(
-                calib.load_manifest(config.calibration_manifest), resolution, fallback_root=inputs.run["image_dir"]
-            )
-        else:
-            inputs.calibration = calib.build_calibration_set(
-                inputs.dataset, resolution, config.num_calibration_images, inputs.load
-            )
-        for note in inputs.calibration.notes:
-            log(f"note: {note}")
-    return inputs.calibration
+    def convert(i: int, calibration) -> Path:
+        source = replace(inputs.source, batch_size=config.batch_size)
+        if config.bias_correction:  # corrected on this set's own images, as the first set's copy was on its
+            source = ModelSource(load_keras_model(inputs.run_dir / "model.keras"), None, config.batch_size)
+            correct_biases(source.keras_model, calibration.images)
+        path = out_path.with_name(f".{fmt}.repeat{i}{out_path.suffix}")
+        export_artifact(source, fmt, path, metadata, calibration_images=calibration.images, io_type=config.io_type)
+        return path
 
+    def check(path: Path) -> dict:
+        return _check_step(inputs, fmt, path, config, log)
 
-def _int8_source(inputs: RunInputs, config: ExportConfig, log: Log) -> ModelSource:
-    """The model int8 formats are converted from: bias-corrected once per run, or the model as trained."""
-    if not config.bias_correction:
-        return inputs.source
-    if inputs.int8_source is None:
-        model = load_keras_model(inputs.run_dir / "model.keras")  # a copy to change
-        calibration = _calibration(inputs, config, log)
-        fault_point("bias_correction")
-        report = correct_biases(model, calibration.images)
-        log(
-            f"note: int8 bias correction: {report.layers} layer(s) shifted by up to {report.max_shift:.3g}, "
-            f"from {report.images} calibration images"
-        )
-        inputs.int8_source = ModelSource(model, None)  # in memory only: no SavedModel to write (tflite.py)
-    return inputs.int8_source
+    entry = repeats.repeat(checked, sources.calibration_sets(inputs, config, log), convert, check)
+    log(repeats.line(fmt, entry))
+    return entry
 
 
 def check_status(
@@ -178,17 +163,23 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
             replace(inputs.source, batch_size=config.batch_size), fmt, out_path, metadata, io_type=config.io_type
         )
         return {}
-    calibration = _calibration(inputs, config, log)
+    calibration = sources.calibration(inputs, config, log)
     metadata["bias_correction"] = config.bias_correction
     metadata["calibration_manifest_sha256"] = calib.manifest_sha256(calibration.manifest)
-    export_artifact(
-        replace(_int8_source(inputs, config, log), batch_size=config.batch_size),
-        fmt,
-        out_path,
-        metadata,
-        calibration_images=calibration.images,
-        io_type=config.io_type,
-    )
+    source, made = replace(sources.int8_source(inputs, config, log), batch_size=config.batch_size), {}
+    if fmt == tflite_mixed.FORMAT:  # a search: converted and checked with more layers in float until it passes
+        metadata["input"]["dtype"] = config.io_type
+        made = tflite_mixed.convert_mixed(
+            source,
+            calibration.images,
+            metadata,
+            out_path,
+            config.io_type,
+            accept=lambda path: _check_step(inputs, fmt, path, config, log)["status"],
+            log=log,
+        )
+    else:
+        export_artifact(source, fmt, out_path, metadata, calibration_images=calibration.images, io_type=config.io_type)
     manifest_path = out_path.parent / f"{fmt}.calibration.json"
     calib.write_manifest(manifest_path, calibration.manifest)
     fault_point(f"manifest:{fmt}")
@@ -196,6 +187,7 @@ def _convert_step(inputs: RunInputs, fmt: str, config: ExportConfig, out_path: P
         "calibration_manifest": manifest_path,
         "num_calibration_images": len(calibration.images),
         "bias_correction": config.bias_correction,
+        **made,
     }
 
 
@@ -203,8 +195,9 @@ def _fidelity(inputs: RunInputs, config: ExportConfig, log: Log):
     """The run's per-class fidelity set, built once: calibration images (when this export draws any) left out."""
     if inputs.fidelity is None:
         exclude = set()
-        if config.needs_calibration:
-            exclude = {entry["sha256"] for entry in _calibration(inputs, config, log).manifest["images"]}
+        if config.needs_calibration:  # every set's images, when --calibration_repeats draws more than one
+            sets = sources.calibration_sets(inputs, config, log)
+            exclude = {entry["sha256"] for cal in sets for entry in cal.manifest["images"]}
         inputs.fidelity = fidelity.build(inputs, config.fidelity_images_per_class, exclude, _keras_predict)
     return inputs.fidelity
 
@@ -248,7 +241,6 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
         raise
     except Exception as e:
         return {"status": f"load failed: {type(e).__name__}: {one_line(e)}"}
-    predictions = save_check_predictions(out_path, fmt, probs, inputs.test_paths)
     agreement = float((probs.argmax(1) == inputs.keras_probs.argmax(1)).mean())
     max_diff = None if FORMATS[fmt].quantized else float(np.abs(probs - inputs.keras_probs).max())
     correct = probs.argmax(1) == inputs.test_labels
@@ -265,7 +257,7 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
         "agreement": agreement,
         "max_abs_diff": max_diff,
         "status": status,
-        "test_predictions": predictions,
+        "probs": probs,
         "class_fidelity": per_class,
     }
 
@@ -284,7 +276,7 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
         "format": fmt,
         "keras_test_accuracy": inputs.keras_accuracy,
         "num_test_images": len(inputs.test_labels),
-        "io_type": config.io_type if fmt == "tflite-int8" else None,
+        "io_type": config.io_type if fmt in IO_TYPE_FORMATS else None,
     }
     try:
         made = _convert_step(inputs, fmt, config, out_path, log)
@@ -312,7 +304,10 @@ def export_format(inputs: RunInputs, fmt: str, config: ExportConfig, log: Log) -
         "max_abs_diff": None,
         **_check_step(inputs, fmt, out_path, config, log),
     }
-    predictions = checked.pop("test_predictions", None)
+    probs = checked.pop("probs", None)
+    predictions = None if probs is None else save_check_predictions(out_path, fmt, probs, inputs.test_paths)
+    if probs is not None and config.calibration_repeats > 1 and repeats.repeated(fmt):
+        made["calibration_repeats"] = _repeat_step(inputs, fmt, config, log, checked, out_path)
     class_fidelity = checked.pop("class_fidelity", None)
     result = ExportResult(
         **common,

@@ -41,6 +41,10 @@ NATIVE_NOISE = re.compile(
 PYTHON_NOISE = re.compile(
     r"Please consider providing the trackable_obj argument"  # TFLiteConverter.from_concrete_functions
     r"|__array__ implementation doesn't accept a copy keyword"  # Keras 3 on numpy 2, every conversion
+    # TFLite's QuantizationDebugger (tflite-int8-mixed): its own interpreter; its calibrate-only model, whose
+    # input and output are quantized afterwards
+    r"|\s*Warning: tf\.lite\.Interpreter is deprecated"
+    r"|Statistics for quantized inputs were expected"
 )
 
 # Environment set before TensorFlow or LiteRT load; an explicit setting in the environment wins.

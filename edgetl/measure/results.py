@@ -68,6 +68,9 @@ class ArtifactResult:
     # The accelerators that could take this file, by each runtime's static check (edgetl.export.accelerators;
     # {} for older results): TFLite's GPU delegate, onnxruntime's NNAPI and Core ML partitions.
     accelerators: dict = field(default_factory=dict)
+    # The spread over --calibration_repeats disjoint calibration sets (edgetl.export.repeats.summary; {} when
+    # not repeated and in older results).
+    calibration_repeats: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,7 +129,15 @@ def failed_result(
 
 
 _FIELDS = [f.name for f in dataclasses.fields(ArtifactResult)]
-_JSON_COLUMNS = ("per_class_accuracy", "confusion_matrix", "predictions", "labels", "class_fidelity", "accelerators")
+_JSON_COLUMNS = (
+    "per_class_accuracy",
+    "confusion_matrix",
+    "predictions",
+    "labels",
+    "class_fidelity",
+    "accelerators",
+    "calibration_repeats",
+)
 
 
 def _csv_row(r: ArtifactResult) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """report.md's per-class fidelity section: how each class of the pick and its tied set fares against the float
 model (the export check's `class_fidelity`, `edgetl.export.fidelity`), and which artifacts the per-class gate
-failed, naming the class and the drop."""
+failed, naming the class and the drop; and the calibration-sensitivity section (`--calibration_repeats`,
+`edgetl.export.repeats`)."""
 
 from __future__ import annotations
 
@@ -104,3 +105,33 @@ def class_fidelity_section(results: Sequence[ArtifactResult], pick: Pick, out_di
         plot_heatmap(measured, Path(out_dir) / HEATMAP_PNG)
         md += [f"![per-class fidelity]({HEATMAP_PNG})", ""]
     return md
+
+
+def calibration_section(results: Sequence[ArtifactResult]) -> list[str]:
+    """Markdown lines on the spread over `--calibration_repeats` calibration sets (empty when none repeated)."""
+    repeated = [r for r in results if r.calibration_repeats and r.calibration_repeats.get("test_accuracy")]
+    if not repeated:
+        return []
+    md = [
+        "## Calibration sensitivity",
+        "",
+        "Each calibrated artifact converted and checked again on disjoint sets of calibration images "
+        "(`--calibration_repeats`; the file kept is the first set's): how many sets pass the check, the test "
+        "accuracy's range and sample sd, and the class whose accuracy on the per-class images moves most.",
+        "",
+        "| artifact | sets | pass | test accuracy (min .. max, sd) | widest class (min .. max) |",
+        "|---|--:|--:|---|---|",
+    ]
+    for r in repeated:
+        rep = r.calibration_repeats
+        acc = rep["test_accuracy"]
+        spans = {name: s for name, s in (rep.get("class_accuracy") or {}).items() if s}
+        widest = "–"
+        if spans:
+            name, s = max(spans.items(), key=lambda kv: kv[1]["max"] - kv[1]["min"])
+            widest = f"{name} {s['min']:.1%} .. {s['max']:.1%}"
+        md.append(
+            f"| `{r.point}` {r.format} | {rep['repeats']} | {rep['passed']} | {acc['min']:.1%} .. {acc['max']:.1%}, "
+            f"{100 * acc['sd']:.1f} points | {widest} |"
+        )
+    return md + [""]

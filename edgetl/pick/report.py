@@ -17,7 +17,7 @@ from edgetl.export import accelerators
 from edgetl.io.files import atomic_write_text
 from edgetl.io.text import visible_lines
 from edgetl.measure.results import ArtifactResult
-from edgetl.pick.fidelity_table import class_fidelity_section
+from edgetl.pick.fidelity_table import calibration_section, class_fidelity_section
 from edgetl.pick.pareto import BYTES_PER_MB, RUNTIME_NAMES, Budget, Pick, is_ok, paired
 from edgetl.pick.plot import PARETO_PNG, plot_pareto
 
@@ -266,6 +266,7 @@ def write_report(
         "",
     ]
     md += class_fidelity_section(rows, pick, out)
+    md += calibration_section(rows)
     md += list(sections)
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

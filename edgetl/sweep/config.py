@@ -121,7 +121,9 @@ def export_key(config: SweepConfig, train_key: str, fmt: str) -> str:
         e.max_class_drop,
         e.fidelity_images_per_class,
         e.quantization_ladder,
-        e.dynamic_batch,
+        # Only when set, so the keys of every earlier sweep stay what they were.
+        *([e.calibration_repeats] if e.calibration_repeats != 1 else []),
+        *(["dynamic_batch"] if e.dynamic_batch else []),
     )
 
 

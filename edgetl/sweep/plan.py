@@ -19,7 +19,7 @@ from edgetl.io.files import DiskError, one_line
 from edgetl.measure.results import ArtifactResult
 from edgetl.pick.pareto import pareto_front
 from edgetl.sweep.config import SweepConfig, bench_key, export_keys, point_dir, point_name, train_key
-from edgetl.sweep.state import export_todo, finished_train, read_state, record_train, settled_row
+from edgetl.sweep.state import export_todo, finished_train, read_state, record_export, record_train, settled_row
 
 
 class SweepStopped(RuntimeError):
@@ -50,13 +50,35 @@ class PointPlan:
         """The formats whose export unit must run (every format after a new training)."""
         return export_todo(self.config, self.spec, self.keys, self.state)
 
+    def climbed(self, summary: dict | None = None) -> list[str]:
+        """The quantization ladder's rungs this point's export converted (recorded with their current key)."""
+        asked = self.config.export.formats
+        summary = read_export_summary(point_dir(self.config, self.spec)) if summary is None else summary
+        return [f for f in ladder.rungs(summary) if f not in asked and self.state["export"].get(f) == self.keys[f]]
+
     def bench_formats(self) -> list[str]:
         """The formats to benchmark: those asked for, then the quantization ladder's rungs this point's export
-        converted (recorded with their current key; `edgetl.export.ladder`)."""
-        asked = list(self.config.export.formats)
+        converted (`edgetl.export.ladder`)."""
+        return list(self.config.export.formats) + self.climbed()
+
+    # The ladder, as both executors climb it: once the formats asked for are exported, `next_rung` until None.
+
+    def next_rung(self) -> str | None:
+        """The ladder's next rung to export for this point's failed int8 files (None: nothing left to try)."""
+        if not self.config.export.quantization_ladder:
+            return None
         summary = read_export_summary(point_dir(self.config, self.spec))
-        climbed = [f for f in ladder.rungs(summary) if f not in asked and self.state["export"].get(f) == self.keys[f]]
-        return asked + climbed
+        return ladder.walk(summary, self.config.export.formats, self.climbed(summary))[2]
+
+    def rung_exported(self, rung: str) -> None:
+        """Record a rung's finished export unit: the failed formats it was for, and its key."""
+        ladder.mark_rung(point_dir(self.config, self.spec), rung, self.config.export.formats)
+        record_export(self.config, self.spec, rung, self.keys[rung], self.state)
+
+    def ladder_finished(self, log) -> None:
+        """Record on the failed entries what the ladder tried and which rung recovered (once: idempotent)."""
+        if self.config.export.quantization_ladder:
+            ladder.record_outcome(point_dir(self.config, self.spec), self.config.export.formats, self.climbed(), log)
 
     def bench(self, fmt: str) -> tuple[ArtifactResult | None, dict, str]:
         """(the format's settled row or None when its bench unit must run, its export.json entry, its bench key)."""

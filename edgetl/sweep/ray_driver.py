@@ -4,6 +4,8 @@
   (`edgetl.export.export_format`), benchmark per artifact: the functions the in-process runner calls,
   each wrapped in a Ray task. The driver decides what is finished with the same keys and checks
   (`edgetl.sweep.state`), so a cluster sweep resumes, and mixes with in-process runs, like a local one.
+  Once a point's exports are back, its quantization ladder's next rung (`PointPlan.next_rung`) is one
+  more export unit, then benchmarked, until none is left, as in-process.
 - **Files.** A task works in a temporary directory on its own node and returns the bytes of the files it
   made; the driver, the only process that writes the output directory, writes them there, each file
   atomically, as each unit finishes. So no shared file system is needed for the output, and no two
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgetl import __version__
-from edgetl.export import ARTIFACTS_DIR, merge_export_entry
+from edgetl.export import ARTIFACTS_DIR, LADDER, merge_export_entry
 from edgetl.features.backbones import BackboneSpec, WeightsNotFoundError
 from edgetl.io.files import atomic_write_bytes, atomic_write_json
 from edgetl.io.log import HEARTBEAT_S, on_terminal
@@ -72,6 +74,8 @@ class _Point:
     test_images: object = None  # ObjectRef of test_images.npz
     open_units: int = 0  # submitted or queued, not yet back
     rows: dict[str, ArtifactResult] = field(default_factory=dict)
+    exporting: set[str] = field(default_factory=set)  # formats whose export unit is in flight
+    ladder_stopped: bool = False  # a rung's export unit itself failed: no further rung for this point
 
 
 @dataclass
@@ -155,17 +159,33 @@ class _RaySweep:
     def _plan_exports(self, point: _Point) -> None:
         plan = point.plan
         todo = plan.exports()
-        if todo and point.model is None:  # trained by an earlier run: its files come from the output dir
-            point.model = self.ray.put(read_model(point_dir(self.config, plan.spec)))
-        for fmt in self.config.export.formats:
+        for fmt in plan.bench_formats():
             if fmt in todo:
-                ref = self.tasks["export"].remote(
-                    self.remote_config, plan.spec, fmt, plan.train_key, point.model, self.dataset, __version__,
-                    self.board,
-                )  # fmt: skip
-                self._submit(ref, _Unit("export", point, fmt, plan.keys[fmt]))
+                self._submit_export(point, fmt)
             else:
                 self._plan_bench(point, fmt)
+        if not point.exporting:  # everything asked for was exported before: the ladder may still have a step
+            self._climb(point)
+
+    def _submit_export(self, point: _Point, fmt: str) -> None:
+        plan = point.plan
+        if point.model is None:  # trained by an earlier run: its files come from the output dir
+            point.model = self.ray.put(read_model(point_dir(self.config, plan.spec)))
+        ref = self.tasks["export"].remote(
+            self.remote_config, plan.spec, fmt, plan.train_key, point.model, self.dataset, __version__, self.board
+        )
+        point.exporting.add(fmt)
+        self._submit(ref, _Unit("export", point, fmt, plan.keys[fmt]))
+
+    def _climb(self, point: _Point) -> None:
+        """Once the point's exports are back: its next ladder rung as an export unit, or the ladder's outcome
+        recorded (`edgetl.sweep.plan.PointPlan.next_rung`, as in-process)."""
+        rung = None if point.ladder_stopped else point.plan.next_rung()
+        if rung is None:
+            point.plan.ladder_finished(self.say)
+            return
+        self.say(f"{point.plan.name}: quantization ladder: trying {rung}")
+        self._submit_export(point, rung)
 
     def _plan_bench(self, point: _Point, fmt: str) -> None:
         row, entry, key = point.plan.bench(fmt)
@@ -206,6 +226,7 @@ class _RaySweep:
         unit.point.open_units -= 1
         if unit.kind == "bench":
             self.benching -= 1
+        ok = False
         try:
             report = self.ray.get(ref)
             for message in report["logs"]:
@@ -213,6 +234,7 @@ class _RaySweep:
             getattr(self, f"_on_{unit.kind}")(unit, report)
             where = {k: report[k] for k in ("node", "started", "ended")}
             self.done_units.append(unit_record(self.config, unit.kind, unit.point.plan.spec, unit.fmt, **where))
+            ok = True
         except self.ray.exceptions.RayTaskError as e:  # the unit's own error, a node's disk too: its point only
             cause = e.cause if isinstance(e.cause, Exception) else e
             note_failure(unit.name, cause, self.notes, self.say, fatal=())
@@ -224,6 +246,17 @@ class _RaySweep:
             self.say(note)
         except Exception as e:  # writing or planning what follows: the driver's disk ends the sweep
             note_failure(unit.name, e, self.notes, self.say)
+        if unit.kind == "export":
+            self._exported(unit, ok)
+
+    def _exported(self, unit: _Unit, ok: bool) -> None:
+        """An export unit is back: when it was the point's last, the ladder's next step."""
+        point = unit.point
+        point.exporting.discard(unit.fmt)
+        if not ok and unit.fmt in LADDER and unit.fmt not in self.config.export.formats:
+            point.ladder_stopped = True  # the same rung would be tried again and again
+        if not point.exporting:
+            attempt(f"{point.plan.name} quantization ladder", lambda: self._climb(point), self.notes, self.say)
 
     def _on_train(self, unit: _Unit, report: dict) -> None:
         point, out = unit.point, point_dir(self.config, unit.point.plan.spec)
@@ -246,7 +279,10 @@ class _RaySweep:
         merge_export_entry(out, unit.fmt, report["entry"])
         entry = report["entry"]
         self.say(exported_line(plan.name, unit.fmt, entry.get("status", "?"), entry.get("size_bytes", 0)))
-        record_export(self.config, plan.spec, unit.fmt, unit.key, plan.state)
+        if unit.fmt in self.config.export.formats:
+            record_export(self.config, plan.spec, unit.fmt, unit.key, plan.state)
+        else:
+            plan.rung_exported(unit.fmt)
         self._plan_bench(unit.point, unit.fmt)
 
     def _on_bench(self, unit: _Unit, report: dict) -> None:
@@ -257,7 +293,8 @@ class _RaySweep:
         self.say(measured_line(report["row"]))
 
     def rows(self) -> list[ArtifactResult]:
-        return [p.rows[f] for p in self.points for f in self.config.export.formats if f in p.rows]
+        order = (*self.config.export.formats, *LADDER)  # the requested formats' rows, then the rungs', as in-process
+        return [p.rows[f] for p in self.points for f in dict.fromkeys(order) if f in p.rows]
 
     def save_units(self) -> None:
         atomic_write_json(self.out / UNITS_JSON, {"units": self.done_units})

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgetl.data.dataset import Dataset
-from edgetl.export import climb, export_format, load_run_inputs
+from edgetl.export import export_format, load_run_inputs
 from edgetl.features.backbones import BackboneSpec, ResolvedWeights
 from edgetl.io.files import one_line, sha256_file
 from edgetl.measure.bench import measure
@@ -57,7 +57,7 @@ def train_point(
 def from_check(entry: dict | None) -> dict:
     """What a results row carries over from the artifact's export.json entry (the export check's findings)."""
     entry = entry or {}
-    return {key: entry.get(key) or {} for key in ("class_fidelity", "accelerators")}
+    return {key: entry.get(key) or {} for key in ("class_fidelity", "accelerators", "calibration_repeats")}
 
 
 def bench_artifact(
@@ -126,15 +126,19 @@ def export_point(plan: PointPlan, dataset, log=None, load=None) -> dict:
     the in-process executor runs it in its export worker (`edgetl.sweep.local`)."""
     log = log or (lambda msg: tqdm.write(msg))
     config, spec = plan.config, plan.spec
-    todo = plan.exports()
-    if todo:
-        inputs = load_run_inputs(point_dir(config, spec), dataset, load)
-        for fmt in todo:
-            result = export_format(inputs, fmt, config.export, log)
-            log(exported_line(plan.name, fmt, result.status, result.size_bytes))
-            record_export(config, spec, fmt, plan.keys[fmt], plan.state)
-        for rung in climb(inputs, config.export, log):  # int8 files that failed: the ladder's artifacts
-            record_export(config, spec, rung.format, plan.keys[rung.format], plan.state)
+    inputs = None
+    for fmt in plan.exports():
+        inputs = inputs or load_run_inputs(point_dir(config, spec), dataset, load)
+        result = export_format(inputs, fmt, config.export, log)
+        log(exported_line(plan.name, fmt, result.status, result.size_bytes))
+        record_export(config, spec, fmt, plan.keys[fmt], plan.state)
+    while (rung := plan.next_rung()) is not None:  # int8 files that failed: the ladder's artifacts, as on Ray
+        log(f"{plan.name}: quantization ladder: trying {rung}")
+        inputs = inputs or load_run_inputs(point_dir(config, spec), dataset, load)
+        result = export_format(inputs, rung, config.export, log)
+        log(exported_line(plan.name, rung, result.status, result.size_bytes))
+        plan.rung_exported(rung)
+    plan.ladder_finished(log)
     return plan.state
 
 
