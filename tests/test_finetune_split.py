@@ -120,3 +120,14 @@ def test_fine_tuning_on_cached_views_trains_the_classifier_which_converts_like_a
 def test_views_must_be_a_whole_number_from_zero(views):
     with pytest.raises(ValueError, match="views"):
         FineTuneConfig(views=views)
+
+
+def test_a_sweep_retrains_a_fine_tuned_point_when_its_views_change(tmp_path):
+    from dataclasses import replace
+
+    from edgetl.sweep.config import SweepConfig, train_key
+
+    spec, weights = BackboneSpec("v1", 0.25, 96), ResolvedWeights(None, "random", "", "")
+    config = SweepConfig(image_dir=tmp_path, output_dir=tmp_path / "out", points=(spec,))
+    keys = [train_key(replace(config, fine_tune=FineTuneConfig(views=v)), spec, weights) for v in (0, 1, 2)]
+    assert len(set(keys)) == 3 and train_key(config, spec, weights) not in keys
