@@ -78,6 +78,8 @@ def measure(base: TrainConfig, way: str, epochs: int, test_paths: list[str], dat
         "cache_seconds": info.get("cache_seconds"),
         "cache_megabytes": info.get("cache_megabytes"),
         "cut": info.get("cut"),
+        "cache_engine": info.get("cache_engine"),
+        "history": info["history"],
         "epochs_run": info["epochs_run"],
         "best_epoch": info["best_epoch"],
         "validation_accuracy": result.metrics["validation_accuracy"],

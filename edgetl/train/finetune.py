@@ -244,9 +244,14 @@ def _cached_batches(split, config: FineTuneConfig, resolution: int, num_classes:
         f"{len(val_x)} validation images: {megabytes:,.0f} MB in memory"
     )
     clock = time.time()
-    train_acts = cache_views(split, train_x, views, augment, config.batch_size)
-    val_acts = cache_views(split, val_x, 1, None, config.batch_size)
-    note = {"cut": split.cut, "cache_megabytes": round(megabytes, 1), "cache_seconds": round(time.time() - clock, 1)}
+    train_acts, engine = cache_views(split, train_x, views, augment, config.batch_size)
+    val_acts, _ = cache_views(split, val_x, 1, None, config.batch_size)
+    note = {
+        "cut": split.cut,
+        "cache_megabytes": round(megabytes, 1),
+        "cache_seconds": round(time.time() - clock, 1),
+        "cache_engine": engine.get("engine"),
+    }
     return (
         view_batches(train_acts, train_y, num_classes, config.batch_size, config.seed),
         view_batches(val_acts, val_y, num_classes, config.batch_size, None),

@@ -1,8 +1,8 @@
 """Fine-tuning on cached activations: the classifier split where its trained layers begin.
 
 Every layer below the first trained one is frozen, and so is every batch norm (in inference mode), so the
-lower part's output for a given input image never changes during fine-tuning. It is computed once for each
-of `views` augmented views of every training image (and once for each validation image), kept in memory,
+lower part's output for a given input image never changes during fine-tuning. It is computed once (in
+LiteRT) for each of `views` augmented views of every training image and each validation image, kept in memory,
 and only the upper part (the trained layers and the head) runs forward and backward every epoch; epoch
 `e` shows image `i` its view `(e + offset_i) mod views`. The two parts share the classifier's layers,
 so training the upper part trains the classifier itself, which stays an ordinary raw-pixels-in model.
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from edgetl.features.engine import Embedder
 from edgetl.io.quiet import bars_off
 
 
@@ -84,13 +85,15 @@ def split_classifier(classifier, layers: int) -> Split | None:
     return Split(lower, keras.Model(cached, y, name="upper"), backbone.layers[cut - 1].name)
 
 
-def cache_views(split: Split, images: np.ndarray, views: int, augment, batch_size: int = 32) -> np.ndarray:
-    """The lower part's output for `views` augmented views of each image: float32 (views, N, *split.shape).
+def cache_views(split: Split, images: np.ndarray, views: int, augment, batch_size: int = 32) -> tuple[np.ndarray, dict]:
+    """The lower part's output for `views` augmented views of each image: float32 (views, N, *split.shape), and
+    how it was computed. The lower part runs in LiteRT (`edgetl.features.engine`: checked against TensorFlow on
+    the first images, TensorFlow when they differ), many times faster than TensorFlow's forward pass here.
 
     `augment` maps a tf.data dataset of uint8 images to float32 batches (None: the images as they are)."""
     import tensorflow as tf
 
-    lower = tf.function(lambda x: split.lower(x, training=False))
+    embed = Embedder(split.lower)
     out = np.empty((views, len(images), *split.shape), np.float32)
     with tqdm(
         total=views * len(images), desc="caching activations", unit="img", leave=False, disable=bars_off()
@@ -103,10 +106,10 @@ def cache_views(split: Split, images: np.ndarray, views: int, augment, batch_siz
                 data = augment(data, batch_size)
             at = 0
             for batch in data.prefetch(tf.data.AUTOTUNE):
-                out[view, at : at + len(batch)] = lower(batch).numpy()
+                out[view, at : at + len(batch)] = embed(batch.numpy())
                 at += len(batch)
                 bar.update(len(batch))
-    return out
+    return out, embed.info
 
 
 def view_batches(activations: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int | None):
