@@ -178,25 +178,19 @@ def _add_fine_tune_arguments(p: argparse.ArgumentParser, switch: bool) -> None:
             action="store_true",
             help="after the head, train the backbone's top layers with it on augmented photos",
         )
-    p.add_argument(
-        "--fine_tune_layers",
-        type=int,
-        default=d.layers,
-        help=f"backbone layers (from the top) that fine-tuning trains; batch norm stays frozen (default {d.layers})",
-    )
     p.add_argument("--fine_tune_learning_rate", type=float, default=d.learning_rate)
-    p.add_argument(
-        "--fine_tune_patience",
-        type=int,
-        default=d.patience,
-        help=f"epochs without a lower validation loss before fine-tuning stops (default {d.patience})",
-    )
-    p.add_argument(
-        "--fine_tune_epochs",
-        type=int,
-        default=d.max_epochs,
-        help=f"most epochs of fine-tuning; early stopping on validation loss ends sooner (default {d.max_epochs})",
-    )
+    for name, default, what in (
+        ("layers", d.layers, "backbone layers (from the top) that fine-tuning trains; batch norm stays frozen"),
+        ("patience", d.patience, "epochs without a lower validation loss before fine-tuning stops"),
+        ("epochs", d.max_epochs, "most epochs of fine-tuning; early stopping on validation loss ends sooner"),
+        (
+            "views",
+            d.views,
+            "augmented views of each training image whose frozen layers' output is computed once and reused "
+            "every epoch; 0: a fresh augmentation every epoch through the whole backbone, slower",
+        ),
+    ):
+        p.add_argument(f"--fine_tune_{name}", type=int, default=default, help=f"{what} (default {default})")
 
 
 def fine_tune_config_from_args(args: argparse.Namespace):
@@ -207,6 +201,7 @@ def fine_tune_config_from_args(args: argparse.Namespace):
         learning_rate=args.fine_tune_learning_rate,
         max_epochs=args.fine_tune_epochs,
         patience=args.fine_tune_patience,
+        views=args.fine_tune_views,
         seed=args.seed,
         distortions=retrain_cli.distortions_from_args(args),
     )

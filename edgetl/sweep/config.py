@@ -102,10 +102,19 @@ def train_key(config: SweepConfig, spec: BackboneSpec, weights: ResolvedWeights)
         asdict(config.tune),
         config.features.augment_views,
         config.features.engine,
-        asdict(config.fine_tune) if config.fine_tune else None,
+        _fine_tune_key(config.fine_tune),
         # Only when set, so the keys of every earlier sweep stay what they were.
         *([asdict(config.features.distortions)] if config.features.distortions else []),
     )
+
+
+def _fine_tune_key(config: FineTuneConfig | None) -> dict | None:
+    """Its fields; `views` only when > 0, so a point fine-tuned the pixel way keeps the key it had before
+    views existed."""
+    fields = asdict(config) if config else None
+    if fields and not fields["views"]:
+        del fields["views"]
+    return fields
 
 
 def export_key(config: SweepConfig, train_key: str, fmt: str) -> str:

@@ -4,9 +4,12 @@ Starts from the head trained on the cached features (so the first steps do not t
 with a random head's gradients), unfreezes the last `layers` layers of the backbone, keeps every batch
 norm frozen and in inference mode (its statistics were learned on ImageNet's million images and a few
 thousand photos would only make them noisy), and trains with Adam at a low learning rate. The photos are
-decoded once into memory; each epoch sees a fresh random flip, rotation, zoom, contrast and brightness
-of every training image. Early stopping watches the validation loss, and the best epoch's weights are
-kept. The result is an ordinary Keras classifier: raw pixels in, probabilities out.
+decoded once into memory and augmented by a random flip, rotation, zoom, contrast and brightness. By
+default (`views` > 0) the frozen layers' output is computed once for a few augmented views of every
+training image and only the trained layers run every epoch (`edgetl.train.split`); with `views` = 0 each
+epoch sees a fresh augmentation of every image through the whole backbone. Early stopping watches the
+validation loss, and the best epoch's weights are kept. The result is an ordinary Keras classifier: raw
+pixels in, probabilities out.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from edgetl.data.dataset import decode_images
 from edgetl.io.quiet import bars_off
 from edgetl.params import Interval, OneOf, validate
 from edgetl.train.head import HeadConfig, class_weights
+from edgetl.train.split import backbone_of, cache_views, split_classifier, view_batches
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,9 @@ class FineTuneConfig:
     augment: bool = True
     seed: int = 0
     distortions: Distortions | None = None  # retrain.py's distortions instead of the default augmentation
+    # > 0: the frozen layers' output computed once for this many augmented views of each training image and
+    # reused across epochs (edgetl.train.split); 0: every epoch a fresh augmentation through the whole backbone.
+    views: int = 2
 
     CONSTRAINTS: ClassVar[dict] = {
         "layers": Interval(int, 1),
@@ -47,6 +54,7 @@ class FineTuneConfig:
         "patience": Interval(int, 1),
         "augment": OneOf((True, False)),
         "seed": Interval(int, 0),
+        "views": Interval(int, 0),
     }
 
     def __post_init__(self) -> None:
@@ -102,7 +110,7 @@ def unfreeze_top(model, layers: int) -> int:
     train (the head included)."""
     import keras
 
-    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    backbone = backbone_of(model)
     backbone.trainable = True
     for i, layer in enumerate(backbone.layers):
         top = i >= len(backbone.layers) - layers
@@ -144,7 +152,6 @@ def fine_tune(
     `splits` maps split name -> (features, labels, records), as `train.featurize` returns them.
     """
     import keras
-    import tensorflow as tf
 
     started = time.time()
     train_x, train_y, val_x, val_y = _decode_splits(splits, resolution, log)
@@ -152,38 +159,33 @@ def fine_tune(
     trainable = unfreeze_top(classifier, config.layers)
     keras.utils.set_random_seed(config.seed)
     steps = math.ceil(len(train_x) / config.batch_size)
+    split = split_classifier(classifier, config.layers) if config.views else None
+    cached = {}
+    if split is None:
+        model = classifier
+        train_data, val_data = _pixel_batches(config, resolution, num_classes, (train_x, train_y), (val_x, val_y))
+    else:
+        model = split.upper
+        train_data, val_data, cached = _cached_batches(
+            split, config, resolution, num_classes, splits_xy=(train_x, train_y, val_x, val_y), log=log
+        )
     # Cosine decay to zero over the longest run: late epochs take small steps instead of hopping around
     # the minimum, which is where a fixed rate left validation loss jumping by +-0.03 per epoch.
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.max_epochs * steps)
-    classifier.compile(
+    model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=head.label_smoothing),
         metrics=["accuracy"],
     )
-    augmenter = _augmenter(config.seed) if config.augment else None
-
-    distort = _distorter(config.distortions, resolution, config.seed) if config.distortions else None
-
-    def batches(x, y, shuffle: bool):
-        data = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, num_classes)))
-        if shuffle:
-            data = data.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
-        if shuffle and distort is not None:  # per image, as retrain.py drew them; one generator, so in order
-            data = data.map(lambda a, b: (distort(a), b))
-        data = data.batch(config.batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b))
-        if shuffle and augmenter is not None and distort is None:
-            data = data.map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
-        return data.prefetch(tf.data.AUTOTUNE)
-
     weights = class_weights(train_y, num_classes, head.class_weights)
     log(
         f"fine-tuning the last {config.layers} backbone layers ({trainable:,} trainable weights) on "
         f"{len(train_x)} images, at most {config.max_epochs} epochs of {steps} steps"
     )
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
-    history = classifier.fit(
-        batches(train_x, train_y, True),
-        validation_data=batches(val_x, val_y, False),
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
         epochs=config.max_epochs,
         verbose=0,
         callbacks=[stop, _Progress(config.max_epochs * steps)],
@@ -197,6 +199,7 @@ def fine_tune(
     classifier.trainable = False  # the saved model is for inference
     info = {
         **asdict(config),
+        **cached,
         "trainable_weights": trainable,
         "epochs_run": len(records),
         "best_epoch": best + 1,
@@ -208,6 +211,74 @@ def fine_tune(
         f"{records[best]['val_accuracy']:.1%} ({info['seconds']:.0f} s)"
     )
     return FineTuneResult(classifier, info)
+
+
+def _augmentation(config: FineTuneConfig, resolution: int):
+    """(a tf.data dataset of uint8 images, batch size) -> float32 batches of their augmented views, drawn as
+    the pixel path draws them; None without augmentation."""
+    import tensorflow as tf
+
+    if config.distortions is not None:
+        distort = _distorter(config.distortions, resolution, config.seed)
+        return lambda data, size: data.map(distort).batch(size)
+    if not config.augment:
+        return None
+    augmenter = _augmenter(config.seed)
+    return lambda data, size: (
+        data.batch(size)
+        .map(lambda a: tf.cast(a, tf.float32))
+        .map(lambda a: augmenter(a, training=True), num_parallel_calls=tf.data.AUTOTUNE)
+    )
+
+
+def _cached_batches(split, config: FineTuneConfig, resolution: int, num_classes: int, splits_xy: tuple, log) -> tuple:
+    """Training and validation data for the upper part: the lower part's activations of `config.views`
+    augmented views of each training image, and of each validation image as it is; and run.json's note."""
+    train_x, train_y, val_x, val_y = splits_xy
+    augment = _augmentation(config, resolution)
+    views = config.views if augment is not None else 1  # without augmentation every view is the image itself
+    megabytes = split.bytes_per_image * (views * len(train_x) + len(val_x)) / 1e6
+    log(
+        f"caching the frozen layers' output ({split.cut}, {'x'.join(map(str, split.shape))} float32, "
+        f"{split.bytes_per_image / 1e3:.0f} kB an image) for {views} view(s) of {len(train_x)} training and "
+        f"{len(val_x)} validation images: {megabytes:,.0f} MB in memory"
+    )
+    clock = time.time()
+    train_acts, engine = cache_views(split, train_x, views, augment, config.batch_size)
+    val_acts, _ = cache_views(split, val_x, 1, None, config.batch_size)
+    note = {
+        "cut": split.cut,
+        "cache_megabytes": round(megabytes, 1),
+        "cache_seconds": round(time.time() - clock, 1),
+        "cache_engine": engine.get("engine"),
+    }
+    return (
+        view_batches(train_acts, train_y, num_classes, config.batch_size, config.seed),
+        view_batches(val_acts, val_y, num_classes, config.batch_size, None),
+        note,
+    )
+
+
+def _pixel_batches(config: FineTuneConfig, resolution: int, num_classes: int, train: tuple, val: tuple) -> tuple:
+    """Training and validation batches of decoded photos, for the whole classifier: a fresh augmentation of
+    each training image every epoch (`views` = 0, or nothing frozen to cache)."""
+    import tensorflow as tf
+
+    augmenter = _augmenter(config.seed) if config.augment else None
+    distort = _distorter(config.distortions, resolution, config.seed) if config.distortions else None
+
+    def batches(x, y, shuffle: bool):
+        data = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, num_classes)))
+        if shuffle:
+            data = data.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
+        if shuffle and distort is not None:  # per image, as retrain.py drew them; one generator, so in order
+            data = data.map(lambda a, b: (distort(a), b))
+        data = data.batch(config.batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b))
+        if shuffle and augmenter is not None and distort is None:
+            data = data.map(lambda a, b: (augmenter(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+        return data.prefetch(tf.data.AUTOTUNE)
+
+    return batches(*train, True), batches(*val, False)
 
 
 def _decode_splits(splits: dict, resolution: int, log) -> tuple:
