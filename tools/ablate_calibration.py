@@ -83,8 +83,11 @@ def worker(run_dir: Path, count: int, out: Path, profile: Path | None, formats: 
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
-    phases.current = "load run inputs"
-    loaded = inputs.load_run_inputs(run_dir)
+    wall, cpu = time.perf_counter(), time.process_time()
+    loaded = inputs.load_run_inputs(run_dir)  # the test split decoded, the float model's answers on it
+    phases.seconds["load run inputs"] = {
+        "total": {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+    }
     results = {}
     for fmt in formats:
         phases.current = fmt
