@@ -208,6 +208,8 @@ def manifest_hashes(path: Path) -> set:
 def export_count(train_dir: Path, label: str, scratch: Path, formats: tuple[str, ...], used: set | None = None) -> dict:
     """The worker's results for calibration set `label` ("N": the default draw of N images; "NdK": the K-th
     further draw, disjoint from the images in `used`), on a copy of the trained run (artifacts apart)."""
+    from edgetl.io.files import atomic_write_json
+
     result, count = scratch / f"cal{label}.json", int(label.split("d")[0])
     if not result.is_file():
         run_dir = scratch / f"cal{label}"
@@ -220,7 +222,7 @@ def export_count(train_dir: Path, label: str, scratch: Path, formats: tuple[str,
         seconds = child_seconds(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
         data = json.loads(result.read_text())
         data["process"] = seconds  # the whole worker: TensorFlow's import, loading the run, both formats
-        result.write_text(json.dumps(data))
+        atomic_write_json(result, data, "the worker's results")
     return json.loads(result.read_text())
 
 
