@@ -22,7 +22,13 @@ REFERENCE = "test_predictions.npy"  # in a run directory: the float model's test
 
 
 def images_sha256(paths) -> str:
-    """A hash of an ordered list of image paths: equal hash, the same test images in the same order."""
+    """A hash of an ordered list of image paths, each resolved: equal hash, the same test images in the same
+    order, also when `edgetl train` scanned a relative --image_dir and `edgetl export` the absolute one that
+    run.json records (the keys of float_predictions.npz are resolved for the same reason)."""
+    return _hash(Path(p).resolve() for p in paths)
+
+
+def _hash(paths) -> str:
     return hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()
 
 
@@ -37,7 +43,10 @@ def save_probabilities(path: Path, probabilities: np.ndarray, what: str) -> str:
 def load_probabilities(path: Path, sha256: str | None, made_on: str | None, paths) -> np.ndarray | None:
     """The probabilities in `path` when the file hashes to `sha256` and was `made_on` the images `paths`
     (`images_sha256`), one row per image; else None."""
-    if not sha256 or not path.is_file() or made_on != images_sha256(paths) or sha256_file(path) != sha256:
+    # made_on: the resolved paths' hash, or for files written before, the paths' as they were given
+    if not sha256 or not path.is_file() or made_on not in (images_sha256(paths), _hash(paths)):
+        return None
+    if sha256_file(path) != sha256:
         return None
     try:
         probs = np.load(path, allow_pickle=False)
