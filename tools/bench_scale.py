@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--out", type=Path, default=None, help="results JSON (default WORK/bench_scale.json)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (photos 100,400; classes 5,10 at 100)")
     p.add_argument("--build_only", action="store_true", help="make the data sets and stop")
+    p.add_argument("--deadline", default=None, help="HH:MM UTC: skip a sweep predicted to end after it")
     p.add_argument("--sample_s", type=float, default=1.0, help="disk sampling period (at least 10x a walk)")
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -134,10 +136,11 @@ def tint_of_group(g: int) -> tuple[float, float, float]:
 
 def replica(source: Path, r: int, g: int, salt: int = 0) -> bytes:
     """One photo as JPEG bytes: a crop of 80-97 % of each side resized back to the original size, a flip, a mild
-    tint, then its group's tint; all drawn from (file name, round, group, salt), so the same every run."""
+    tint, then its group's tint; all drawn from (class, file name, round, group, salt): the same every run."""
     from PIL import Image, ImageOps
 
-    rng = random.Random(f"{source.name}/{r}/{g}/{salt}")
+    # the class folder is in the seed: flowers holds a few photos twice, under the same name in two classes
+    rng = random.Random(f"{source.parent.name}/{source.name}/{r}/{g}/{salt}")
     with Image.open(source) as im:
         image = ImageOps.exif_transpose(im).convert("RGB")
     w, h = image.size
@@ -183,7 +186,7 @@ def meta(dest: Path) -> Path:
 def build_dataset(source: Path, photos: int, classes: int, dest: Path, workers: int | None = None) -> Path:
     """`dest` as a class-folder data set of `photos` distinct JPEGs in `classes` classes (reused when made
     before with the same settings). Raises ValueError when the source has fewer real classes than 1."""
-    settings = {"source": str(source.resolve()), "photos": photos, "classes": classes, "version": 1}
+    settings = {"source": str(source.resolve()), "photos": photos, "classes": classes, "version": 2}
     if read_json(meta(dest)).get("settings") == settings:
         return dest
     real = real_classes(source)
@@ -305,8 +308,7 @@ def run_sweep(label: str, image_dir: Path, grid_cli: list[str], args, extra: lis
     text = log_file.read_text(errors="replace")
     if code:
         log(f"{label}: edgetl sweep exited {code}; the end of its log:\n" + "\n".join(text.splitlines()[-15:]))
-    dataset = read_json(meta(image_dir))
-    photos = dataset.get("files") or sum(1 for _ in image_dir.glob("*/*.jpg"))
+    photos = count_photos(image_dir)
     classes = sum(1 for d in image_dir.iterdir() if d.is_dir())
     peak_rss = int(rss_file.read_text()) / 1024 if rss_file.is_file() else None
     return {
@@ -321,10 +323,19 @@ def run_sweep(label: str, image_dir: Path, grid_cli: list[str], args, extra: lis
         "peak_disk_bytes": sampler.peak,
         "disk_samples": sampler.samples,
         "disk_walk_s": sampler.walk_s,
-        "announced": [ln for ln in text.splitlines() if "disk:" in ln or "may need about" in ln],
+        "announced": announced(text),
         "load_average_1min_after": os.getloadavg()[0],
         "stages": stage_seconds(out),
     }
+
+
+def announced(log_text: str) -> dict:
+    """The sweep's own disk announcement (edgetl.sweep.space): its line, total and pixel-store MB."""
+    line = next((ln for ln in log_text.splitlines() if ln.startswith("disk: about")), None)
+    if line is None:
+        return {}
+    found = re.search(r"about (\d+) MB at most: the decoded-pixel store (\d+) MB", line)
+    return {"line": line, **({"total_mb": int(found[1]), "pixels_mb": int(found[2])} if found else {})}
 
 
 # the table and the ratios
@@ -356,16 +367,19 @@ def table(rows: list[dict]) -> list[str]:
         )
     lines += [
         "",
-        "peak memory (MB, the sweep and its workers summed) and peak disk (MB allocated; KB per photo)",
+        "peak memory (MB, the sweep and its workers summed), peak disk (MB allocated; KB per photo) and the disk the",
+        "sweep announced before starting (MB, its 'disk: about' line: at most, with a 1.5x margin; pixel store exact)",
         f"  {'size':<16}{'photos':>7}{'rss':>7}{'pixels':>8}{'cache':>8}{'output':>8}{'total':>8}"
-        f"{'pix/ph':>8}{'cache/ph':>9}{'total/ph':>9}",
+        f"{'pix/ph':>8}{'cache/ph':>9}{'total/ph':>9}{'announced (pixels)':>20}",
     ]
     for r in rows:
         d, n = r["peak_disk_bytes"], r["photos"]
         per = [d["pixels"] / n / 1e3, d["cache"] / n / 1e3, d["total"] / n / 1e3] if n else [None] * 3
         lines.append(
             f"  {r['label']:<16}{n:>7}{show(r['peak_rss_mib'], 0):>7}{mb(d['pixels']):>8}{mb(d['cache']):>8}"
-            f"{mb(d['output']):>8}{mb(d['total']):>8}" + "".join(f"{show(v, 0):>9}" for v in per)
+            f"{mb(d['output']):>8}{mb(d['total']):>8}"
+            + "".join(f"{show(v, 0):>9}" for v in per)
+            + f"{r['announced'].get('total_mb', 'n/a'):>12} ({r['announced'].get('pixels_mb', 'n/a')})"
         )
     return lines
 
@@ -460,29 +474,33 @@ def main(argv: list[str] | None = None) -> int:
         "photos": [],
         "classes": [],
         "grids": [],
+        "skipped": [],
     }
-    by_photos: dict[int, dict] = {}
-    for n, d in photo_sets.items():
-        by_photos[n] = run_sweep(f"{first}-{n}ph", d, grids[first], args, extra)
-        results["photos"].append(by_photos[n])
+    jobs = [("photos", f"{first}-{n}ph", d, first) for n, d in photo_sets.items()]
+    jobs += [("classes", f"{first}-{k}cls", d, first) for k, d in class_sets.items()]
+    jobs += [("grids", f"{g}-{min(args.photos)}ph", photo_sets[min(args.photos)], g) for g in args.grid[1:]]
+    done: dict[str, dict] = {}
+    for section, label, d, g in jobs:
+        same = next((r for r in done.values() if r["image_dir"] == str(d) and r["grid"] == g), None)
+        if same is not None:  # the same data set and grid as a row already run (e.g. 5 classes): not run twice
+            results[section].append({**same, "same_run_as": same["label"]})
+            continue
+        late = past_deadline(args.deadline, list(done.values()), count_photos(d))
+        if late:
+            log(f"{label}: skipped, {late}")
+            results["skipped"].append({"label": label, "why": late})
+            continue
+        done[label] = {**run_sweep(label, d, grids[g], args, extra), "grid": g}
+        results[section].append(done[label])
         save(results, args.out)
-    for k, d in class_sets.items():
-        reused = k == n_real and args.classes_photos in by_photos
-        if reused:  # the same data set as the photo series' row: not run twice
-            row = dict(by_photos[args.classes_photos])
-        else:
-            row = run_sweep(f"{first}-{k}cls", d, grids[first], args, extra)
-        results["classes"].append({**row, "same_run_as_photos_row": reused})
-        save(results, args.out)
-    if len(args.grid) > 1:
-        n = min(args.photos)
-        results["grids"].append({**by_photos[n], "grid": first})
-        for g in args.grid[1:]:
-            results["grids"].append({**run_sweep(f"{g}-{n}ph", photo_sets[n], grids[g], args, extra), "grid": g})
-            save(results, args.out)
-    rows = results["photos"] + [r for r in results["classes"] if not r["same_run_as_photos_row"]] + results["grids"][1:]
-    lines = [f"bench_scale: edgetl sweep --grid {first} ({' '.join(grids[first])}); {__doc__.splitlines()[1].strip()}"]
+    if results["grids"]:
+        smallest = next(r for r in results["photos"] if r["photos"] == min(args.photos))
+        results["grids"].insert(0, smallest)
+    rows = sorted(done.values(), key=lambda r: (r["grid"] != first, r["classes"], r["photos"]))
+    lines = [f"bench_scale: edgetl sweep, grid {first} ({' '.join(grids[first])}), {args.source.name} photos."]
+    lines += ["COST, NOT ACCURACY: the photos are replicas (crops, flips, tints), the extra classes pseudo-classes."]
     lines += table(rows)
+    lines += [f"  skipped {s['label']}: {s['why']}" for s in results["skipped"]]
     results["ratios"], more = ratios(results["photos"], results["classes"], results["grids"])
     results["load_average_1min_after"] = os.getloadavg()[0]
     lines += more
@@ -494,6 +512,29 @@ def main(argv: list[str] | None = None) -> int:
     save(results, args.out)
     print("\n".join(lines) + f"\nwritten: {args.out}", flush=True)
     return 1 if any(r["exit"] for r in rows) else 0
+
+
+def count_photos(image_dir: Path) -> int:
+    return read_json(meta(image_dir)).get("files") or sum(1 for _ in image_dir.glob("*/*.jpg"))
+
+
+def past_deadline(deadline: str | None, done: list[dict], photos: int) -> str | None:
+    """Why a sweep of `photos` photos would end after `deadline` (HH:MM UTC), from a line through the two largest
+    sweeps run (wall = a + b x photos; one sweep: wall per photo), or None."""
+    if not deadline or not done:
+        return None
+    runs = sorted(done, key=lambda r: r["photos"])[-2:]
+    if len(runs) == 2 and runs[1]["photos"] > runs[0]["photos"]:
+        slope = (runs[1]["wall_s"] - runs[0]["wall_s"]) / (runs[1]["photos"] - runs[0]["photos"])
+        predicted = runs[1]["wall_s"] + max(slope, 0.0) * (photos - runs[1]["photos"])
+    else:
+        predicted = runs[-1]["wall_s"] * photos / runs[-1]["photos"]
+    hours, minutes = map(int, deadline.split(":"))
+    now = time.gmtime()
+    left = (hours * 60 + minutes) * 60 - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec)
+    if predicted <= left:
+        return None
+    return f"predicted {predicted:.0f} s, {max(left, 0):.0f} s left before {deadline} UTC"
 
 
 def link_subset(top: Path, photos: int, dest: Path) -> Path:
