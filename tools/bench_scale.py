@@ -294,8 +294,11 @@ def run_sweep(label: str, image_dir: Path, grid_cli: list[str], args, extra: lis
     cli = ["sweep", "--image_dir", str(image_dir), "--weights_dir", str(args.weights_dir), *grid_cli]
     cli += ["--output_dir", str(out), *(["--formats", args.formats] if args.formats else []), *extra]
     rss_file, log_file = args.work / "runs" / f"{label}.rss", args.work / "runs" / f"{label}.log"
-    env = {**os.environ, "EDGETL_CACHE_DIR": str(cache), "EDGETL_NO_DOWNLOAD": "1"}
-    cmd = [sys.executable, "-c", bench_sweep.RSS_WRAPPER, str(rss_file), *bench_sweep.edgetl_command(), *cli]
+    # this tree's edgetl, whichever tree the venv's `edgetl` entry point was installed from
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "EDGETL_CACHE_DIR": str(cache), "EDGETL_NO_DOWNLOAD": "1", "PYTHONPATH": path}
+    edgetl = [sys.executable, "-m", "edgetl.cli"]
+    cmd = [sys.executable, "-c", bench_sweep.RSS_WRAPPER, str(rss_file), *edgetl, *cli]
     sampler = DiskSampler({"pixels": out / ".pixels", "cache": cache, "output": out}, args.sample_s)
     log(f"{label}: edgetl sweep of {image_dir.name} (log {log_file})")
     started = time.perf_counter()
@@ -368,7 +371,8 @@ def table(rows: list[dict]) -> list[str]:
     lines += [
         "",
         "peak memory (MB, the sweep and its workers summed), peak disk (MB allocated; KB per photo) and the disk the",
-        "sweep announced before starting (MB, its 'disk: about' line: at most, with a 1.5x margin; pixel store exact)",
+        "sweep announced before starting (MB, its 'disk: about' line: at most, with a 1.5x margin; pixel store exact);",
+        "total = the largest sum at one moment (the pixel store is deleted before the end)",
         f"  {'size':<16}{'photos':>7}{'rss':>7}{'pixels':>8}{'cache':>8}{'output':>8}{'total':>8}"
         f"{'pix/ph':>8}{'cache/ph':>9}{'total/ph':>9}{'announced (pixels)':>20}",
     ]
