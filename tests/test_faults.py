@@ -255,10 +255,37 @@ def test_a_sweep_warns_before_starting_when_the_disk_looks_too_small(photos, tmp
         assert out_need > 20e6 and cache_need > len(dataset.records) * 4096  # a V2 1.0 point: tens of MB
         said: list[str] = []
         check_space(config, dataset, said.append)
-        assert len(said) == 1 and str(disk / "run") in said[0] and "MB free" in said[0]
+        warnings = [s for s in said if s.startswith("warning:")]
+        assert len(warnings) == 1 and str(disk / "run") in warnings[0] and "MB free" in warnings[0]
+        assert said[0].startswith("disk: about")  # announced whether or not it fits
         roomy = SweepConfig(
             image_dir=photos, output_dir=tmp_path / "run", points=config.points, features=config.features
         )
         said.clear()
         check_space(roomy, dataset, said.append)
         assert not [s for s in said if "output directory" in s]
+
+
+def test_a_sweep_announces_the_pixel_store_it_builds_and_refuses_one_that_cannot_fit(photos, tmp_path):
+    from edgetl.data.dataset import scan_dataset
+    from edgetl.data.pixels import PIXELS_DIR, build_store
+    from edgetl.features.backbones import BackboneSpec
+    from edgetl.io.files import DiskError
+    from edgetl.sweep.config import SweepConfig
+    from edgetl.sweep.space import check_space
+
+    points = (BackboneSpec("v1", 0.25, 96), BackboneSpec("v1", 0.25, 128))
+    config = SweepConfig(image_dir=photos, output_dir=tmp_path / "run", points=points)
+    dataset = scan_dataset(photos)
+    said: list[str] = []
+    check_space(config, dataset, said.append)
+    announced = float(said[0].split("decoded-pixel store ")[1].split(" MB")[0])
+    store = build_store(tmp_path / "run" / PIXELS_DIR, dataset.records, [96, 128])
+    real = sum(f.stat().st_size for f in (tmp_path / "run" / PIXELS_DIR).glob("r*.u8"))
+    store.close()
+    assert real == len(dataset.records) * (96 * 96 + 128 * 128) * 3
+    assert abs(announced - real / 1e6) <= 0.5  # printed in whole MB
+    with tmpfs(tmp_path / "tiny", "1m") as disk:
+        with pytest.raises(DiskError, match="decoded-pixel store .* MB free there. Nothing was decoded"):
+            build_store(disk / "run" / PIXELS_DIR, dataset.records, [96, 128])  # 40 photos: 3 MB
+        assert not (disk / "run" / PIXELS_DIR).exists()

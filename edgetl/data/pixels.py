@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgetl.data.dataset import ImageRecord
-from edgetl.io.files import atomic_write_json, writing
+from edgetl.io.files import DiskError, atomic_write_json, free_bytes, writing
 from edgetl.io.quiet import bars_off
 from edgetl.runtime.images import PREPROCESS_VERSION, load_image, open_rgb, resized
 
@@ -74,6 +74,11 @@ class PixelStore:
         self._fds.clear()
 
 
+def store_bytes(photos: int, resolutions: Sequence[int]) -> int:
+    """The store's exact size: every photo at every resolution as raw uint8 RGB."""
+    return photos * sum(int(r) * int(r) * 3 for r in set(resolutions))
+
+
 def _index_matches(index: dict, records: Sequence[ImageRecord], resolutions: tuple[int, ...]) -> bool:
     return (
         index.get("preprocess_version") == PREPROCESS_VERSION
@@ -116,7 +121,14 @@ def build_store(
         return existing
     started = time.perf_counter()
     shutil.rmtree(directory, ignore_errors=True)
-    needed = sum(len(records) * s * s * 3 for s in resolutions)
+    needed = store_bytes(len(records), resolutions)
+    free = free_bytes(directory)
+    if free is not None and free < needed:  # refused before decoding, not after filling the disk
+        raise DiskError(
+            f"cannot write the decoded-pixel store ({needed / 1e6:.1f} MB: {len(records)} photos at "
+            f"{', '.join(map(str, resolutions))} px) to {directory}: only {free / 1e6:.1f} MB free there. Nothing "
+            "was decoded; free some space or choose another --output_dir, then run the same command again"
+        )
     failed: dict[str, str] = {}
     with writing(directory, "the decoded-pixel store (OUTPUT_DIR/.pixels)", needed, cleanup=(directory,)):
         directory.mkdir(parents=True)

@@ -1,9 +1,13 @@
-"""How much disk a sweep may need, checked before the long work starts (a warning, never a refusal)."""
+"""How much disk a sweep may need, announced and checked before the long work starts.
+
+The estimate is a warning when the disk looks too small; the one exact part, the decoded-pixel store, is
+refused by `edgetl.data.pixels.build_store` before it decodes anything (a warm re-run never builds it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from edgetl.data.pixels import PIXELS_DIR, store_bytes
 from edgetl.export import FORMATS
 from edgetl.features.bottlenecks import default_cache_dir
 from edgetl.io.files import free_bytes
@@ -27,7 +31,7 @@ def estimate_space(config, dataset) -> tuple[int, int]:
         params = _PARAMS_AT_ALPHA_1[spec.version] * spec.alpha**2
         per_weight = 3 * 4.0 + sum(_BYTES_PER_WEIGHT[FORMATS[f].quantization] for f in config.export.formats)
         output += int(params * per_weight) + n_test * spec.resolution**2 * 3
-    output += n * sum(r * r * 3 for r in {p.resolution for p in config.points})  # OUTPUT_DIR/.pixels, while it runs
+    output += store_bytes(n, [p.resolution for p in config.points])  # OUTPUT_DIR/.pixels, while it runs
     return int(cache * SPACE_MARGIN), int(output * SPACE_MARGIN)
 
 
@@ -35,6 +39,14 @@ def check_space(config, dataset, say) -> None:
     """Warn before the long work when the output or the cache file system looks too small for the sweep."""
 
     cache_need, out_need = estimate_space(config, dataset)
+    resolutions = sorted({p.resolution for p in config.points})
+    pixels = store_bytes(len(dataset.records), resolutions)
+    say(
+        f"disk: about {(cache_need + out_need) / 1e6:.0f} MB at most: the decoded-pixel store "
+        f"{pixels / 1e6:.0f} MB ({len(dataset.records)} photos at {', '.join(map(str, resolutions))} px, in "
+        f"{Path(config.output_dir) / PIXELS_DIR} while the sweep runs), artifacts and checks "
+        f"{(out_need - pixels * SPACE_MARGIN) / 1e6:.0f} MB, bottleneck cache {cache_need / 1e6:.0f} MB"
+    )
     for what, path, need in (
         ("output directory", Path(config.output_dir), out_need),
         ("bottleneck cache", Path(config.features.bottleneck_dir or default_cache_dir()), cache_need),
