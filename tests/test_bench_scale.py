@@ -43,3 +43,20 @@ def test_pseudo_classes_split_real_classes_into_tint_groups(tmp_path):
     assert {g for _, _, g in plan["roses_02"]} == {2}
     built = bench_scale.build_dataset(source, 12, 6, tmp_path / "c", workers=1)
     assert len(set(digests(built).values())) == 12
+
+
+def test_pixel_store_benchmark_times_each_way_and_prices_a_sweep(tmp_path, capsys):
+    script = Path(__file__).resolve().parents[1] / "tools" / "bench_pixel_store.py"
+    spec = importlib.util.spec_from_file_location("bench_pixel_store", script)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rows = [tool.measure(tool.sample_photos(FLOWERS, 4), size) for size in (32, 64)]
+    assert [r["raw_bytes"] for r in rows] == [32 * 32 * 3, 64 * 64 * 3]
+    assert all(r["decode_s"] > 0 and r["raw_read_s"] > 0 and 0 < r["zlib1_bytes"] < 1.01 * r["raw_bytes"] for r in rows)
+    costs = {way: (s, b) for way, s, b in tool.sweep_costs(rows, 100, [2, 3])}
+    assert costs["decode at every point"][1] == 0
+    assert costs["raw store (edgetl today)"][1] == 100 * (32 * 32 * 3 + 64 * 64 * 3)
+    decode_every_point = 100 * (2 * rows[0]["decode_s"] + 3 * rows[1]["decode_s"])
+    assert abs(costs["decode at every point"][0] - decode_every_point) < 1e-9
+    assert tool.main(["--image_dir", str(FLOWERS), "--photos", "3", "--resolutions", "32", "--grid_points", "2"]) == 0
+    assert "raw store (edgetl today)" in capsys.readouterr().out
