@@ -11,7 +11,7 @@ import numpy as np
 
 from edgetl.data.dataset import SplitConfig, decode_images, scan_dataset
 from edgetl.features.backbones import point_id
-from edgetl.io.files import atomic_write_bytes
+from edgetl.io.files import atomic_write_with
 from edgetl.io.text import visible
 from edgetl.measure.results import ArtifactResult
 from edgetl.params import Interval, validate
@@ -338,8 +338,6 @@ def prepare_test_images(dataset, resolution: int, path: Path, load=None) -> tupl
 
     Returns the file and the labels; images that fail to decode are left out (with a warning).
     """
-    import io
-
     path = Path(path)
     records = dataset.split("testing")
     if path.is_file():
@@ -350,15 +348,14 @@ def prepare_test_images(dataset, resolution: int, path: Path, load=None) -> tupl
     for line in failed:
         print(f"warning: skipping test image {line}")
     labels = np.array([r.label_index for r in kept], np.int64)
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        images=images,
-        labels=labels,
-        paths=np.array([str(r.path) for r in kept]),
-        requested=np.array([str(r.path) for r in records]),
-    )
-    atomic_write_bytes(path, buffer.getvalue())
+    arrays = {
+        "images": images,
+        "labels": labels,
+        "paths": np.array([str(r.path) for r in kept]),
+        "requested": np.array([str(r.path) for r in records]),
+    }
+    # streamed to disk: built in memory first, the file would be a second copy of the test split's pixels
+    atomic_write_with(path, lambda f: np.savez(f, **arrays), "the benchmark's test images")
     return path, labels
 
 
