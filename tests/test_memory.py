@@ -1,7 +1,8 @@
 """Issue 29's memory fixes: what keeps a sweep's peak memory from growing with its photos.
 
 - `decode_images` fills one array (never a list of images and then a stacked copy);
-- `atomic_write_with` streams a file to disk atomically (the benchmark's test images, no in-memory copy);
+- `atomic_write_with` streams a file to disk atomically (the benchmark's test images, no in-memory copy),
+  and a benchmark child reads the one image it times (`first_image`), not the whole test split;
 - `trim_malloc` hands the C heap's free pages back to the OS;
 - the audio import error MediaPipe keeps no longer pins the frames that first imported it.
 
@@ -26,7 +27,7 @@ from PIL import Image
 from edgetl.data.dataset import ImageRecord, SplitConfig, decode_images, scan_dataset
 from edgetl.io.files import DiskError, atomic_write_with
 from edgetl.io.memory import trim_malloc
-from edgetl.measure.bench import prepare_test_images
+from edgetl.measure.bench import first_image, prepare_test_images
 from edgetl.runtime.images import load_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,6 +154,22 @@ def test_prepare_test_images_writes_the_decoded_split(tmp_path):
     assert leftovers(out.parent) == []
     stamp = out.stat().st_mtime_ns
     assert prepare_test_images(dataset, 20, out)[0] == out and out.stat().st_mtime_ns == stamp  # reused
+
+
+def test_first_image_reads_one_image_of_the_npz(tmp_path):
+    """The benchmark child times one image: it reads that one, not the test split, before its peak RSS."""
+    images = np.random.default_rng(0).integers(0, 256, (50, 64, 64, 3), dtype=np.uint8)
+    path = atomic_write_with(tmp_path / "test.npz", lambda f: np.savez(f, images=images, labels=np.arange(50)))
+    first_image(path)  # imports outside the measurement
+    tracemalloc.start()
+    try:
+        first = first_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(first, images[0])
+    assert first.flags.writeable and first.shape == (64, 64, 3) and first.dtype == np.uint8
+    assert peak < images.nbytes / 10, f"peak {peak} bytes for one {first.nbytes}-byte image"
 
 
 # ---------------------------------------------------------------------------------------------------------
