@@ -1,6 +1,7 @@
 """Issue 29's memory fixes: what keeps a sweep's peak memory from growing with its photos.
 
-- `decode_images` fills one array (never a list of images and then a stacked copy);
+- `decode_images` fills one array (never a list of images and then a stacked copy), and an export in a sweep
+  reads its test images a batch at a time from the pixel store (`StoredImages`) instead of holding them;
 - `atomic_write_with` streams a file to disk atomically (the benchmark's test images, no in-memory copy),
   and a benchmark child reads the one image it times (`first_image`), not the whole test split;
 - `trim_malloc` hands the C heap's free pages back to the OS;
@@ -25,6 +26,9 @@ import pytest
 from PIL import Image
 
 from edgetl.data.dataset import ImageRecord, SplitConfig, decode_images, scan_dataset
+from edgetl.data.pixels import LazyPixels
+from edgetl.export.formats import ExportError
+from edgetl.export.inputs import StoredImages
 from edgetl.io.files import DiskError, atomic_write_with
 from edgetl.io.memory import trim_malloc
 from edgetl.measure.bench import first_image, prepare_test_images
@@ -89,6 +93,22 @@ def test_decode_images_holds_the_pixels_once(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 1.5 * images.nbytes, f"peak {peak} bytes for a {images.nbytes}-byte result"
+
+
+def test_stored_images_reads_the_same_pixels_a_slice_at_a_time(tmp_path):
+    """An export in a sweep holds no test split: its checks read each batch again from the pixel store."""
+    paths = photos(tmp_path, 9)
+    recs = records(paths)
+    store = LazyPixels(tmp_path / "pixels", recs, (24,))
+    stored = StoredImages(recs, 24, store)
+    whole = decode_images(recs, 24)[0]
+    assert len(stored) == 9
+    np.testing.assert_array_equal(np.concatenate([stored[i : i + 4] for i in range(0, 9, 4)]), whole)
+    np.testing.assert_array_equal(stored[3:5], whole[3:5])
+    store.remove()
+    paths[4].write_bytes(b"not a png any more")
+    with pytest.raises(ExportError, match="no longer"):
+        StoredImages(recs, 24, None)[3:6]
 
 
 # ---------------------------------------------------------------------------------------------------------
