@@ -294,14 +294,18 @@ def decode_images(records: list[ImageRecord], size: int, load=None) -> tuple[np.
     `load_image`'s signature) is where the pixels come from: a sweep's `edgetl.data.pixels` store, decoded once.
     """
     load = load or load_image
-    images, kept, failed = [], [], []
+    # One array filled in place: a list of images then np.stack held the split twice at its peak.
+    array = np.empty((len(records), size, size, 3), np.uint8)
+    kept, failed = [], []
     for r in records:
         try:
-            images.append(load(r.path, size))
-            kept.append(r)
+            array[len(kept)] = load(r.path, size)
         except DiskError:
             raise  # the sweep's decoded-pixel store could not be written: not this file's fault
         except Exception as e:  # any decoder failure is one bad file
             failed.append(f"{r.path}: {type(e).__name__}: {e}")
-    array = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+            continue
+        kept.append(r)
+    if failed:  # shrunk in place (no view of it exists yet), not copied
+        array.resize((len(kept), size, size, 3), refcheck=False)
     return array, kept, failed

@@ -22,6 +22,33 @@ from edgetl.io.files import one_line
 KERAS_BATCH = 16  # TensorFlow's CPU forward pass is faster at 16 than at 64 here (activations stay in cache)
 
 
+class StoredImages:
+    """The test images as `images[a:b]` slices read from a sweep's decoded-once pixel store when a check needs
+    them: reading a slice again is cheap, and an export held the whole test split for as long as it converted
+    and checked every format, beside the next point's training (memory growing with the photos)."""
+
+    def __init__(self, records: list, size: int, load: Callable):
+        self.records, self.size, self.load = list(records), size, load
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        images, _, failed = decode_images(self.records[index], self.size, self.load)
+        if failed:
+            raise ExportError(f"a test image that decoded before no longer does: {failed[0]}")
+        return images
+
+
+def _decodable(records: list, size: int, load: Callable, chunk: int = 256) -> tuple[list, list[str]]:
+    """(the records `load` decodes, the failures), a chunk of pixels at a time."""
+    kept, failed = [], []
+    for start in range(0, len(records), chunk):
+        _, k, f = decode_images(records[start : start + chunk], size, load)
+        kept, failed = kept + k, failed + f
+    return kept, failed
+
+
 @dataclass
 class RunInputs:
     """What every format of one run shares, loaded once per run."""
@@ -30,7 +57,7 @@ class RunInputs:
     run: dict
     source: ModelSource  # the model as trained
     dataset: object  # edgetl.data.dataset.Dataset
-    test_images: np.ndarray  # uint8 (N, R, R, 3)
+    test_images: np.ndarray | StoredImages  # uint8 (N, R, R, 3), or read slice by slice from a sweep's store
     test_labels: np.ndarray
     keras_probs: np.ndarray
     notes: list[str]
@@ -83,7 +110,7 @@ def load_keras_model(path: Path):
         raise ExportError(f"cannot load {path}: {type(e).__name__}: {one_line(e)}") from e
 
 
-def _keras_predict(model, images_uint8: np.ndarray) -> np.ndarray:
+def _keras_predict(model, images_uint8: np.ndarray | StoredImages) -> np.ndarray:
     """The float Keras model's probabilities, the reference every check compares with: traced once
     (`traced_forward`), in batches of KERAS_BATCH: faster than predict_on_batch, which traces again for
     each new batch size, and the same to 1e-7 (tools/bench_sweep.py times the export checks)."""
@@ -121,9 +148,12 @@ def load_run_inputs(run_dir: Path, dataset=None, load=None) -> RunInputs:
             f"the classes in {run['image_dir']} ({', '.join(dataset.classes)}) are not the ones the run was "
             f"trained on ({', '.join(run['classes'])}); re-train, or restore the dataset"
         )
-    test_images, test_records, failed = decode_images(
-        dataset.split("testing"), int(run["backbone"]["resolution"]), load
-    )
+    size, test_split = int(run["backbone"]["resolution"]), dataset.split("testing")
+    if load is None:
+        test_images, test_records, failed = decode_images(test_split, size)
+    else:
+        test_records, failed = _decodable(test_split, size, load)
+        test_images = StoredImages(test_records, size, load)
     notes = [f"test image skipped: {f}" for f in failed]
     if not len(test_images):
         raise ExportError(f"no decodable test images in {run['image_dir']}; cannot check any artifact")

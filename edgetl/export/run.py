@@ -223,7 +223,10 @@ def _check_step(inputs: RunInputs, fmt: str, out_path: Path, config: ExportConfi
     per_class = None
     try:
         model = load_model(out_path, config.num_threads)
-        probs = np.asarray(model.predict(inputs.test_images, batch_size=PREDICT_BATCH), np.float32)
+        images = inputs.test_images  # a slice at a time: maybe read from a sweep's store (StoredImages)
+        batches = range(0, len(images), PREDICT_BATCH)
+        probs = np.concatenate([model.predict(images[i : i + PREDICT_BATCH], PREDICT_BATCH) for i in batches])
+        probs = np.asarray(probs, np.float32)
         if probs.shape != inputs.keras_probs.shape:
             raise ValueError(f"output shape {probs.shape}, expected {inputs.keras_probs.shape}")
         if fidelity.measured(fmt) and config.fidelity_images_per_class:

@@ -114,6 +114,29 @@ OPTIONAL_KEYS = ("description", "version", "author", "license", "extra_files")
 # Writing (main environment: needs mediapipe for the schema and metadata classes)
 
 
+#: The MediaPipe module that keeps the error of its optional `sounddevice` import, and the name it keeps it under.
+AUDIO_RECORD_MODULE, AUDIO_ERROR = "mediapipe.tasks.python.audio.core.audio_record", "sd_error"
+
+
+def _forget_audio_error() -> None:
+    """Drop the traceback of the audio import error MediaPipe keeps (`sd_error`, for its AudioRecord to raise).
+
+    Importing any part of the `mediapipe` package imports its audio tasks, which try `sounddevice` and keep
+    the OSError/ImportError when PortAudio is missing. That error's traceback holds the import's frames, and
+    through their f_back every frame that was running at the first import, with all their locals: a
+    training's (`edgetl.train.run` exports its float model) or an export's arrays would stay in memory for
+    the rest of the process. The error itself is kept, so AudioRecord still says why it cannot record.
+    """
+    import sys
+
+    error = getattr(sys.modules.get(AUDIO_RECORD_MODULE), AUDIO_ERROR, None)
+    seen = set()
+    while isinstance(error, BaseException) and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+
+
 def _mediapipe_metadata():
     """MediaPipe's generated metadata schema and metadata_info module (pure Python, no native library)."""
     try:
@@ -123,6 +146,7 @@ def _mediapipe_metadata():
         raise ImportError(
             f"edgetl.export.tflite_metadata needs MediaPipe's metadata schema: pip install 'mediapipe==1.2.3' ({e})"
         ) from e
+    _forget_audio_error()
     return metadata_fb, metadata_info
 
 
@@ -132,6 +156,8 @@ def _tflite_schema():
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:  # same file as TensorFlow's (mediapipe 1.2.3 ships TF 2.21's, byte for byte)
         from mediapipe.tasks.metadata import schema_py_generated as schema
+
+        _forget_audio_error()
     return schema
 
 

@@ -13,8 +13,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def _umask() -> int:
@@ -23,17 +24,25 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "a file", durable: bool = True) -> Path:
-    """Write `data` to `path` so a reader sees the old file or the new one; a disk fault is a DiskError.
+def atomic_write_with(
+    path: str | os.PathLike,
+    write: Callable[[BinaryIO], object],
+    what: str = "a file",
+    durable: bool = True,
+    needed: int | None = None,
+) -> Path:
+    """`write(f)` into a temp file beside `path`, then rename it over `path`: a reader sees the old file or the
+    new one; a disk fault is a DiskError naming `path` and `what` (`needed`: the size, when known).
 
+    Streams straight to disk, for a writer that would otherwise build the whole file in memory first.
     `durable=False` skips the fsync, for files that check themselves (a digest) and can be made again."""
     path = Path(path)
-    with writing(path, what, len(data)):
+    with writing(path, what, needed):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                write(f)
                 f.flush()
                 if durable:
                     os.fsync(f.fileno())  # the rename must not land before the bytes do
@@ -43,6 +52,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "a file
             Path(tmp).unlink(missing_ok=True)
             raise
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "a file", durable: bool = True) -> Path:
+    """Write `data` to `path` atomically (`atomic_write_with`)."""
+    return atomic_write_with(path, lambda f: f.write(data), what, durable, len(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, what: str = "a file") -> Path:

@@ -15,6 +15,7 @@ Threads would not do: the calibrator holds Python's GIL, and a busy second threa
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -31,6 +32,7 @@ from edgetl.export import check_predictions
 from edgetl.features.backbones import BackboneSpec
 from edgetl.io.faults import fault_point
 from edgetl.io.log import heartbeat, worker_log
+from edgetl.io.memory import trim_malloc
 from edgetl.io.quiet import bars_off
 from edgetl.measure.bench import prepare_test_images
 from edgetl.measure.results import ArtifactResult, write_results
@@ -118,6 +120,10 @@ class _Grid:
             self.stage.set_description_str(f"{plan.name}: training")
             with heartbeat(self.say, f"training {plan.name}"):
                 plan.run = train_point(train_config, spec, self.dataset, plan.weights, self.say, self.load)
+            # the training's features and batches are garbage now; handed back before the export and the next
+            # point allocate theirs, or the process's resident size keeps the largest point's peak
+            gc.collect()
+            trim_malloc()
             plan.trained()
             self.say(trained_line(plan.name, plan.run))
         return plan

@@ -20,6 +20,7 @@ from edgetl.data.dataset import Dataset
 from edgetl.export import export_format, load_run_inputs
 from edgetl.features.backbones import BackboneSpec, ResolvedWeights
 from edgetl.io.files import one_line, sha256_file
+from edgetl.io.memory import trim_malloc
 from edgetl.measure.bench import measure
 from edgetl.measure.results import ArtifactResult, failed_result
 from edgetl.sweep.config import SweepConfig, point_dir, point_name
@@ -156,6 +157,7 @@ def release_models() -> None:
     if "keras" in sys.modules:
         sys.modules["keras"].backend.clear_session()
     gc.collect()
+    trim_malloc()  # what was just freed stays in glibc's arenas, counted as this process's, until trimmed
 
 
 # ---------------------------------------------------------------------------------------------------------
