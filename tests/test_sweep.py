@@ -429,6 +429,22 @@ def test_a_point_trained_beside_an_export_leaves_the_worker_a_core(finished_swee
     assert engine["v1-a0.25-r96"]["num_threads"] == max(1, cores - 1)
 
 
+def test_exports_run_on_a_worker_per_core_each_checking_on_its_share(tiny_data, tmp_path):
+    from edgetl.features.backbones import BackboneSpec
+    from edgetl.sweep.config import SweepConfig, export_key
+    from edgetl.sweep.local import MAX_EXPORT_WORKERS, export_workers, in_worker
+
+    cores = os.cpu_count() or 1
+    assert export_workers() == max(1, min(MAX_EXPORT_WORKERS, cores))
+    config = SweepConfig(image_dir=tiny_data, output_dir=tmp_path / "out", points=(BackboneSpec("v1", 0.25, 96),))
+    shared = in_worker(config, 2)
+    assert shared.export.num_threads == max(1, min(config.export.num_threads, cores // 2))
+    for fmt in config.export.formats:  # the artifacts are the same: a resumed sweep re-exports nothing
+        assert export_key(shared, "trained", fmt) == export_key(config, "trained", fmt)
+    pinned = replace(config, export=replace(config.export, num_threads=1))
+    assert in_worker(pinned, 2) is pinned
+
+
 def test_feature_threads_are_validated_and_never_change_a_key(tiny_data, tmp_path):
     from edgetl.features.backbones import BackboneSpec, ResolvedWeights
     from edgetl.features.bottlenecks import FeatureConfig

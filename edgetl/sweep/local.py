@@ -1,14 +1,17 @@
-"""The in-process sweep's runner (`run_grid`): one grid point exported in a worker process while the next trains.
+"""The in-process sweep's runner (`run_grid`): the points trained back to back, their exports in worker processes.
 
-On 2 cores, a point's export keeps about 1.3 of them busy (the TFLite calibrator and tf2onnx run on one
-thread), and training the next point needs the pixels and the backbone, not that export. So the in-process
-sweep hands each point's export to one worker process (spawned on first use, TensorFlow imported there
-once) and trains the next point meanwhile. A point's benchmarks wait until both are done, so nothing else
-runs while a latency is timed; the last point has nothing to overlap with and exports in the sweep itself.
-Threads would not do: the calibrator holds Python's GIL, and a busy second thread slowed it many times over.
+On 2 cores, one point's export keeps about one of them busy (the TFLite calibrator, bias correction and
+tf2onnx run on one thread), and training a point needs the pixels and the backbone, not any export. So the
+in-process sweep trains the points one after the other and hands each finished point's export to a pool of
+worker processes (`export_workers`: one per core, at most MAX_EXPORT_WORKERS, spawned on first use, TensorFlow
+imported there once). Two exports run at once where one export and a short training used to leave a core
+idle (tools/bench_sweep.py: about 90 s of one idle core in the README sweep). The benchmarks wait until every
+export is done, so nothing else runs while a latency is timed; the largest point goes first, so the exports
+that run alone at the end are the cheapest. Threads would not do: the calibrator holds Python's GIL, and a
+busy second thread slowed it many times over.
 
-- The worker is a child of the sweep and dies with it (Linux's parent-death signal); a simulated power
-  cut in the worker (`edgetl.io.files.checkpoint`) takes the sweep down with it, as a real one would.
+- A worker is a child of the sweep and dies with it (Linux's parent-death signal); a simulated power
+  cut in a worker (`edgetl.io.files.checkpoint`) takes the sweep down with it, as a real one would.
 - A worker that dies on its own (the OOM killer) ends the sweep with `WorkerLost`: the finished units
   are on disk, and the same command resumes.
 """
@@ -20,7 +23,7 @@ import multiprocessing
 import os
 import signal
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 
@@ -52,6 +55,9 @@ from edgetl.sweep.units import (
 #: Set in the worker: the sweep's process id, for `edgetl.io.files.checkpoint`'s simulated power cut.
 SWEEP_PID_ENV = "EDGETL_SWEEP_PID"
 PR_SET_PDEATHSIG = 1  # prctl(2)
+#: Each export worker holds TensorFlow and a point's models (about a GB): more than this costs memory for
+#: exports that would mostly wait for the trainings feeding them.
+MAX_EXPORT_WORKERS = 2
 
 
 class WorkerLost(SweepStopped):
@@ -71,15 +77,19 @@ def _init_worker(sweep_pid: int) -> None:
 
 
 class ExportWorker:
-    """One worker process for `submit(fn, *args)`, started on first use; a context manager that stops it."""
+    """A pool of `workers` processes for `submit(fn, *args)`, each started on first need; a context manager
+    that stops them."""
 
-    def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
+    def __init__(self, workers: int = 1) -> None:
+        self.workers, self._pool = workers, None
 
     def submit(self, fn, *args) -> Future:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(os.getpid(),),
             )
         return self._pool.submit(fn, *args)
 
@@ -87,8 +97,23 @@ class ExportWorker:
         return self
 
     def __exit__(self, kind, *_) -> None:
-        if self._pool is not None:  # after an error, do not wait for the export in flight
+        if self._pool is not None:  # after an error, do not wait for the exports in flight
             self._pool.shutdown(wait=kind is None, cancel_futures=True)
+
+
+def export_workers() -> int:
+    """How many points export at once: one per core, at most MAX_EXPORT_WORKERS."""
+    return max(1, min(MAX_EXPORT_WORKERS, os.cpu_count() or 1))
+
+
+def in_worker(config: SweepConfig, workers: int) -> SweepConfig:
+    """The config a point exports with in one of `workers` workers: its checks on its share of the cores (a
+    check is not a latency measurement, and a thread that shares its core stalls XNNPACK's others). The
+    threads are in no key: the artifacts are the same."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    if config.export.num_threads <= threads:
+        return config
+    return replace(config, export=replace(config.export, num_threads=threads))
 
 
 def worker_result(future: Future, what: str):
@@ -150,16 +175,13 @@ class _Grid:
         return rows
 
     def settle(self, spec: BackboneSpec, plan: PointPlan | None, exported, spent: float) -> None:
-        """Benchmark a point once its export is done (`exported`: its state, the worker's future of it, or None
-        when the point failed), write the rows so far, and record the time this process spent on the point."""
+        """Benchmark a point once every export is done (`exported`: its state, the worker's future of it, or None
+        when the point failed), write the rows so far, and record the time this process spent on the point (its
+        training and its benchmarks; the wait for the exports is the sweep's)."""
         clock, name = time.perf_counter(), point_name(self.config, spec)
 
         def bench():
-            if isinstance(exported, dict):
-                plan.state = exported
-            else:
-                with heartbeat(self.say, f"exporting {name}"):
-                    plan.state = worker_result(exported, name)
+            plan.state = exported if isinstance(exported, dict) else worker_result(exported, name)
             return self.bench(plan)
 
         rows = (self.attempt(f"{name} bench", bench) if exported is not None else None) or []
@@ -174,18 +196,18 @@ class _Grid:
 
 def largest_first(points: tuple[BackboneSpec, ...]) -> list[BackboneSpec]:
     """The order the in-process runner takes the points in: the largest input and width first, so the last
-    point, whose export has no training beside it, is the cheapest to export (tools/bench_sweep.py prints each
-    point's export time). Ties keep the grid's order."""
+    exports, which have no training beside them, are the cheapest (tools/bench_sweep.py prints each point's
+    export time). Ties keep the grid's order."""
     return sorted(points, key=lambda p: -(p.resolution**2) * p.alpha)
 
 
 def beside_export(config: SweepConfig) -> SweepConfig:
-    """The config a point trains with while the previous point exports: LiteRT's features on every core but one.
+    """The config a point trains with while earlier points export: LiteRT's features on every core but one.
 
-    XNNPACK splits each layer evenly over its threads, so while the worker keeps a core busy, one of two
+    XNNPACK splits each layer evenly over its threads, so while a worker keeps a core busy, one of two
     feature threads keeps stalling the other (tools/bench_sweep.py: one thread ran faster than two beside
-    a busy one), and one thread also leaves the worker its core. The worker's export, not this
-    training, is what the next point waits for. Thread counts the user set are kept."""
+    a busy one), and one thread also leaves the workers a core. The exports, not this training, are what
+    the sweep waits for. Thread counts the user set are kept."""
     if config.features.num_threads is not None:
         return config
     return replace(config, features=replace(config.features, num_threads=max(1, (os.cpu_count() or 1) - 1)))
@@ -207,9 +229,10 @@ def run_grid(
     load=None,
     walls: dict[str, float] | None = None,
 ) -> list[ArtifactResult]:
-    """Every point of `config` in turn, each point's export running in the export worker while the next
-    point trains; rows added to `results`, written after each point. `walls` gets the time this process
-    spent on each point (its training, then waiting for its export and benchmarking it)."""
+    """Every point of `config` trained in turn, each finished point's export handed to the export workers; once
+    every export is done, the points benchmarked in the same order, rows added to `results` and written after
+    each point. `walls` gets the time this process spent on each point (its training, then waiting for its
+    export and benchmarking it)."""
     with (
         tqdm(
             total=len(config.points),
@@ -219,33 +242,33 @@ def run_grid(
             disable=bars_off(),
         ) as overall,
         tqdm(bar_format="{desc}", position=1, leave=False, disable=bars_off()) as stage,
-        ExportWorker() as worker,
+        ExportWorker(export_workers()) as worker,
     ):
         grid = _Grid(config, dataset, notes, say, load, list(results or []), walls, (overall, stage))
-        exporting = None  # (spec, plan, the worker's future, seconds): the point exported beside this one
-        points = largest_first(config.points)
-        for i, spec in enumerate(points):
+        trained = []  # (spec, plan, its export: the worker's future, a finished state, or None; seconds)
+        for spec in largest_first(config.points):
             clock, name = time.perf_counter(), point_name(config, spec)
             overall.set_postfix_str(name)
-            train_config = beside_export(config) if exporting is not None else config
+            train_config = beside_export(config) if any(isinstance(t[2], Future) for t in trained) else config
             plan = grid.attempt(name, lambda: grid.train(spec, train_config))
-            spent = time.perf_counter() - clock
-            if exporting is not None:
-                grid.settle(*exporting)
-                exporting = None
-            if plan is None:
-                grid.settle(spec, None, None, spent)
-                continue
-            if i + 1 < len(points) and plan.exports():
-                if isinstance(load, LazyPixels):
-                    load.build()  # here, once: never in the worker while this process builds it too
-                exporting = (spec, plan, worker.submit(_export_in_worker, plan, dataset, load, worker_log(say)), spent)
-                continue
-            clock = time.perf_counter()
-            stage.set_description_str(f"{name}: exporting")
-            with heartbeat(say, f"exporting {name}"):
-                exported = grid.attempt(f"{name} export", lambda: export_point(plan, dataset, say, load))
-            grid.settle(spec, plan, exported, spent + time.perf_counter() - clock)
-        if exporting is not None:
-            grid.settle(*exporting)
+            trained.append((spec, plan, _start_export(grid, worker, plan), time.perf_counter() - clock))
+        exporting = [t[2] for t in trained if isinstance(t[2], Future)]
+        stage.set_description_str(f"exporting {len(exporting)} point(s)")
+        with heartbeat(say, "exporting"):
+            wait(exporting)  # every export done before the first latency is timed
+        for point in trained:
+            grid.settle(*point)
     return grid.results
+
+
+def _start_export(grid: _Grid, worker: ExportWorker, plan: PointPlan | None):
+    """The point's export: the worker's future of it, its state when nothing is left to export, None when the
+    point failed."""
+    if plan is None:
+        return None
+    if not plan.exports() and plan.next_rung() is None:
+        return grid.attempt(f"{plan.name} export", lambda: export_point(plan, grid.dataset, grid.say, grid.load))
+    if isinstance(grid.load, LazyPixels):
+        grid.load.build()  # here, once: never in a worker while this process builds it too
+    exporting = replace(plan, config=in_worker(plan.config, worker.workers))
+    return worker.submit(_export_in_worker, exporting, grid.dataset, grid.load, worker_log(grid.say))
