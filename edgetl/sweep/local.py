@@ -80,7 +80,7 @@ class ExportWorker:
     """A pool of `workers` processes for `submit(fn, *args)`, each started on first need; a context manager
     that stops them."""
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int) -> None:
         self.workers, self._pool = workers, None
 
     def submit(self, fn, *args) -> Future:
@@ -231,8 +231,8 @@ def run_grid(
 ) -> list[ArtifactResult]:
     """Every point of `config` trained in turn, each finished point's export handed to the export workers; once
     every export is done, the points benchmarked in the same order, rows added to `results` and written after
-    each point. `walls` gets the time this process spent on each point (its training, then waiting for its
-    export and benchmarking it)."""
+    each point. `walls` gets the time this process spent on each point (its training and its benchmarks; the
+    wait for the exports is in no point's figure)."""
     with (
         tqdm(
             total=len(config.points),
@@ -249,7 +249,8 @@ def run_grid(
         for spec in largest_first(config.points):
             clock, name = time.perf_counter(), point_name(config, spec)
             overall.set_postfix_str(name)
-            train_config = beside_export(config) if any(isinstance(t[2], Future) for t in trained) else config
+            busy = any(isinstance(t[2], Future) and not t[2].done() for t in trained)  # an export still running
+            train_config = beside_export(config) if busy else config
             plan = grid.attempt(name, lambda: grid.train(spec, train_config))
             trained.append((spec, plan, _start_export(grid, worker, plan), time.perf_counter() - clock))
         exporting = [t[2] for t in trained if isinstance(t[2], Future)]
