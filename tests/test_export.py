@@ -523,3 +523,42 @@ def test_dynamic_batch_on_request_costs_the_onnx_file_its_nnapi_partition(export
     nnapi = entries["onnx-float32"]["accelerators"]["nnapi"]
     assert nnapi["blocked_by_dynamic_shape"] > 0 and nnapi["supported"] < nnapi["nodes"]
     assert nnapi["verdict"] != "YES"
+
+
+def _small_keras_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.DepthwiseConv2D(3, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def test_tf2onnx_optimizers_run_in_place_give_the_guarded_bytes_and_fall_back_when_one_raises(monkeypatch):
+    import contextlib
+    import os
+
+    import tf2onnx.optimizer
+
+    from edgetl.export import onnx as onnx_export
+
+    model = _small_keras_model()
+    fast = onnx_export.to_onnx_float(model, 1).SerializeToString()
+    assert onnx_export.TF2ONNX_CATCH_ERRORS not in os.environ  # restored after the conversion
+    with monkeypatch.context() as m:  # tf2onnx's own default: a deep copy of the graph before each pass
+        m.setattr(onnx_export, "_environ", lambda *_: contextlib.nullcontext())
+        guarded = onnx_export.to_onnx_float(model, 1).SerializeToString()
+    assert fast == guarded
+
+    class Raises:
+        def optimize(self, graph, iteration):
+            raise RuntimeError("an optimizer bug")
+
+    monkeypatch.setitem(tf2onnx.optimizer._optimizers, "raises", Raises)  # unguarded: the conversion fails
+    assert onnx_export.to_onnx_float(model, 1).SerializeToString() == fast  # so it is done again, guarded

@@ -5,8 +5,10 @@ Returns serialized ModelProto bytes with the edgetl metadata in `metadata_props`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -42,8 +44,36 @@ def to_onnx_float(model, batch_size: int | None, opset: int | None = None):
     from tf2onnx.optimizer import _optimizers
 
     optimizers = {k: v for k, v in _optimizers.items() if k != "merge_duplication"}
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset or ONNX_OPSET, optimizers=optimizers)
+
+    def convert():
+        return tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset or ONNX_OPSET, optimizers=optimizers)
+
+    # tf2onnx deep-copies the whole graph before each optimizer pass, to restore it if the pass raises: a
+    # quarter of its time here. Passes run in place instead; only if one raises is the model converted
+    # again the guarded way (the same bytes either way: tests/test_onnx_export.py).
+    try:
+        with _environ(TF2ONNX_CATCH_ERRORS, "FALSE"):
+            proto, _ = convert()
+    except Exception:
+        proto, _ = convert()
     return canonical_names(proto)
+
+
+# tf2onnx reads it per conversion: present, the optimizers run without a safety copy (tf2onnx/convert.py).
+TF2ONNX_CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 _NUMBERED = re.compile(r"__(\d+)")
