@@ -48,9 +48,9 @@ def to_onnx_float(model, batch_size: int | None, opset: int | None = None):
     def convert():
         return tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset or ONNX_OPSET, optimizers=optimizers)
 
-    # tf2onnx deep-copies the whole graph before each optimizer pass, to restore it if the pass raises: a
-    # quarter of its time here. Passes run in place instead; only if one raises is the model converted
-    # again the guarded way (the same bytes either way: tests/test_onnx_export.py).
+    # tf2onnx deep-copies the whole graph before each optimizer pass, to restore it if the pass raises, and
+    # that copying is most of a conversion's time (README, Speed). Passes run in place instead; only if one
+    # raises is the model converted again the guarded way (the same bytes either way: tests/test_export.py).
     try:
         with _environ(TF2ONNX_CATCH_ERRORS, "FALSE"):
             proto, _ = convert()
