@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.io.files import sha256_file
-from edgetl.measure.bench import BenchConfig, latency_percentiles
+from edgetl.measure.timing import BenchConfig, latency_percentiles
 from edgetl.runtime import load_model
 from edgetl.runtime.cpu import int8_dot_features
 from edgetl.runtime.self_check import self_check

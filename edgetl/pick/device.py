@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.measure.bench import BUSY_OTHER_CORES
 from edgetl.measure.results import ArtifactResult
+from edgetl.measure.timing import BUSY_OTHER_CORES
 from edgetl.pick.pareto import RUNTIME_NAMES, pick_all
 from edgetl.pick.report import write_report
 
