@@ -91,3 +91,7 @@ def test_parse_args_passes_the_rest_to_the_sweep(tmp_path):
     args, extra = bench_sweep.parse_args(["--work_dir", str(tmp_path), "--", "--formats", "tflite-int8"])
     assert extra == ["--formats", "tflite-int8"] and args.out == tmp_path / "bench_sweep.json"
     assert (args.backbones, args.alphas, args.resolutions, args.epochs) == ("v1,v2", "0.25,1.0", "128,224", 5)
+    assert args.sweep_name == "README sweep"
+    full = ["--alphas", "0.25,0.5,0.75,1.0", "--resolutions", "128,160,192,224"]
+    args, _ = bench_sweep.parse_args(["--work_dir", str(tmp_path), *full])
+    assert args.sweep_name == "sweep (v1,v2 x 0.25,0.5,0.75,1.0 x 128,160,192,224)"  # not called the README's
