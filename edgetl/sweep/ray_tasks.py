@@ -27,7 +27,7 @@ from edgetl.io.files import one_line
 from edgetl.measure.bench import prepare_test_images
 from edgetl.params import Interval, validate
 from edgetl.sweep.config import TEST_IMAGES, SweepConfig, point_dir
-from edgetl.sweep.units import bench_artifact, train_point
+from edgetl.sweep.units import bench_artifact, release_models, train_point
 
 LOCAL = "local"  # `--ray` without an address: start a Ray on this machine (Ray's own name for it)
 
@@ -267,7 +267,9 @@ def _run_inputs(train_key: str, model: dict, dataset):
 
     if _loaded is not None and _loaded[0] == train_key:
         return _loaded[1]
-    _forget_inputs()
+    if _loaded is not None:  # the last point's models are garbage now: handed back, as the local runner does
+        _forget_inputs()
+        release_models()
     run_dir = _temp_dir("run")
     try:
         _write_tree(run_dir, model)
