@@ -85,12 +85,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--skip_memory", action="store_true", help="no 4- and 16-point sweeps (ratio 6)")
     p.add_argument("--skip_warm", action="store_true", help="no second run of the README sweep (ratio 3)")
     p.add_argument("--skip_sweep", action="store_true", help="no floor and no README sweep (ratios 1-4)")
-    hidden = argparse.SUPPRESS  # for trying the script on tiny inputs; the defaults are the issue's settings
-    p.add_argument("--subset_per_class", type=int, default=0, help=hidden)
     grid = "the sweep's grid (default: the README's); issue 29's full grid: --alphas 0.25,0.5,0.75,1.0 "
     p.add_argument("--backbones", default=README_GRID[0], help=grid + "--resolutions 128,160,192,224")
     p.add_argument("--alphas", default=README_GRID[1], help="see --backbones")
     p.add_argument("--resolutions", default=README_GRID[2], help="see --backbones")
+    hidden = argparse.SUPPRESS  # for trying the script on tiny inputs; the defaults are the issue's settings
+    p.add_argument("--subset_per_class", type=int, default=0, help=hidden)
     p.add_argument("--epochs", type=int, default=5, help=hidden)
     p.add_argument("--floor_repeats", type=int, default=2, help=hidden)
     p.add_argument("--memory_per_class", type=int, default=40, help=hidden)
